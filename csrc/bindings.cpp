@@ -1,0 +1,136 @@
+// The pybind11 module vad_edge._C. Thin on purpose: vad_edge/ops checks shapes, dtypes, devices and
+// contiguity, allocates the outputs and passes raw addresses here.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ops/anomaly_score.h"
+#include "ops/cluster_distance.h"
+#include "ops/prepare_clip.h"
+#include "ops/variance_attention.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace py = pybind11;
+using vad_edge::DType;
+using vad_edge::FrameStrides;
+using vad_edge::StreamHandle;
+
+namespace {
+
+template <typename T>
+T* ptr(std::uintptr_t address) {
+  return reinterpret_cast<T*>(address);
+}
+
+StreamHandle stream_of(std::uintptr_t handle) { return reinterpret_cast<StreamHandle>(handle); }
+
+FrameStrides frame_strides(const std::vector<int64_t>& s) {
+  if (s.size() != 5) throw py::value_error("frame strides: expected 5 values");
+  return FrameStrides{s[0], s[1], s[2], s[3], s[4]};
+}
+
+std::vector<std::string> split_archs(const std::string& archs) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char ch : archs) {
+    if (ch == ',') {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else {
+      cur += ch;
+    }
+  }
+  if (!cur.empty()) out.push_back(cur);
+  return out;
+}
+
+void register_cpu(py::module_& m) {
+  m.def("prepare_clip_cpu", [](std::uintptr_t frames, const std::vector<int64_t>& strides, int64_t N, int64_t H,
+                               int64_t W, bool bgr, std::uintptr_t clip, std::uintptr_t diff, int threads) {
+    py::gil_scoped_release release;
+    vad_edge::prepare_clip_cpu(ptr<const uint8_t>(frames), frame_strides(strides), N, H, W, bgr, ptr<float>(clip),
+                               ptr<float>(diff), threads);
+  });
+  m.def("variance_attention_cpu", [](std::uintptr_t p, std::uintptr_t x, std::uintptr_t out, int64_t N, int64_t C,
+                                     int64_t H, int64_t W, int64_t pool, int threads) {
+    py::gil_scoped_release release;
+    vad_edge::variance_attention_cpu(ptr<const float>(p), ptr<const float>(x), ptr<float>(out), N, C, H, W, pool,
+                                     threads);
+  });
+  m.def("cluster_distance_cpu", [](std::uintptr_t z, std::uintptr_t centers, std::uintptr_t cmap,
+                                   std::uintptr_t nearest, std::uintptr_t dmin, int64_t N, int64_t D, int64_t P,
+                                   int64_t K, float alpha, int threads) {
+    py::gil_scoped_release release;
+    vad_edge::cluster_distance_cpu(ptr<const float>(z), ptr<const float>(centers), ptr<float>(cmap),
+                                   ptr<int64_t>(nearest), ptr<float>(dmin), N, D, P, K, alpha, threads);
+  });
+  m.def("anomaly_score_cpu", [](std::uintptr_t fif_hat, std::uintptr_t d_hat, std::uintptr_t lif,
+                                std::uintptr_t cmap, std::uintptr_t score, std::uintptr_t emap, int64_t N, int64_t H,
+                                int64_t W, int64_t h, int64_t w, int threads) {
+    py::gil_scoped_release release;
+    vad_edge::anomaly_score_cpu(ptr<const float>(fif_hat), ptr<const float>(d_hat), ptr<const float>(lif),
+                                ptr<const float>(cmap), ptr<float>(score), ptr<float>(emap), N, H, W, h, w, threads);
+  });
+}
+
+#ifdef VAD_EDGE_WITH_CUDA
+void register_cuda(py::module_& m) {
+  m.def("prepare_clip_cuda", [](std::uintptr_t frames, const std::vector<int64_t>& strides, int64_t N, int64_t H,
+                                int64_t W, bool bgr, std::uintptr_t clip, std::uintptr_t diff, std::uintptr_t stream) {
+    vad_edge::prepare_clip_cuda(ptr<const uint8_t>(frames), frame_strides(strides), N, H, W, bgr, ptr<float>(clip),
+                                ptr<float>(diff), stream_of(stream));
+  });
+  m.def("variance_attention_cuda", [](std::uintptr_t p, std::uintptr_t x, std::uintptr_t out,
+                                      std::uintptr_t workspace, int dtype, int64_t N, int64_t C, int64_t H, int64_t W,
+                                      int64_t pool, std::uintptr_t stream) {
+    vad_edge::variance_attention_cuda(ptr<const void>(p), ptr<const void>(x), ptr<void>(out), ptr<float>(workspace),
+                                      static_cast<DType>(dtype), N, C, H, W, pool, stream_of(stream));
+  });
+  m.def("cluster_distance_cuda", [](std::uintptr_t z, std::uintptr_t centers, std::uintptr_t cmap,
+                                    std::uintptr_t nearest, std::uintptr_t dmin, int dtype, int64_t N, int64_t D,
+                                    int64_t P, int64_t K, float alpha, std::uintptr_t stream) {
+    vad_edge::cluster_distance_cuda(ptr<const void>(z), ptr<const float>(centers), ptr<void>(cmap),
+                                    ptr<int64_t>(nearest), ptr<void>(dmin), static_cast<DType>(dtype), N, D, P, K,
+                                    alpha, stream_of(stream));
+  });
+  m.def("anomaly_score_cuda", [](std::uintptr_t fif_hat, std::uintptr_t d_hat, std::uintptr_t lif,
+                                 std::uintptr_t cmap, std::uintptr_t score, std::uintptr_t emap,
+                                 std::uintptr_t workspace, int dtype, int64_t N, int64_t H, int64_t W, int64_t h,
+                                 int64_t w, std::uintptr_t stream) {
+    vad_edge::anomaly_score_cuda(ptr<const void>(fif_hat), ptr<const void>(d_hat), ptr<const void>(lif),
+                                 ptr<const void>(cmap), ptr<void>(score), ptr<void>(emap), ptr<float>(workspace),
+                                 static_cast<DType>(dtype), N, H, W, h, w, stream_of(stream));
+  });
+  m.attr("ANOMALY_SCORE_BLOCKS") = vad_edge::kAnomalyScoreBlocks;
+}
+#endif
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "vad-edge C++/CUDA kernels (raw pointers; use vad_edge.ops, which checks the arguments)";
+  register_cpu(m);
+#ifdef VAD_EDGE_WITH_CUDA
+  register_cuda(m);
+  m.attr("WITH_CUDA") = true;
+  m.attr("CUDA_ARCHS") = split_archs(VAD_EDGE_CUDA_ARCHS);
+  m.attr("CUDA_VERSION") = VAD_EDGE_CUDA_VERSION;
+#else
+  m.attr("WITH_CUDA") = false;
+  m.attr("CUDA_ARCHS") = std::vector<std::string>{};
+  m.attr("CUDA_VERSION") = py::none();
+#endif
+#ifdef _OPENMP
+  m.attr("WITH_OPENMP") = true;
+  m.attr("OPENMP_MAX_THREADS") = omp_get_max_threads();
+#else
+  m.attr("WITH_OPENMP") = false;
+  m.attr("OPENMP_MAX_THREADS") = 1;
+#endif
+}

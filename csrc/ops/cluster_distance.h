@@ -1,0 +1,19 @@
+#pragma once
+#include "vad_edge/common.h"
+
+namespace vad_edge {
+
+// z:       [N, D, h, w] contiguous, unnormalised latents (L2-normalised per pixel inside the kernel)
+// centers: float32 [K, D] contiguous
+// cmap:    [N, h, w] = mean_k q_k d_k with d_k = |z/|z| - c_k|_2 and q = softmax_k(-alpha d)
+// nearest: int64 [N, h, w] = argmin_k d_k
+// dmin:    [N, h, w] = min_k d_k
+void cluster_distance_cpu(const float* z, const float* centers, float* cmap, int64_t* nearest, float* dmin,
+                          int64_t N, int64_t D, int64_t P, int64_t K, float alpha, int num_threads);
+
+// Same contract for float32 / float16 / bfloat16 z, cmap and dmin (all of `dtype`); centers stay float32.
+void cluster_distance_cuda(const void* z, const float* centers, void* cmap, int64_t* nearest, void* dmin,
+                           DType dtype, int64_t N, int64_t D, int64_t P, int64_t K, float alpha,
+                           StreamHandle stream);
+
+}  // namespace vad_edge

@@ -1,0 +1,37 @@
+#include "ops/cuda/cuda_utils.cuh"
+#include "ops/prepare_clip.h"
+
+namespace vad_edge {
+
+namespace {
+
+// One thread per output pixel (n, y, x): reads its 5 x 3 bytes once, writes 15 clip values and 3 differences.
+__global__ void prepare_clip_kernel(const uint8_t* __restrict__ frames, FrameStrides s, int64_t N, int64_t H,
+                                    int64_t W, bool bgr, float* __restrict__ clip, float* __restrict__ diff) {
+  const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t plane = H * W;
+  if (idx >= N * plane) return;
+  const int64_t n = idx / plane, pix = idx % plane, y = pix / W, x = pix % W;
+  const uint8_t* src = frames + n * s.n + y * s.h + x * s.w;
+  float first[3];
+  for (int t = 0; t < 5; ++t) {
+    for (int c = 0; c < 3; ++c) {
+      const float v = src[t * s.t + (bgr ? 2 - c : c) * s.c] * (1.0f / 255.0f);
+      clip[(n * 15 + t * 3 + c) * plane + pix] = v;
+      if (t == 0) first[c] = v;
+      if (t == 4) diff[(n * 3 + c) * plane + pix] = v - first[c];
+    }
+  }
+}
+
+}  // namespace
+
+void prepare_clip_cuda(const uint8_t* frames, FrameStrides strides, int64_t N, int64_t H, int64_t W, bool bgr,
+                       float* clip, float* diff, StreamHandle stream) {
+  constexpr int kThreads = 256;
+  prepare_clip_kernel<<<cuda::blocks_for(N * H * W, kThreads), kThreads, 0, cuda::as_stream(stream)>>>(
+      frames, strides, N, H, W, bgr, clip, diff);
+  cuda::check_launch("prepare_clip");
+}
+
+}  // namespace vad_edge

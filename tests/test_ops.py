@@ -1,0 +1,305 @@
+"""Each kernel against its pure-torch reference (computed in float64) on fresh random inputs: the model's
+own shapes, odd sizes, non-contiguous views, and every kind of bad input."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vad_edge import ops
+from vad_edge.ops import reference
+
+HALF_DTYPES = [torch.float16, torch.bfloat16]
+
+
+def randn(gen, *shape, device="cpu", dtype=torch.float32):
+    return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
+
+
+def as64(*tensors):
+    return [t.double() for t in tensors]
+
+
+def assert_close(actual, expected, atol, rtol=1e-5):
+    torch.testing.assert_close(actual.double().cpu(), expected.double().cpu(), atol=atol, rtol=rtol)
+
+
+# --- prepare_clip -----------------------------------------------------------------------------------------
+
+def random_frames(gen, n, h, w, device):
+    return torch.randint(0, 256, (n, 5, h, w, 3), generator=gen, dtype=torch.uint8).to(device)
+
+
+@pytest.mark.parametrize("n,h,w", [(1, 256, 256), (8, 128, 128), (3, 17, 23)])
+@pytest.mark.parametrize("bgr", [True, False])
+def test_prepare_clip_matches_reference(device, gen, n, h, w, bgr):
+    frames = random_frames(gen, n, h, w, device)
+    clip, diff = ops.prepare_clip(frames, bgr=bgr)
+    ref_clip, ref_diff = reference.prepare_clip(frames.cpu(), bgr=bgr)
+    assert clip.shape == (n, 15, h, w) and diff.shape == (n, 3, h, w)
+    assert clip.dtype == diff.dtype == torch.float32 and clip.device == frames.device
+    assert_close(clip, ref_clip, atol=1e-6)
+    assert_close(diff, ref_diff, atol=1e-6)
+
+
+def test_prepare_clip_channel_order(device):
+    frames = torch.zeros((1, 5, 2, 2, 3), dtype=torch.uint8, device=device)
+    frames[..., 0] = 255  # blue in OpenCV's BGR order
+    clip, _ = ops.prepare_clip(frames, bgr=True)
+    assert clip[0, 2].eq(1).all() and clip[0, 0].eq(0).all()  # frame 0: R = 0, B = 1
+
+
+def test_prepare_clip_reads_strided_views(device, gen):
+    ring = random_frames(gen, 2, 40, 30, device).repeat(1, 2, 1, 1, 1)  # [2,10,H,W,3], a ring buffer
+    views = {
+        "time slice": ring[:, 3:8],
+        "every other column": ring[:, :5, :, ::2],
+        "from NCHW storage": ring[:, :5].permute(0, 1, 4, 2, 3).contiguous().permute(0, 1, 3, 4, 2),
+    }
+    for name, view in views.items():
+        assert not view.is_contiguous(), name
+        clip, diff = ops.prepare_clip(view)
+        ref_clip, ref_diff = reference.prepare_clip(view.cpu())
+        assert_close(clip, ref_clip, atol=1e-6)
+        assert_close(diff, ref_diff, atol=1e-6)
+
+
+# --- variance_attention -----------------------------------------------------------------------------------
+
+# The motion encoder's three stages at 256x256 (paper profile), and odd sizes.
+VARIANCE_CASES = [(1, 64, 128, 128, 8), (1, 128, 64, 64, 4), (2, 256, 32, 32, 2), (3, 5, 24, 24, 3),
+                  (2, 7, 24, 36, 6), (1, 3, 5, 7, 1)]
+
+
+@pytest.mark.parametrize("n,c,h,w,pool", VARIANCE_CASES)
+def test_variance_attention_matches_reference(device, gen, n, c, h, w, pool):
+    p, x = randn(gen, n, c, h, w, device=device), randn(gen, n, c, h, w, device=device)
+    out = ops.variance_attention(p, x, pool)
+    expected = reference.variance_attention(*as64(p, x), pool)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert_close(out, expected, atol=1e-5)
+
+
+def test_variance_attention_non_contiguous(device, gen):
+    base_p = randn(gen, 3, 6, 24, 24, device=device)
+    base_x = randn(gen, 3, 6, 24, 24, device=device)
+    p = base_p.transpose(2, 3)  # a transposed view
+    x = base_x.to(memory_format=torch.channels_last)
+    assert not p.is_contiguous() and not x.is_contiguous()
+    out = ops.variance_attention(p, x, 4)
+    assert_close(out, reference.variance_attention(*as64(p, x), 4), atol=1e-5)
+
+
+def test_variance_attention_weights_in_range(gen):
+    """exp(softmax) lies in (1, e]: with x = 1 the output is the weight map itself."""
+    p = randn(gen, 2, 8, 16, 16)
+    out = ops.variance_attention(p, torch.ones_like(p), 4)
+    assert out.min() > 1.0 and out.max() <= torch.e + 1e-6
+    # The softmax sums to one per sample: sum over cells of log(weight) = 1.
+    cells = out[:, 0, ::4, ::4]
+    assert_close(cells.log().sum(dim=(1, 2)), torch.ones(2), atol=1e-5)
+
+
+# --- cluster_distance -------------------------------------------------------------------------------------
+
+CLUSTER_CASES = [(2, 512, 32, 32, 32), (1, 512, 16, 16, 32), (3, 7, 5, 3, 7), (2, 9, 4, 4, 40)]
+
+
+def random_centers(gen, k, d, device):
+    # Centres near the unit sphere, where the normalised latents lie, so the soft assignment is not flat.
+    return F.normalize(randn(gen, k, d), dim=1).mul(1.1).to(device)
+
+
+def check_nearest(nearest, dist64):
+    """argmin agrees with the reference wherever the best two centres are not tied within rounding."""
+    top2 = dist64.topk(2, dim=-1, largest=False).values
+    clear = (top2[..., 1] - top2[..., 0]) > 1e-4
+    ref = dist64.argmin(dim=-1).view(nearest.shape)
+    assert torch.equal(nearest.cpu()[clear.view(nearest.shape)], ref[clear.view(nearest.shape)])
+
+
+@pytest.mark.parametrize("n,d,h,w,k", CLUSTER_CASES)
+def test_cluster_distance_matches_reference(device, gen, n, d, h, w, k):
+    z = randn(gen, n, d, h, w, device=device)
+    centers = random_centers(gen, k, d, device)
+    cmap, nearest, dmin = ops.cluster_distance(z, centers, alpha=25.0)
+    ref_cmap, _, ref_dmin = reference.cluster_distance(*as64(z.cpu(), centers.cpu()), alpha=25.0)
+    assert cmap.shape == (n, 1, h, w) and nearest.shape == dmin.shape == (n, h, w)
+    assert nearest.dtype == torch.int64 and cmap.dtype == z.dtype
+    assert_close(cmap, ref_cmap, atol=2e-5)
+    assert_close(dmin, ref_dmin, atol=2e-5)
+    check_nearest(nearest, reference.cluster_distances(*as64(z.cpu(), centers.cpu())))
+
+
+def test_cluster_distance_alpha_and_inputs(device, gen):
+    """Other alphas, float64 centres, a non-contiguous z and an all-zero latent (normalises to 0)."""
+    z = randn(gen, 2, 16, 6, 10, device=device).transpose(2, 3)
+    z[0, :, 1, 2] = 0
+    centers = random_centers(gen, 5, 16, device).double()
+    for alpha in (0.5, 25.0, 200.0):
+        cmap, _, dmin = ops.cluster_distance(z, centers, alpha=alpha)
+        ref_cmap, _, ref_dmin = reference.cluster_distance(*as64(z.cpu(), centers.cpu()), alpha=alpha)
+        assert_close(cmap, ref_cmap, atol=2e-5)
+        assert_close(dmin, ref_dmin, atol=2e-5)
+    assert_close(dmin[0, 1, 2], centers.norm(dim=1).min(), atol=1e-6)
+
+
+# --- anomaly_score ----------------------------------------------------------------------------------------
+
+SCORE_CASES = [(1, 256, 256, 32, 32), (8, 128, 128, 16, 16), (3, 24, 36, 3, 4), (2, 5, 7, 5, 7)]
+
+
+@pytest.mark.parametrize("n,big_h,big_w,h,w", SCORE_CASES)
+def test_anomaly_score_matches_reference(device, gen, n, big_h, big_w, h, w):
+    images = [randn(gen, n, 3, big_h, big_w, device=device) for _ in range(3)]
+    cmap = randn(gen, n, 1, h, w, device=device).abs()
+    score, emap = ops.anomaly_score(*images, cmap)
+    ref_score, ref_emap = reference.anomaly_score(*as64(*images, cmap))
+    assert score.shape == (n,) and emap.shape == (n, 1, big_h, big_w)
+    assert_close(score, ref_score, atol=1e-6)
+    assert_close(emap, ref_emap, atol=1e-5)
+
+
+def test_anomaly_score_non_contiguous(device, gen):
+    """The model's own case: the last frame is a channel slice of the 15-channel clip."""
+    clip = randn(gen, 2, 15, 16, 16, device=device)
+    fif_hat, d_hat = randn(gen, 2, 3, 16, 16, device=device), randn(gen, 2, 3, 16, 16, device=device)
+    cmap = randn(gen, 2, 1, 16, 2, device=device).abs().transpose(2, 3)  # [2,1,2,16] view
+    lif = clip[:, 12:15]
+    assert not lif.is_contiguous() and not cmap.is_contiguous()
+    score, emap = ops.anomaly_score(fif_hat, d_hat, lif, cmap)
+    ref_score, ref_emap = reference.anomaly_score(*as64(fif_hat, d_hat, lif, cmap))
+    assert_close(score, ref_score, atol=1e-6)
+    assert_close(emap, ref_emap, atol=1e-5)
+
+
+# --- half precision (CUDA only) ---------------------------------------------------------------------------
+
+cuda_only = pytest.mark.skipif(not ops.backend()["cuda"] or not torch.cuda.is_available(),
+                               reason="no CUDA GPU or CPU-only build")
+
+
+@cuda_only
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_half_precision_on_cuda(gen, dtype):
+    cuda = torch.device("cuda")
+    tol = 2e-2 if dtype == torch.bfloat16 else 5e-3
+    p, x = randn(gen, 2, 64, 128, 128, device=cuda, dtype=dtype), randn(gen, 2, 64, 128, 128, device=cuda, dtype=dtype)
+    out = ops.variance_attention(p, x, 8)
+    assert out.dtype == dtype
+    assert_close(out, reference.variance_attention(*as64(p, x), 8), atol=tol, rtol=tol)
+
+    z, centers = randn(gen, 2, 512, 32, 32, device=cuda, dtype=dtype), random_centers(gen, 32, 512, cuda)
+    cmap, _, dmin = ops.cluster_distance(z, centers)
+    ref_cmap, _, ref_dmin = reference.cluster_distance(*as64(z, centers))
+    assert cmap.dtype == dmin.dtype == dtype
+    assert_close(cmap, ref_cmap, atol=tol, rtol=tol)
+    assert_close(dmin, ref_dmin, atol=tol, rtol=tol)
+
+    images = [randn(gen, 2, 3, 256, 256, device=cuda, dtype=dtype) for _ in range(3)]
+    cmap = randn(gen, 2, 1, 32, 32, device=cuda, dtype=dtype).abs()
+    score, emap = ops.anomaly_score(*images, cmap)
+    ref_score, ref_emap = reference.anomaly_score(*as64(*images, cmap))
+    assert_close(score, ref_score, atol=tol, rtol=tol)
+    assert_close(emap, ref_emap, atol=tol * 10, rtol=tol)
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_half_precision_rejected_on_cpu(dtype):
+    p = torch.randn(1, 4, 8, 8, dtype=dtype)
+    with pytest.raises(ValueError, match=r"p: expected dtype float32 on cpu"):
+        ops.variance_attention(p, p, 2)
+
+
+# --- bad input --------------------------------------------------------------------------------------------
+
+def _img(*shape, dtype=torch.float32):
+    return torch.zeros(*shape, dtype=dtype)
+
+
+BAD_INPUTS = {
+    "frames not a tensor": (lambda: ops.prepare_clip(None), "frames: expected a torch.Tensor"),
+    "frames float": (lambda: ops.prepare_clip(_img(1, 5, 4, 4, 3)), "frames: expected dtype uint8"),
+    "frames rank": (lambda: ops.prepare_clip(_img(5, 4, 4, 3, dtype=torch.uint8)), "frames: expected 5 dimensions"),
+    "frames 4 in time": (lambda: ops.prepare_clip(_img(1, 4, 4, 4, 3, dtype=torch.uint8)), r"\[N,5,H,W,3\]"),
+    "frames 1 channel": (lambda: ops.prepare_clip(_img(1, 5, 4, 4, 1, dtype=torch.uint8)), r"\[N,5,H,W,3\]"),
+    "frames empty": (lambda: ops.prepare_clip(_img(0, 5, 4, 4, 3, dtype=torch.uint8)), "frames: expected a non-empty"),
+    "bgr not bool": (lambda: ops.prepare_clip(_img(1, 5, 4, 4, 3, dtype=torch.uint8), bgr="yes"), "bgr: expected a bool"),
+    "pool zero": (lambda: ops.variance_attention(_img(1, 2, 4, 4), _img(1, 2, 4, 4), 0), "pool: expected an integer >= 1"),
+    "pool float": (lambda: ops.variance_attention(_img(1, 2, 4, 4), _img(1, 2, 4, 4), 2.0), "pool: expected an integer"),
+    "pool not dividing": (lambda: ops.variance_attention(_img(1, 2, 6, 6), _img(1, 2, 6, 6), 4), "pool: 4 must divide H"),
+    "pool not dividing W": (lambda: ops.variance_attention(_img(1, 2, 8, 6), _img(1, 2, 8, 6), 4), "pool: 4 must divide W"),
+    "p x shapes": (lambda: ops.variance_attention(_img(1, 3, 4, 4), _img(1, 2, 4, 4), 2), "p: expected the same shape"),
+    "p x dtypes": (lambda: ops.variance_attention(_img(1, 2, 4, 4, dtype=torch.float64), _img(1, 2, 4, 4), 2),
+                   "p: expected dtype float32"),
+    "x int": (lambda: ops.variance_attention(_img(1, 2, 4, 4), _img(1, 2, 4, 4, dtype=torch.int32), 2),
+              "x: expected dtype float32 on cpu"),
+    "x rank": (lambda: ops.variance_attention(_img(2, 4, 4), _img(2, 4, 4), 2), "p: expected 4 dimensions"),
+    "x empty": (lambda: ops.variance_attention(_img(1, 0, 4, 4), _img(1, 0, 4, 4), 2), "p: expected a non-empty"),
+    "z rank": (lambda: ops.cluster_distance(_img(8, 4, 4), _img(3, 8)), "z: expected 4 dimensions"),
+    "centers D": (lambda: ops.cluster_distance(_img(1, 8, 4, 4), _img(3, 7)), r"centers: expected \[K,8\]"),
+    "centers int": (lambda: ops.cluster_distance(_img(1, 8, 4, 4), _img(3, 8, dtype=torch.int64)),
+                    "centers: expected a floating-point"),
+    "centers empty": (lambda: ops.cluster_distance(_img(1, 8, 4, 4), _img(0, 8)), "centers: expected a non-empty"),
+    "alpha negative": (lambda: ops.cluster_distance(_img(1, 8, 4, 4), _img(3, 8), alpha=-1), "alpha: expected a finite"),
+    "alpha nan": (lambda: ops.cluster_distance(_img(1, 8, 4, 4), _img(3, 8), alpha=float("nan")), "alpha: expected"),
+    "score channels": (lambda: ops.anomaly_score(_img(1, 1, 8, 8), _img(1, 1, 8, 8), _img(1, 1, 8, 8), _img(1, 1, 2, 2)),
+                       "lif: expected 3 .RGB. channels"),
+    "score shapes": (lambda: ops.anomaly_score(_img(1, 3, 8, 4), _img(1, 3, 8, 8), _img(1, 3, 8, 8), _img(1, 1, 2, 2)),
+                     "fif_hat: expected the same shape"),
+    "cmap batch": (lambda: ops.anomaly_score(_img(2, 3, 8, 8), _img(2, 3, 8, 8), _img(2, 3, 8, 8), _img(1, 1, 2, 2)),
+                   r"cmap: expected shape \[2,1,h,w\]"),
+    "cmap not dividing": (lambda: ops.anomaly_score(_img(1, 3, 8, 8), _img(1, 3, 8, 8), _img(1, 3, 8, 8),
+                                                    _img(1, 1, 3, 2)), "cmap: 3 must divide H"),
+    "cmap dtype": (lambda: ops.anomaly_score(_img(1, 3, 8, 8), _img(1, 3, 8, 8), _img(1, 3, 8, 8),
+                                             _img(1, 1, 2, 2, dtype=torch.float64)), "cmap: expected the same dtype"),
+    "requires grad": (lambda: ops.variance_attention(_img(1, 2, 4, 4).requires_grad_(), _img(1, 2, 4, 4), 2),
+                      "p: requires grad, but the kernels have no backward"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
+def test_bad_input_is_a_clear_value_error(case):
+    call, message = BAD_INPUTS[case]
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_device_mismatch_is_rejected():
+    with pytest.raises(ValueError, match="x: expected the same device"):
+        ops.variance_attention(_img(1, 2, 4, 4).cuda(), _img(1, 2, 4, 4), 2)
+
+
+# --- integration ------------------------------------------------------------------------------------------
+
+def test_no_grad_inputs_with_grad_disabled_are_fine(gen):
+    p = randn(gen, 1, 2, 4, 4).requires_grad_()
+    with torch.no_grad():
+        out = ops.variance_attention(p, p, 2)
+    assert out.shape == p.shape
+
+
+def test_ops_trace_under_torch_compile(gen):
+    """The ops are torch.library custom ops with fake kernels: torch.compile traces them in one graph."""
+    if not hasattr(torch.library, "custom_op"):
+        pytest.skip("torch < 2.4 has no torch.library.custom_op")
+
+    def score(frames, centers, latent):
+        clip, diff = ops.prepare_clip(frames)
+        attended = ops.variance_attention(diff, diff, 2)
+        cmap, _, _ = ops.cluster_distance(latent, centers)
+        return ops.anomaly_score(clip[:, :3], attended, clip[:, 12:15], cmap)
+
+    frames = random_frames(gen, 2, 16, 16, "cpu")
+    centers, latent = randn(gen, 4, 8), randn(gen, 2, 8, 2, 2)
+    compiled = torch.compile(score, backend="aot_eager", fullgraph=True)
+    for got, want in zip(compiled(frames, centers, latent), score(frames, centers, latent)):
+        assert_close(got, want, atol=1e-6)
+
+
+def test_backend_reports_the_build():
+    info = ops.backend()
+    assert info["cpu"] is True
+    assert isinstance(info["cuda"], bool) and isinstance(info["openmp"], bool)
+    assert info["cuda_archs"] == [] if not info["cuda"] else all(a[:2].isdigit() for a in info["cuda_archs"])
+    assert info["version"]

@@ -1,0 +1,66 @@
+"""Argument checks for the kernels: every bad input is a ValueError that names the argument and what was
+expected, so nothing reaches C++ unchecked."""
+
+import math
+import numbers
+
+import torch
+
+# What the CUDA kernels read; the CPU kernels read float32 only.
+CUDA_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# The CUDA kernels put the batch on the grid's y axis.
+MAX_CUDA_BATCH = 65535
+
+
+def tensor(name: str, value, layout: str) -> torch.Tensor:
+    """A non-empty tensor whose rank matches layout, e.g. "[N,C,H,W]"."""
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{name}: expected a torch.Tensor {layout}, got {type(value).__name__}")
+    ndim = layout.count(",") + 1
+    if value.dim() != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimensions {layout}, got shape {tuple(value.shape)}")
+    if value.numel() == 0:
+        raise ValueError(f"{name}: expected a non-empty tensor {layout}, got shape {tuple(value.shape)}")
+    if value.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{name}: expected a CPU or CUDA tensor, got device {value.device}")
+    if value.is_cuda and layout.startswith("[N,") and value.shape[0] > MAX_CUDA_BATCH:
+        raise ValueError(f"{name}: at most {MAX_CUDA_BATCH} samples per call on CUDA, got {value.shape[0]}")
+    if value.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            f"{name}: requires grad, but the kernels have no backward; "
+            "train through vad_edge.ops.reference or call under torch.no_grad()"
+        )
+    return value
+
+
+def float_dtype(name: str, value: torch.Tensor) -> None:
+    """float32 on CPU; float32, float16 or bfloat16 on CUDA."""
+    allowed = CUDA_FLOAT_DTYPES if value.device.type == "cuda" else (torch.float32,)
+    if value.dtype not in allowed:
+        names = ", ".join(str(d).removeprefix("torch.") for d in allowed)
+        raise ValueError(f"{name}: expected dtype {names} on {value.device.type}, got {value.dtype}")
+
+
+def same(what: str, names: list[str], values: list[torch.Tensor], key) -> None:
+    """All values agree on key(value) (device, dtype, shape...)."""
+    first = key(values[0])
+    for name, value in zip(names[1:], values[1:]):
+        if key(value) != first:
+            raise ValueError(f"{name}: expected the same {what} as {names[0]} ({first}), got {key(value)}")
+
+
+def positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def positive_float(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def divides(name: str, factor: int, size: int, what: str) -> None:
+    if size % factor:
+        raise ValueError(f"{name}: {factor} must divide {what} ({size})")

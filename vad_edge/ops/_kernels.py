@@ -1,0 +1,173 @@
+"""Runs the C++ (CPU) or CUDA kernel of each op on already-checked tensors, and registers the ops with
+torch.library so that torch.compile can trace through them.
+
+Outputs are allocated here; the extension only sees addresses, sizes and the current CUDA stream.
+"""
+
+import warnings
+
+import torch
+
+from vad_edge.ops import reference
+
+try:
+    from vad_edge import _C
+except ImportError as exc:  # a source checkout that was never built
+    raise ImportError(
+        "vad_edge._C, the compiled kernels, is missing: install the package (`make setup` or `pip install .`)"
+    ) from exc
+
+_DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+_warned_no_cuda = False
+
+
+def _use_reference(device: torch.device) -> bool:
+    """True for a CUDA tensor in a CPU-only build: then the reference runs, after one warning."""
+    global _warned_no_cuda
+    if device.type != "cuda" or _C.WITH_CUDA:
+        return False
+    if not _warned_no_cuda:
+        warnings.warn(
+            "vad_edge was built without CUDA kernels; CUDA tensors run the pure-torch reference "
+            "(rebuild with VAD_EDGE_CUDA=ON on a machine with nvcc)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        _warned_no_cuda = True
+    return True
+
+
+def _stream(device: torch.device) -> int:
+    return torch.cuda.current_stream(device).cuda_stream
+
+
+def _threads() -> int:
+    return torch.get_num_threads()
+
+
+def _prepare_clip(frames: torch.Tensor, bgr: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    if _use_reference(frames.device):
+        return reference.prepare_clip(frames, bgr)
+    n, _, h, w, _ = frames.shape
+    clip = torch.empty((n, 15, h, w), dtype=torch.float32, device=frames.device)
+    diff = torch.empty((n, 3, h, w), dtype=torch.float32, device=frames.device)
+    args = (frames.data_ptr(), list(frames.stride()), n, h, w, bgr, clip.data_ptr(), diff.data_ptr())
+    if frames.is_cuda:
+        with torch.cuda.device(frames.device):
+            _C.prepare_clip_cuda(*args, _stream(frames.device))
+    else:
+        _C.prepare_clip_cpu(*args, _threads())
+    return clip, diff
+
+
+def _variance_attention(p: torch.Tensor, x: torch.Tensor, pool: int) -> torch.Tensor:
+    if _use_reference(x.device):
+        return reference.variance_attention(p, x, pool)
+    p, x = p.contiguous(), x.contiguous()
+    n, c, h, w = x.shape
+    out = torch.empty_like(x)
+    if x.is_cuda:
+        workspace = torch.empty((n, (h // pool) * (w // pool)), dtype=torch.float32, device=x.device)
+        with torch.cuda.device(x.device):
+            _C.variance_attention_cuda(
+                p.data_ptr(), x.data_ptr(), out.data_ptr(), workspace.data_ptr(), _DTYPE_CODES[x.dtype],
+                n, c, h, w, pool, _stream(x.device),
+            )
+    else:
+        _C.variance_attention_cpu(p.data_ptr(), x.data_ptr(), out.data_ptr(), n, c, h, w, pool, _threads())
+    return out
+
+
+def _cluster_distance(
+    z: torch.Tensor, centers: torch.Tensor, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if _use_reference(z.device):
+        return reference.cluster_distance(z, centers, alpha)
+    z = z.contiguous()
+    centers = centers.to(torch.float32).contiguous()  # small; float32 keeps the distances exact enough
+    n, d, h, w = z.shape
+    k = centers.shape[0]
+    cmap = torch.empty((n, 1, h, w), dtype=z.dtype, device=z.device)
+    nearest = torch.empty((n, h, w), dtype=torch.int64, device=z.device)
+    dmin = torch.empty((n, h, w), dtype=z.dtype, device=z.device)
+    pointers = (z.data_ptr(), centers.data_ptr(), cmap.data_ptr(), nearest.data_ptr(), dmin.data_ptr())
+    if z.is_cuda:
+        with torch.cuda.device(z.device):
+            _C.cluster_distance_cuda(*pointers, _DTYPE_CODES[z.dtype], n, d, h * w, k, alpha, _stream(z.device))
+    else:
+        _C.cluster_distance_cpu(*pointers, n, d, h * w, k, alpha, _threads())
+    return cmap, nearest, dmin
+
+
+def _anomaly_score(
+    fif_hat: torch.Tensor, d_hat: torch.Tensor, lif: torch.Tensor, cmap: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if _use_reference(lif.device):
+        return reference.anomaly_score(fif_hat, d_hat, lif, cmap)
+    fif_hat, d_hat, lif, cmap = (t.contiguous() for t in (fif_hat, d_hat, lif, cmap))
+    n, _, big_h, big_w = lif.shape
+    h, w = cmap.shape[-2:]
+    score = torch.empty((n,), dtype=lif.dtype, device=lif.device)
+    emap = torch.empty((n, 1, big_h, big_w), dtype=lif.dtype, device=lif.device)
+    pointers = (fif_hat.data_ptr(), d_hat.data_ptr(), lif.data_ptr(), cmap.data_ptr(), score.data_ptr(),
+                emap.data_ptr())
+    if lif.is_cuda:
+        workspace = torch.empty((n, _C.ANOMALY_SCORE_BLOCKS), dtype=torch.float32, device=lif.device)
+        with torch.cuda.device(lif.device):
+            _C.anomaly_score_cuda(*pointers, workspace.data_ptr(), _DTYPE_CODES[lif.dtype], n, big_h, big_w, h, w,
+                                  _stream(lif.device))
+    else:
+        _C.anomaly_score_cpu(*pointers, n, big_h, big_w, h, w, _threads())
+    return score, emap
+
+
+# --- torch.library registration: shapes for tracing (fake tensors), then the real implementations. -------
+
+def _prepare_clip_fake(frames, bgr):
+    n, _, h, w, _ = frames.shape
+    return frames.new_empty((n, 15, h, w), dtype=torch.float32), frames.new_empty((n, 3, h, w), dtype=torch.float32)
+
+
+def _variance_attention_fake(p, x, pool):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _cluster_distance_fake(z, centers, alpha):
+    n, _, h, w = z.shape
+    return z.new_empty((n, 1, h, w)), z.new_empty((n, h, w), dtype=torch.int64), z.new_empty((n, h, w))
+
+
+def _anomaly_score_fake(fif_hat, d_hat, lif, cmap):
+    n, _, h, w = lif.shape
+    return lif.new_empty((n,)), lif.new_empty((n, 1, h, w))
+
+
+def _register(name, impl, fake):
+    """A torch.library custom op where torch has them (>= 2.4), else the plain function."""
+    if not hasattr(torch.library, "custom_op"):
+        return impl
+    op = torch.library.custom_op(f"vad_edge::{name}", impl, mutates_args=())
+    op.register_fake(fake)
+    return op
+
+
+prepare_clip = _register("prepare_clip", _prepare_clip, _prepare_clip_fake)
+variance_attention = _register("variance_attention", _variance_attention, _variance_attention_fake)
+cluster_distance = _register("cluster_distance", _cluster_distance, _cluster_distance_fake)
+anomaly_score = _register("anomaly_score", _anomaly_score, _anomaly_score_fake)
+
+
+def backend() -> dict:
+    """What this build of the kernels can run."""
+    from vad_edge import __version__
+
+    return {
+        "version": __version__,
+        "cpu": True,
+        "openmp": bool(_C.WITH_OPENMP),
+        "openmp_max_threads": int(_C.OPENMP_MAX_THREADS),
+        "cuda": bool(_C.WITH_CUDA),
+        "cuda_version": _C.CUDA_VERSION,
+        "cuda_archs": list(_C.CUDA_ARCHS),
+        "cuda_device": torch.cuda.get_device_name() if _C.WITH_CUDA and torch.cuda.is_available() else None,
+    }
