@@ -12,10 +12,55 @@ def _info(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from vad_edge.train import TrainConfig, train
+
+    fields = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if getattr(args, f, None) is not None}
+    path = train(args.data, args.out, TrainConfig(**fields), resume=args.resume)
+    print(f"checkpoint written: {path}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from vad_edge.eval import evaluate
+
+    report = evaluate(args.data, args.checkpoint, args.out, baseline=args.baseline, batch=args.batch,
+                      device=args.device)
+    summary = {k: report[k] for k in ("auc_micro", "auc_macro", "auc_raw", "auc_pixel")}
+    if "baseline_framediff" in report:
+        summary["framediff_auc_micro"] = report["baseline_framediff"]["auc_micro"]
+    print(json.dumps(summary, indent=2))
+    print(f"report and plots in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from vad_edge.train import TrainConfig
+
     parser = argparse.ArgumentParser(prog="vad-edge", description="Video anomaly detection appliance (STD).")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print the build: kernels, CUDA architectures, OpenMP").set_defaults(func=_info)
+
+    train = sub.add_parser("train", help="train an STD model on the normal footage of <data>/training")
+    train.add_argument("--data", required=True, help="dataset root (training/frames/<video>/ or video files)")
+    train.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
+    train.add_argument("--resume", help="training state to continue from (<out>.state.pt)")
+    defaults = TrainConfig()
+    for name, field in TrainConfig.__dataclass_fields__.items():
+        default = getattr(defaults, name)
+        kind = float if name == "max_minutes" else type(default)
+        train.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
+                           help=f"default: {default}")
+    train.set_defaults(func=_train)
+
+    evaluate = sub.add_parser("eval", help="frame/pixel ROC-AUC on <data>/testing (STD protocol), with plots")
+    evaluate.add_argument("--data", required=True, help="dataset root with testing/ and labels")
+    evaluate.add_argument("--checkpoint", help="checkpoint (default: the shipped lite model)")
+    evaluate.add_argument("--out", default="eval-out", help="folder for report.json and the plots")
+    evaluate.add_argument("--baseline", choices=["framediff"], help="also score a frame-difference baseline")
+    evaluate.add_argument("--batch", type=int, default=16)
+    evaluate.add_argument("--device", default="auto")
+    evaluate.set_defaults(func=_eval)
     return parser
 
 

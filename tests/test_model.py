@@ -1,0 +1,182 @@
+"""The STD network, its losses, scoring paths and checkpoints."""
+
+import json
+import struct
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vad_edge.model import PROFILES, build
+from vad_edge.model import checkpoint
+from vad_edge.model.losses import autoencoder_loss, cluster_loss, gradient_loss
+from vad_edge.ops import reference
+
+
+@pytest.fixture
+def tiny():
+    torch.manual_seed(0)
+    return build("tiny").eval()
+
+
+def clip_batch(n, size, seed=0):
+    return torch.rand(n, 15, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_paper_profile_has_the_authors_parameter_count():
+    model = build("paper")
+    assert sum(p.numel() for p in model.autoencoder_parameters()) == 6_103_072
+    assert tuple(model.centers.shape) == (32, 512)
+    parts = {name: sum(p.numel() for p in getattr(model, name).parameters())
+             for name in ("appearance_encoder", "appearance_decoder", "motion_encoder", "motion_decoder")}
+    assert parts == {"appearance_encoder": 2_139_424, "appearance_decoder": 1_255_104,
+                     "motion_encoder": 2_227_584, "motion_decoder": 480_960}
+
+
+def test_lite_profile_shapes():
+    model = build("lite")
+    assert tuple(model.centers.shape) == (32, 256)
+    with torch.no_grad():
+        out = model(clip_batch(1, 128))
+    assert out.fif_hat.shape == out.d_hat.shape == (1, 3, 128, 128)
+    assert out.z.shape == (1, 256, 16, 16)
+
+
+def test_latents_are_l1_normalised(tiny):
+    with torch.no_grad():
+        z = tiny(clip_batch(2, 32)).z
+    half = z.shape[1] // 2
+    torch.testing.assert_close(z[:, :half].sum(1), torch.ones(2, 4, 4))  # appearance: non-negative
+    torch.testing.assert_close(z[:, half:].abs().sum(1), torch.ones(2, 4, 4))  # motion: signed
+    assert (z[:, :half] >= 0).all()
+
+
+def test_unknown_profile_is_rejected():
+    with pytest.raises(ValueError, match="profile: expected one of paper, lite"):
+        build("huge")
+
+
+@pytest.mark.parametrize("profile", ["tiny", "lite"])
+def test_kernel_and_reference_paths_give_the_same_scores(profile):
+    torch.manual_seed(1)
+    model = build(profile).eval()
+    model.centers.data = F.normalize(torch.randn_like(model.centers), dim=1)
+    clip = clip_batch(3, model.profile.size, seed=2)
+    with torch.no_grad():
+        model.set_use_kernels(True)
+        fast = model.score(clip)
+        model.set_use_kernels(False)
+        slow = model.score(clip)
+    torch.testing.assert_close(fast.raw, slow.raw, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(fast.emap, slow.emap, rtol=1e-4, atol=1e-6)
+    assert fast.raw.shape == (3,) and (fast.raw > 0).all()
+
+
+def test_training_mode_goes_through_autograd(tiny):
+    tiny.train()
+    clip = clip_batch(2, 32)
+    loss, parts = autoencoder_loss(clip, tiny(clip))
+    loss.backward()
+    attention = tiny.motion_encoder.attention[0].proj.weight
+    assert attention.grad is not None and attention.grad.abs().sum() > 0
+    assert set(parts) == {"appearance", "motion", "gradient"}
+
+
+def test_gradient_loss_matches_its_definition():
+    pred, target = torch.rand(2, 3, 5, 7), torch.rand(2, 3, 5, 7)
+    expected = 0.0
+    for a, b in ((pred, target),):
+        gx = lambda t: torch.cat([(t[..., 1:] - t[..., :-1]).abs(), torch.zeros_like(t[..., :1])], -1)  # noqa: E731
+        gy = lambda t: torch.cat([(t[..., 1:, :] - t[..., :-1, :]).abs(), torch.zeros_like(t[..., :1, :])], -2)  # noqa: E731
+        expected = ((gx(b) - gx(a)).abs() + (gy(b) - gy(a)).abs()).mean()
+    torch.testing.assert_close(gradient_loss(pred, target), expected)
+    assert gradient_loss(target, target) == 0
+
+
+def test_autoencoder_loss_is_zero_for_perfect_outputs(tiny):
+    clip = clip_batch(2, 32)
+    perfect = type(tiny(clip))(fif_hat=clip[:, 0:3], d_hat=clip[:, 12:15] - clip[:, 0:3], z=torch.zeros(1))
+    loss, _ = autoencoder_loss(clip, perfect)
+    assert loss.item() < 1e-12
+
+
+def test_cluster_loss_formula():
+    z, centers = torch.randn(3, 8, 2, 2), torch.randn(4, 8)
+    dist = reference.cluster_distances(z, centers)  # [3,4,4]
+    q = torch.softmax(-25 * dist, dim=-1)
+    expected = 0.1 * sum((q[b] * dist[b]).mean() for b in range(3))
+    torch.testing.assert_close(cluster_loss(z, centers, 25.0), expected)
+
+
+def test_cluster_step_reaches_only_the_heads_and_centres(tiny):
+    tiny.train()
+    loss = cluster_loss(tiny.latents(clip_batch(2, 32)), tiny.centers, 25.0)
+    loss.backward()
+    with_grad = {name for name, p in tiny.named_parameters() if p.grad is not None}
+    assert with_grad == {"centers", "appearance_encoder.proj.weight", "motion_encoder.last_layer.weight"}
+
+
+# --- checkpoints ------------------------------------------------------------------------------------------
+
+def test_checkpoint_round_trip(tmp_path, tiny):
+    clip = clip_batch(2, 32)
+    for dtype, tol in ((torch.float32, 0.0), (torch.float16, 2e-2)):
+        path = checkpoint.save(tiny, tmp_path / f"m-{dtype}.safetensors", {"metrics": {"auc_micro": 1.0}}, dtype=dtype)
+        loaded, meta = checkpoint.load(path)
+        assert meta["profile"]["name"] == "tiny" and meta["metrics"] == {"auc_micro": 1.0}
+        assert not loaded.training
+        with torch.no_grad():
+            a, b = tiny.score(clip).raw, loaded.score(clip).raw
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol * 1e-3)
+    assert (tmp_path / "m-torch.float16.safetensors").stat().st_size < (tmp_path / "m-torch.float32.safetensors").stat().st_size
+
+
+def test_checkpoint_rejects_bad_files(tmp_path, tiny):
+    good = checkpoint.save(tiny, tmp_path / "good.safetensors", {})
+    data = good.read_bytes()
+
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(data[: len(data) // 2])
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 64)
+    pickle_file = tmp_path / "model.pth"
+    torch.save(tiny.state_dict(), pickle_file)
+
+    # A lite-profile header on tiny weights: the shapes do not match.
+    header_len = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + header_len])
+    meta = json.loads(header["__metadata__"]["vad_edge"])
+    meta["profile"] = {**meta["profile"], "name": "lite", "base": 16, "size": 128, "clusters": 32}
+    header["__metadata__"]["vad_edge"] = json.dumps(meta)
+    new_header = json.dumps(header).encode()
+    new_header += b" " * (-len(new_header) % 8)
+    mismatched = tmp_path / "mismatched.safetensors"
+    mismatched.write_bytes(struct.pack("<Q", len(new_header)) + new_header + data[8 + header_len :])
+
+    from safetensors.torch import save_file
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+
+    cases = {
+        tmp_path / "missing.safetensors": "no such checkpoint file",
+        truncated: "truncated.safetensors: not a readable safetensors file",
+        garbage: "garbage.safetensors: not a readable safetensors file",
+        pickle_file: "model.pth: not a readable safetensors file",
+        mismatched: "has shape .*, profile 'lite' needs",
+        foreign: "without vad-edge metadata",
+    }
+    for path, message in cases.items():
+        with pytest.raises(checkpoint.CheckpointError, match=message):
+            checkpoint.load(path)
+
+
+def test_checkpoint_rejects_non_finite_weights(tmp_path, tiny):
+    tiny.centers.data[0, 0] = float("nan")
+    path = checkpoint.save(tiny, tmp_path / "nan.safetensors", {})
+    with pytest.raises(checkpoint.CheckpointError, match="centers holds NaN"):
+        checkpoint.load(path)
+
+
+def test_profiles_are_consistent():
+    for profile in PROFILES.values():
+        assert profile.size % 16 == 0 and profile.latent_dim == 16 * profile.base

@@ -1,0 +1,246 @@
+"""The STD network (Chang et al., Pattern Recognition 2022) as the authors' code builds it.
+
+Two streams over a 5-frame clip [F0..F4] (15 channels, RGB in [0, 1]):
+- appearance: a ResNet autoencoder reconstructs the first frame F0 (the FIF);
+- motion: a U-Net with variance attention sees F0..F3 and predicts the difference F4 - F0.
+Their latents, L1-normalised per pixel, are concatenated (early fusion) and softly assigned to K learnt
+centres (deep K-means). See ../shared/docs/std_spec.md, sections 2-4, for every layer.
+
+`base` is the width of the first convolution (32 in the paper); stage widths are 2, 4 and 8 times it.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vad_edge import ops
+from vad_edge.ops import reference
+
+
+def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)  # no conv in STD has a bias
+
+
+def up_conv3x3(cin: int, cout: int) -> nn.Sequential:
+    """x2 upsampling the authors' way: PixelShuffle(2) (cin/4 channels), then a 3x3 convolution."""
+    return nn.Sequential(nn.PixelShuffle(2), conv3x3(cin // 4, cout))
+
+
+class BasicBlock(nn.Module):
+    """ResNet-v1 basic block; `up` swaps the strided convolutions for PixelShuffle + conv (decoder)."""
+
+    def __init__(self, cin: int, cout: int, up: bool = False):
+        super().__init__()
+        self.conv1 = up_conv3x3(cin, cout) if up else conv3x3(cin, cout, stride=2)
+        self.conv2 = conv3x3(cout, cout)
+        # Width and size change in every block here, so the shortcut is always a (3x3) projection.
+        self.shortcut = up_conv3x3(cin, cout) if up else conv3x3(cin, cout, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(F.leaky_relu(self.conv1(x)))
+        return F.leaky_relu(out + self.shortcut(x))
+
+
+def use_kernels(module: nn.Module) -> bool:
+    """The C++/CUDA kernels run when nothing needs a gradient; training goes through the reference ops."""
+    return module.use_kernels and not torch.is_grad_enabled()
+
+
+class VarianceAttention(nn.Module):
+    """Weights x by exp(spatial softmax of the channel variance of a pooled 1x1 projection of x)."""
+
+    def __init__(self, channels: int, pool: int):
+        super().__init__()
+        self.proj = nn.Conv2d(channels, channels, 1, bias=False)
+        self.pool = pool
+        self.use_kernels = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        impl = ops if use_kernels(self) else reference
+        return impl.variance_attention(self.proj(x), x, self.pool)
+
+
+def l1_normalise(z: torch.Tensor) -> torch.Tensor:
+    return F.normalize(z, p=1, dim=1)
+
+
+class AppearanceEncoder(nn.Module):
+    """F0 [N,3,H,W] -> Z_a [N,8b,H/8,W/8], non-negative, L1-normalised per pixel."""
+
+    def __init__(self, base: int):
+        super().__init__()
+        widths = [base, 2 * base, 4 * base, 8 * base]
+        self.stem = conv3x3(3, base)
+        # BatchNorm on each stage's input: the only normalisation in the whole model.
+        self.norms = nn.ModuleList(nn.BatchNorm2d(w) for w in widths[:3])
+        self.blocks = nn.ModuleList(BasicBlock(widths[i], widths[i + 1]) for i in range(3))
+        self.proj = conv3x3(widths[3], widths[3])
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem(x))
+        for norm, block in zip(self.norms, self.blocks):
+            x = block(norm(x))
+        return x
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        return l1_normalise(F.relu(self.proj(features)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class AppearanceDecoder(nn.Module):
+    """Z_a -> FIF_hat [N,3,H,W]; no skips, linear output."""
+
+    def __init__(self, base: int):
+        super().__init__()
+        self.blocks = nn.Sequential(
+            BasicBlock(8 * base, 8 * base, up=True),
+            BasicBlock(8 * base, 4 * base, up=True),
+            BasicBlock(4 * base, 2 * base, up=True),
+        )
+        self.out = conv3x3(2 * base, 3)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.out(self.blocks(z))
+
+
+class MotionEncoder(nn.Module):
+    """F0..F3 [N,12,H,W] -> (Z_m [N,8b,H/8,W/8] signed and L1-normalised, skips f2, f1)."""
+
+    def __init__(self, base: int):
+        super().__init__()
+        widths = [base, 2 * base, 4 * base, 8 * base]
+        self.stem = conv3x3(12, base)
+        self.blocks = nn.ModuleList(BasicBlock(widths[i], widths[i + 1]) for i in range(3))
+        # Pooling 8, 4, 2: the attention map is H/16 x W/16 at every stage.
+        self.attention = nn.ModuleList(VarianceAttention(widths[i + 1], 2 ** (3 - i)) for i in range(3))
+        self.last_layer = conv3x3(widths[3], widths[3])
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Outputs of the three attended stages; the last feeds the head, the first two are the skips."""
+        x = F.relu(self.stem(x))
+        stages = []
+        for block, attention in zip(self.blocks, self.attention):
+            x = attention(block(x))
+            stages.append(x)
+        return stages
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        return l1_normalise(self.last_layer(features))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        stages = self.features(x)
+        return self.head(stages[-1]), stages[:2]
+
+
+class MotionDecoder(nn.Module):
+    """(Z_m, skips) -> D_hat [N,3,H,W], the predicted F4 - F0; a U-Net with two skip connections."""
+
+    def __init__(self, base: int):
+        super().__init__()
+        self.up1 = BasicBlock(8 * base, 4 * base, up=True)
+        self.up2 = BasicBlock(8 * base, 2 * base, up=True)
+        self.up3 = BasicBlock(4 * base, 2 * base, up=True)
+        self.out = conv3x3(2 * base, 3)
+
+    def forward(self, z: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        f1, f2 = skips
+        x = self.up2(torch.cat([self.up1(z), f2], dim=1))
+        return self.out(self.up3(torch.cat([x, f1], dim=1)))
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    size: int  # frames are resized to size x size
+    base: int  # width of the first convolution
+    clusters: int = 32
+    alpha: float = 25.0
+
+    @property
+    def latent_dim(self) -> int:
+        return 16 * self.base  # appearance 8b + motion 8b
+
+    @property
+    def latent_size(self) -> int:
+        return self.size // 8
+
+
+PROFILES = {
+    "paper": Profile("paper", size=256, base=32),  # the authors' configuration
+    "lite": Profile("lite", size=128, base=16),  # 1/16 of the compute, for CPU-only boxes
+    "tiny": Profile("tiny", size=32, base=4, clusters=4),  # tests and smoke runs only
+}
+
+
+@dataclass
+class Outputs:
+    fif_hat: torch.Tensor  # [N,3,H,W] reconstructed first frame
+    d_hat: torch.Tensor  # [N,3,H,W] predicted F4 - F0
+    z: torch.Tensor  # [N,D,h,w] fused latents (unnormalised concatenation)
+
+
+@dataclass
+class Scores:
+    raw: torch.Tensor  # [N] S = mean_p E(p) C(p); higher is more anomalous
+    emap: torch.Tensor  # [N,1,H,W] localisation map E(p) C(p)
+    cmap: torch.Tensor  # [N,1,h,w] cluster map C(p)
+
+
+class STD(nn.Module):
+    def __init__(self, profile: Profile):
+        super().__init__()
+        self.profile = profile
+        self.appearance_encoder = AppearanceEncoder(profile.base)
+        self.appearance_decoder = AppearanceDecoder(profile.base)
+        self.motion_encoder = MotionEncoder(profile.base)
+        self.motion_decoder = MotionDecoder(profile.base)
+        # Overwritten by the K-means initialisation before they are used.
+        self.centers = nn.Parameter(torch.rand(profile.clusters, profile.latent_dim))
+        self.use_kernels = True
+
+    def autoencoder_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.named_parameters() if name != "centers"]
+
+    def cluster_parameters(self) -> list[nn.Parameter]:
+        """What the cluster step updates (authors' code): the centres and the last conv of each encoder."""
+        return [self.centers, self.appearance_encoder.proj.weight, self.motion_encoder.last_layer.weight]
+
+    def forward(self, clip: torch.Tensor) -> Outputs:
+        """clip [N,15,H,W] (frames 0..4, RGB in [0,1]) -> reconstruction, prediction and latents."""
+        z_a = self.appearance_encoder(clip[:, 0:3])
+        z_m, skips = self.motion_encoder(clip[:, 0:12])
+        return Outputs(self.appearance_decoder(z_a), self.motion_decoder(z_m, skips), torch.cat([z_a, z_m], dim=1))
+
+    def latents(self, clip: torch.Tensor) -> torch.Tensor:
+        """Only the fused latents, with gradients reaching just the two encoder heads (the cluster step)."""
+        with torch.no_grad():
+            appearance = self.appearance_encoder.features(clip[:, 0:3])
+            motion = self.motion_encoder.features(clip[:, 0:12])[-1]
+        return torch.cat([self.appearance_encoder.head(appearance), self.motion_encoder.head(motion)], dim=1)
+
+    def set_use_kernels(self, enabled: bool) -> None:
+        """Kernels (default) or the pure-torch reference ops for inference; training always uses the reference."""
+        for module in self.modules():
+            if isinstance(module, (STD, VarianceAttention)):
+                module.use_kernels = enabled
+
+    def score(self, clip: torch.Tensor) -> Scores:
+        """The STD anomaly score of each clip: error of FIF_hat + D_hat against F4, times the cluster map."""
+        out = self(clip)
+        impl = ops if use_kernels(self) else reference
+        cmap, _, _ = impl.cluster_distance(out.z, self.centers.to(out.z.dtype), self.profile.alpha)
+        raw, emap = impl.anomaly_score(out.fif_hat, out.d_hat, clip[:, 12:15], cmap)
+        return Scores(raw, emap, cmap)
+
+
+def build(profile: str | Profile) -> STD:
+    """A fresh STD model for a profile name ("paper", "lite") or a Profile."""
+    if isinstance(profile, str):
+        if profile not in PROFILES:
+            raise ValueError(f"profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
+        profile = PROFILES[profile]
+    return STD(profile)

@@ -1,0 +1,54 @@
+"""Scoring whole videos clip by clip, and the statistics of those scores."""
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vad_edge import ops
+from vad_edge.data import ClipDataset, Video
+from vad_edge.model.network import STD
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def score_videos(model: STD, videos: list[Video], batch: int = 16, keep_maps: bool = False,
+                 progress: bool = True, desc: str = "scoring"):
+    """Raw STD scores per video, one per clip (clip t..t+4 scores frame t+4): a list of float64 arrays of
+    length T-4. With keep_maps, also the localisation maps per video (float16 [T-4,H,W])."""
+    model.eval()
+    device = device_of(model)
+    dataset = ClipDataset(videos)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False)
+    raw, maps = [], []
+    bar = tqdm(total=len(dataset), desc=desc, unit="clip", disable=not progress)
+    for frames in loader:
+        clip, _ = ops.prepare_clip(frames.to(device))
+        scores = model.score(clip)
+        raw.append(scores.raw.double().cpu())
+        if keep_maps:
+            maps.append(scores.emap[:, 0].to(torch.float16).cpu())
+        bar.update(len(frames))
+    bar.close()
+    raw = torch.cat(raw).numpy()
+    lengths = [len(v.frames) - 4 for v in videos]
+    per_video = np.split(raw, np.cumsum(lengths)[:-1])
+    if keep_maps:
+        return per_video, np.split(torch.cat(maps).numpy(), np.cumsum(lengths)[:-1])
+    return per_video
+
+
+def score_statistics(scores: np.ndarray) -> dict:
+    """Summary of raw scores on normal footage: what thresholds are chosen from."""
+    scores = np.asarray(scores, dtype=np.float64)
+    quantiles = [0.5, 0.9, 0.95, 0.99, 0.995, 0.999]
+    return {
+        "count": int(scores.size),
+        "mean": float(scores.mean()),
+        "std": float(scores.std()),
+        "min": float(scores.min()),
+        "max": float(scores.max()),
+        "quantiles": {str(q): float(np.quantile(scores, q)) for q in quantiles},
+    }
