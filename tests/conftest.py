@@ -18,3 +18,27 @@ def device(request):
 def gen():
     """A fresh, seeded generator: inputs are random but a failure can be replayed."""
     return torch.Generator().manual_seed(torch.randint(0, 2**31, ()).item())
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A tiny STD model trained for seconds on synthetic normal footage: enough to tell the injected
+    anomaly (a big, bright, fast block) from the slow small walkers."""
+    import os
+
+    from vad_edge.data.synthetic import write_dataset
+    from vad_edge.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("synthetic-train")
+    old = os.environ.get("VAD_EDGE_CACHE")
+    os.environ["VAD_EDGE_CACHE"] = str(root / "cache")
+    try:
+        data = write_dataset(root / "data", size=64, train_videos=3, test_videos=1, frames=60)
+        config = TrainConfig(profile="tiny", batch=8, pretrain_iters=100, iters=50, kmeans_batches=5,
+                             kmeans_points=2000, lr=1e-3, cluster_lr=1e-4)
+        return train(data, root / "tiny.safetensors", config, progress=False)
+    finally:
+        if old is None:
+            os.environ.pop("VAD_EDGE_CACHE")
+        else:
+            os.environ["VAD_EDGE_CACHE"] = old

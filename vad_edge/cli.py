@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import logging
 import sys
 
 
@@ -34,6 +35,33 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_check(args: argparse.Namespace) -> int:
+    from vad_edge import config
+
+    cfg = config.load(args.file)
+    names = ", ".join(c.name for c in cfg.cameras)
+    print(f"{args.file}: OK (device {cfg.device_id}, {len(cfg.cameras)} camera(s): {names})")
+    return 0
+
+
+def _config_schema(args: argparse.Namespace) -> int:
+    from vad_edge import config
+
+    print(json.dumps(config.schema(), indent=2))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from vad_edge import config
+    from vad_edge.agent.runner import Agent, install_signal_handlers
+
+    cfg = config.load(args.config)
+    agent = Agent(cfg)
+    install_signal_handlers(agent)
+    agent.run()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vad_edge.train import TrainConfig
 
@@ -61,12 +89,33 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch", type=int, default=16)
     evaluate.add_argument("--device", default="auto")
     evaluate.set_defaults(func=_eval)
+
+    run = sub.add_parser("run", help="run the agent: cameras in, anomaly events out over MQTT")
+    run.add_argument("--config", default="/etc/vad-edge/config.yaml", help="device configuration (YAML)")
+    run.set_defaults(func=_run)
+
+    cfg = sub.add_parser("config", help="check the device configuration or print its JSON Schema")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    check = cfg_sub.add_parser("check", help="validate a configuration file")
+    check.add_argument("file")
+    check.set_defaults(func=_config_check)
+    cfg_sub.add_parser("schema", help="print the JSON Schema of the configuration").set_defaults(func=_config_schema)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vad_edge.config import ConfigError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ConfigError as exc:  # bad configuration: exit 2, every problem named
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # bad dataset, checkpoint or argument: one clear line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

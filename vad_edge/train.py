@@ -170,11 +170,13 @@ class Trainer:
         total = cfg.pretrain_iters + cfg.iters
         done = self.iteration + (cfg.pretrain_iters if self.stage in ("finetune", "done") else 0)
         bar = tqdm(total=total, initial=done, desc="training", unit="it", disable=not progress)
+        # Under a time budget pre-training gets its share of it, so fine-tuning is never squeezed out.
+        pretrain_budget = budget * cfg.pretrain_iters / max(1, total)
         while self.stage != "done":
             self.elapsed = time.monotonic() - start
             out_of_time = self.elapsed > budget
             if self.stage == "pretrain":
-                if self.iteration >= cfg.pretrain_iters or out_of_time:
+                if self.iteration >= cfg.pretrain_iters or self.elapsed > pretrain_budget:
                     self.stage, self.iteration = "kmeans", 0
                     continue
                 parts = self.autoencoder_step(self._next_clip())

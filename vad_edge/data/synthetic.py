@@ -8,9 +8,11 @@ import cv2
 import numpy as np
 
 
-def make_frames(count: int, size: int = 64, anomaly: tuple[int, int] | None = None,
+def make_frames(count: int, size: int = 64, anomaly: tuple[int, int] | list[tuple[int, int]] | None = None,
                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 BGR frames [count,size,size,3], int8 labels [count]); anomaly = (first, last) frame, inclusive."""
+    """(uint8 BGR frames [count,size,size,3], int8 labels [count]); anomaly = (first, last) frame, inclusive,
+    or a list of such intervals."""
+    intervals = [anomaly] if isinstance(anomaly, tuple) else list(anomaly or [])
     rng = np.random.default_rng(seed)
     background = cv2.GaussianBlur(rng.integers(60, 120, (size, size, 3), dtype=np.uint8), (0, 0), size / 16)
     walkers = [(rng.uniform(0, size), rng.uniform(0, size), rng.uniform(-0.6, 0.6), rng.uniform(0.3, 1.0))
@@ -23,9 +25,10 @@ def make_frames(count: int, size: int = 64, anomaly: tuple[int, int] | None = No
         for x0, y0, vx, vy in walkers:  # pedestrians: small, slow, wrapping around
             x, y = int(x0 + vx * t) % size, int(y0 + vy * t) % size
             cv2.rectangle(frame, (x, y), (x + side, y + 2 * side), (40, 40, 40), -1)
-        if anomaly and anomaly[0] <= t <= anomaly[1]:  # a "vehicle": big, bright, fast
+        start = next((a for a, b in intervals if a <= t <= b), None)
+        if start is not None:  # a "vehicle": big, bright, fast
             labels[t] = 1
-            x = int((t - anomaly[0]) * size / 6) % size
+            x = int((t - start) * size / 6) % size
             cv2.rectangle(frame, (x, size // 3), (x + size // 3, size // 3 + size // 4), (30, 220, 250), -1)
         frames[t] = frame
     return frames, labels

@@ -1,0 +1,182 @@
+"""The agent's parts on their own: configuration, outbox, event state machine, health."""
+
+import json
+import urllib.request
+
+import numpy as np
+import pytest
+
+from vad_edge import config
+from vad_edge.agent.events import EventTracker, Observation, hot_region
+from vad_edge.agent.health import HealthServer, Metrics, sd_notify
+from vad_edge.agent.outbox import Outbox
+
+GOOD = """\
+device_id: box-1
+state_dir: /tmp/x
+mqtt:
+  host: broker.local
+  port: 8883
+  protocol: "5"
+  tls: {enabled: true}
+  username: box
+  password_env: BOX_PASSWORD
+cameras:
+  - name: door
+    source: /videos/door.mp4
+    fps: 10
+"""
+
+
+def test_good_config_and_defaults():
+    cfg = config.parse(GOOD)
+    assert cfg.client_id == "vad-edge-box-1" and cfg.mqtt.protocol == "5"
+    assert cfg.cameras[0].min_event_frames == 3 and cfg.health.port == 9108
+
+
+@pytest.mark.parametrize("text,message", [
+    (GOOD.replace("  port: 8883", "  port: 8883\n  colour: blue"), r"<c>:6: mqtt.colour: unknown key"),
+    (GOOD.replace("fps: 10", "fps: 0"), r"<c>:13: cameras.0.fps: Input should be greater than 0"),
+    (GOOD.replace("device_id: box-1\n", ""), r"device_id: Field required"),
+    (GOOD.replace('protocol: "5"', "protocol: 4"), r"<c>:6: mqtt.protocol"),
+    (GOOD + "  - name: door\n    source: x.mp4\n", r"camera names must be unique: door"),
+    ("cameras: [\n", r"<c>:2: not valid YAML"),
+    ("- just\n- a list\n", r"expected a mapping"),
+    (GOOD.replace("tls: {enabled: true}", "tls: {cert_file: a.pem}"), r"cert_file and key_file go together"),
+])
+def test_bad_config_names_key_and_line(text, message):
+    with pytest.raises(config.ConfigError, match=message):
+        config.parse(text, "<c>")
+
+
+def test_password_from_env_or_file_is_secret(tmp_path, monkeypatch):
+    cfg = config.parse(GOOD)
+    with pytest.raises(config.ConfigError, match="BOX_PASSWORD is not set"):
+        cfg.mqtt.password()
+    monkeypatch.setenv("BOX_PASSWORD", "s3cret")
+    secret = cfg.mqtt.password()
+    assert secret.get_secret_value() == "s3cret" and "s3cret" not in repr(secret) + str(secret)
+    (tmp_path / "pw").write_text("from-file\n")
+    cfg = config.parse(GOOD.replace("password_env: BOX_PASSWORD", f"password_file: {tmp_path / 'pw'}"))
+    assert cfg.mqtt.password().get_secret_value() == "from-file"
+
+
+def test_schema_is_json_schema():
+    schema = config.schema()
+    assert schema["type"] == "object" and "cameras" in schema["required"]
+    json.dumps(schema)
+
+
+# --- outbox -----------------------------------------------------------------------------------------------
+
+def event(kind, i):
+    return {"event_id": f"e{i}:{kind}", "type": kind, "seq": None}
+
+
+def test_outbox_seq_survives_restart_and_order(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite")
+    first = [box.add("t", event("start", i)).seq for i in range(3)]
+    box.ack(first[1])
+    box.close()
+    box = Outbox(tmp_path / "o.sqlite")
+    assert [p.seq for p in box.pending()] == [1, 3]
+    assert box.add("t", event("end", 9)).seq == 4  # monotonic across the restart
+    assert box.pending()[-1].event["seq"] == 4
+
+
+def test_outbox_bound_drops_oldest_updates_first(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite", max_events=10)
+    box.add("t", event("start", 0))
+    for i in range(12):
+        box.add("t", event("update", i + 1))
+    kinds = [p.event["type"] for p in box.pending()]
+    assert len(kinds) == 10 and kinds[0] == "start" and box.dropped() == 3
+    assert [p.event["event_id"] for p in box.pending()][1] == "e4:update"
+
+
+def test_outbox_settings(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite")
+    box.put("detect/door", "OFF")
+    box.put("detect/door", "ON")
+    assert box.get("detect/door") == "ON" and box.get("nope", "x") == "x"
+
+
+# --- events -----------------------------------------------------------------------------------------------
+
+def tracker(**kw):
+    args = dict(device_id="box", camera="door", min_event_frames=3, cooldown=1.0,
+                model={"name": "m", "sha256": "0"}, calibration={"id": None, "created": None})
+    return EventTracker(**{**args, **kw})
+
+
+def obs(t, score):
+    emap = np.zeros((8, 8), np.float32)
+    emap[2:4, 4:8] = score
+    return Observation(t, score, score * 0.01, 0.01, emap)
+
+
+def run(track, scores, dt=0.1):
+    return [(i, e) for i, s in enumerate(scores) for e in track.step(obs(1000 + i * dt, s))]
+
+
+def test_event_needs_min_frames_and_ends_after_cooldown():
+    track = tracker()
+    events = run(track, [2, 2, 0.5, 2, 2, 3, 0.5, 2] + [0.2] * 12)
+    kinds = [(i, e["type"]) for i, e in events]
+    assert kinds[0] == (5, "start")  # three in a row: frames 3, 4, 5
+    assert kinds[-1][1] == "end" and kinds[-1][0] == 8 + 10  # 1 s (10 frames) after the first frame below
+    start, end = events[0][1], events[-1][1]
+    assert start["start_time"] == "1970-01-01T00:16:40.300Z"
+    assert end["end_time"] == "1970-01-01T00:16:40.800Z" and end["peak_score"] == 3
+    assert start["event_id"].split(":")[0] == end["event_id"].split(":")[0] and start["event_id"] != end["event_id"]
+    assert start["region"] == {"x": 0.5, "y": 0.25, "w": 0.5, "h": 0.25}
+
+
+def test_updates_at_most_once_a_second_while_peak_rises():
+    track = tracker(min_event_frames=1)
+    events = run(track, [1.5 + 0.1 * i for i in range(30)] + [0.1] * 15)
+    updates = [i for i, e in events if e["type"] == "update"]
+    assert updates == [10, 20]  # 1 s apart at 10 fps
+    assert [e["type"] for _, e in events] == ["start", "update", "update", "end"]
+
+
+def test_close_ends_a_running_event():
+    track = tracker(min_event_frames=1)
+    run(track, [5])
+    (end,) = track.close(2000.0)
+    assert end["type"] == "end" and end["end_time"].startswith("1970-01-01T00:33:20")
+    assert track.close(2001.0) == []
+
+
+def test_hot_region_of_empty_map_is_whole_frame():
+    assert hot_region(np.zeros((4, 4))) == {"x": 0.0, "y": 0.0, "w": 1.0, "h": 1.0}
+
+
+# --- health -----------------------------------------------------------------------------------------------
+
+def test_health_and_metrics_endpoints():
+    metrics = Metrics()
+    metrics.frames.labels("door").inc(3)
+    server = HealthServer("127.0.0.1", 0, metrics, lambda: {"healthy": True, "cameras": {}})
+    server.start()
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        assert json.loads(urllib.request.urlopen(f"{base}/healthz").read())["healthy"] is True
+        text = urllib.request.urlopen(f"{base}/metrics").read().decode()
+        assert 'vad_edge_frames_scored_total{camera="door"} 3.0' in text
+    finally:
+        server.stop()
+
+
+def test_sd_notify_sends_to_the_socket(tmp_path, monkeypatch):
+    import socket
+
+    path = tmp_path / "notify"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    assert sd_notify("READY=1")
+    assert sock.recv(64) == b"READY=1"
+    sock.close()
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    assert not sd_notify("READY=1")

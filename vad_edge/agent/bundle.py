@@ -1,0 +1,56 @@
+"""What a camera scores with: a model plus its threshold and provenance.
+
+A bundle is a checkpoint file (`vad-edge train`) or a calibration bundle (`vad-edge calibrate`), both
+safetensors with vad-edge metadata. A calibration bundle carries a `calibration` section with the raw-score
+threshold chosen on the site's normal footage; a plain checkpoint falls back to a default derived from the
+score statistics of its training data.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vad_edge.model import checkpoint
+from vad_edge.model.network import STD
+
+# Default threshold without calibration: this multiple of the 99.9th percentile of the training scores.
+# Test footage always scores above training footage (the model has seen the latter), so a margin is needed;
+# calibration replaces this with a threshold fitted to the site.
+DEFAULT_MARGIN = 1.5
+
+
+@dataclass
+class Bundle:
+    path: Path
+    model: STD
+    threshold: float  # raw-score threshold: calibrated score = raw / threshold
+    model_info: dict  # {name, sha256}
+    calibration: dict  # {id, created}
+    meta: dict
+
+    @property
+    def size(self) -> int:
+        return self.model.profile.size
+
+
+def default_threshold(meta: dict) -> float:
+    stats = meta.get("score_stats") or {}
+    q = (stats.get("quantiles") or {}).get("0.999")
+    if q is None or q <= 0:
+        raise checkpoint.CheckpointError("checkpoint has no training score statistics to derive a threshold from")
+    return float(q) * DEFAULT_MARGIN
+
+
+def load_bundle(path: str | Path | None, device: torch.device) -> Bundle:
+    path = Path(path) if path else checkpoint.shipped("lite")
+    model, meta = checkpoint.load(path, device)
+    calibration = meta.get("calibration")
+    if calibration:
+        threshold = float(calibration["threshold"])
+        info = {"id": calibration["id"], "created": calibration["created"]}
+    else:
+        threshold = default_threshold(meta)
+        info = {"id": None, "created": None}
+    model_info = {"name": f"std-{model.profile.name}", "sha256": checkpoint.file_sha256(path)}
+    return Bundle(path, model, threshold, model_info, info, meta)

@@ -1,0 +1,117 @@
+"""The event state machine of one camera, and the event JSON (schema vad-edge.event/1).
+
+A calibrated score above 1.0 for min_event_frames consecutive frames starts an event; while the peak keeps
+rising an `update` goes out at most once a second; cooldown seconds below 1.0 end it.
+"""
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+SCHEMA = "vad-edge.event/1"
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def hot_region(emap: np.ndarray, fraction: float = 0.5) -> dict:
+    """Bounding box, in 0..1 of the frame, of the pixels at or above `fraction` of the map's maximum."""
+    peak = float(emap.max())
+    if peak <= 0:
+        return {"x": 0.0, "y": 0.0, "w": 1.0, "h": 1.0}
+    ys, xs = np.nonzero(emap >= fraction * peak)
+    h, w = emap.shape
+    return {"x": round(xs.min() / w, 4), "y": round(ys.min() / h, 4),
+            "w": round((xs.max() + 1 - xs.min()) / w, 4), "h": round((ys.max() + 1 - ys.min()) / h, 4)}
+
+
+@dataclass
+class Observation:
+    time: float  # the frame's time, seconds since the epoch
+    score: float  # calibrated: 1.0 = threshold
+    raw_score: float
+    threshold: float  # raw-score threshold in force (calibrated threshold x multiplier)
+    emap: np.ndarray  # localisation map of the frame
+    frame: np.ndarray | None = None  # the frame (BGR), kept for the snapshot of the peak
+
+
+@dataclass
+class EventTracker:
+    device_id: str
+    camera: str
+    min_event_frames: int
+    cooldown: float
+    model: dict  # {name, sha256}
+    calibration: dict  # {id, created}
+    update_interval: float = 1.0
+    active: dict | None = field(default=None, init=False)  # the running event's fields
+    peak: Observation | None = field(default=None, init=False)
+    _above: list = field(default_factory=list, init=False)
+    _below_since: float | None = field(default=None, init=False)
+    _last_update: float = field(default=0.0, init=False)
+    _peak_at_update: float = field(default=0.0, init=False)
+
+    def step(self, obs: Observation) -> list[dict]:
+        """Feeds one scored frame; returns the events it causes (start / update / end), in order."""
+        above = obs.score > 1.0
+        if self.active is None:
+            self._above = self._above + [obs] if above else []
+            if len(self._above) < self.min_event_frames:
+                return []
+            first = self._above[0]
+            self.peak = max(self._above, key=lambda o: o.score)
+            self._above = []
+            self.active = {"event_id": str(uuid.uuid4()), "start_time": iso(first.time), "updates": 0}
+            self._below_since, self._last_update, self._peak_at_update = None, obs.time, self.peak.score
+            return [self._event("start", obs)]
+        if above:
+            self._below_since = None
+            if obs.score > self.peak.score:
+                self.peak = obs
+            if self.peak.score > self._peak_at_update and obs.time - self._last_update >= self.update_interval:
+                self._last_update, self._peak_at_update = obs.time, self.peak.score
+                self.active["updates"] += 1
+                return [self._event("update", obs)]
+            return []
+        if self._below_since is None:
+            self._below_since = obs.time
+        if obs.time - self._below_since >= self.cooldown:
+            event = self._event("end", obs, end_time=iso(self._below_since))
+            self.active, self.peak = None, None
+            return [event]
+        return []
+
+    def _event(self, kind: str, obs: Observation, end_time: str | None = None) -> dict:
+        peak = self.peak
+        return {
+            "schema": SCHEMA,
+            # Unique per message and stable across retries (subscribers deduplicate on it); the common
+            # prefix ties the start, updates and end of one anomaly together.
+            "event_id": f"{self.active['event_id']}:{kind}" + (f":{self.active['updates']}" if kind == "update" else ""),
+            "seq": None,  # assigned by the outbox
+            "type": kind,
+            "device_id": self.device_id,
+            "camera": self.camera,
+            "start_time": self.active["start_time"],
+            "end_time": end_time,
+            "frame_time": iso(obs.time),
+            "score": round(obs.score, 4),
+            "peak_score": round(peak.score, 4),
+            "raw_score": obs.raw_score,
+            "threshold": obs.threshold,
+            "region": hot_region(peak.emap),
+            "model": self.model,
+            "calibration": self.calibration,
+            "replayed": False,
+        }
+
+    def close(self, now: float) -> list[dict]:
+        """Ends a running event (the camera went offline or the agent stops)."""
+        if self.active is None:
+            return []
+        event = self._event("end", self.peak, end_time=iso(now))
+        self.active, self.peak = None, None
+        return [event]

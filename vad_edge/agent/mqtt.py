@@ -1,0 +1,165 @@
+"""MQTT publishing (paho-mqtt 2.x) by the architecture's contract: availability with a last will, retained
+state republished on every (re)connect, events at QoS 1 acknowledged back into the outbox, live commands.
+
+Nothing here blocks the video loop: publishing only queues into paho's buffer, and while the broker is away
+events simply wait in the outbox; every (re)connect replays what is pending, in seq order.
+"""
+
+import json
+import logging
+import ssl
+import threading
+from collections.abc import Callable
+
+import paho.mqtt.client as paho
+
+from vad_edge.agent.outbox import Outbox, Pending
+from vad_edge.config import Config
+
+log = logging.getLogger("vad_edge.mqtt")
+
+
+class Topics:
+    def __init__(self, prefix: str, device_id: str):
+        self.base = f"{prefix}/{device_id}"
+        self.availability = f"{self.base}/availability"
+        self.stats = f"{self.base}/stats"
+
+    def camera(self, camera: str, leaf: str) -> str:
+        return f"{self.base}/cameras/{camera}/{leaf}"
+
+
+def make_client(config: Config) -> paho.Client:
+    """A configured, not yet connected client: protocol, last will, credentials, TLS, back-off."""
+    m = config.mqtt
+    protocol = paho.MQTTv5 if m.protocol == "5" else paho.MQTTv311
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=config.client_id, protocol=protocol)
+    topics = Topics(m.prefix, config.device_id)
+    client.will_set(topics.availability, "offline", qos=1, retain=True)
+    if m.username:
+        password = m.password()
+        client.username_pw_set(m.username, password.get_secret_value() if password else None)
+    if m.tls.enabled:
+        client.tls_set(ca_certs=str(m.tls.ca_file) if m.tls.ca_file else None,
+                       certfile=str(m.tls.cert_file) if m.tls.cert_file else None,
+                       keyfile=str(m.tls.key_file) if m.tls.key_file else None,
+                       cert_reqs=ssl.CERT_REQUIRED)
+    client.reconnect_delay_set(min_delay=1, max_delay=int(max(1, m.reconnect_max_s)))
+    return client
+
+
+class Publisher:
+    def __init__(self, config: Config, outbox: Outbox, on_command: Callable[[str, str, str], None]):
+        self.config = config
+        self.outbox = outbox
+        self.on_command = on_command
+        self.topics = Topics(config.mqtt.prefix, config.device_id)
+        self.client = make_client(config)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+        self.client.on_message = self._on_message
+        self.connected = False
+        self.connects = 0
+        self._send_lock = threading.Lock()  # orders replays and new events
+        self._map_lock = threading.Lock()  # guards the mid -> seq map only; never held while calling paho
+        self._inflight: dict[int, int] = {}
+        self._acked_early: set[int] = set()
+        self._retained: dict[str, bytes | str] = {}
+
+    # --- lifecycle --------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.client.connect_async(self.config.mqtt.host, self.config.mqtt.port, self.config.mqtt.keepalive)
+        self.client.loop_start()  # retries the first connection too, with the back-off above
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Publishes availability `stopped`, waits for it and for pending acks, disconnects."""
+        if self.connected:
+            info = self.client.publish(self.topics.availability, "stopped", qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError):
+                pass  # the connection dropped meanwhile: the broker's last will says offline instead
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # --- publishing -------------------------------------------------------------------------------------
+
+    def set_retained(self, topic: str, payload: bytes | str) -> None:
+        """Retained state: remembered and republished on every reconnect."""
+        self._retained[topic] = payload
+        if self.connected:
+            self.client.publish(topic, payload, qos=1, retain=True)
+
+    def publish_stats(self, stats: dict) -> None:
+        if self.connected:
+            self.client.publish(self.topics.stats, json.dumps(stats), qos=0)
+
+    def send(self, pending: Pending) -> None:
+        """Publishes a committed event now if connected; otherwise the next connect replays it."""
+        with self._send_lock:
+            if self.connected:
+                self._publish_event(pending, replayed=False)
+
+    def _publish_event(self, pending: Pending, replayed: bool) -> None:
+        payload = json.dumps({**pending.event, "replayed": replayed})
+        info = self.client.publish(pending.topic, payload, qos=1)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            return  # not sent: it stays in the outbox for the next connect
+        with self._map_lock:
+            if info.mid in self._acked_early:  # the PUBACK beat us to the map
+                self._acked_early.discard(info.mid)
+                acked = True
+            else:
+                self._inflight[info.mid] = pending.seq
+                acked = False
+        if acked:
+            self.outbox.ack(pending.seq)
+
+    # --- paho callbacks (network thread) ----------------------------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties=None):
+        if reason_code.is_failure:
+            log.error("broker %s:%s refused the connection: %s", self.config.mqtt.host, self.config.mqtt.port,
+                      reason_code)
+            return
+        self.connects += 1
+        log.info("connected to %s:%s", self.config.mqtt.host, self.config.mqtt.port)
+        with self._map_lock:
+            self._inflight.clear()
+            self._acked_early.clear()
+        client.publish(self.topics.availability, "online", qos=1, retain=True)
+        for topic, payload in list(self._retained.items()):
+            client.publish(topic, payload, qos=1, retain=True)
+        for leaf in ("detect/set", "threshold/set", "recalibrate"):
+            client.subscribe(self.topics.camera("+", leaf), qos=1)
+        with self._send_lock:
+            pending = self.outbox.pending()
+            if pending:
+                log.info("replaying %d pending events", len(pending))
+            for item in pending:
+                self._publish_event(item, replayed=True)
+            self.connected = True
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
+        with self._send_lock:
+            self.connected = False
+        if reason_code.is_failure:
+            log.warning("lost the broker (%s); events wait in the outbox", reason_code)
+
+    def _on_publish(self, client, userdata, mid, reason_code=None, properties=None):
+        with self._map_lock:
+            seq = self._inflight.pop(mid, None)
+            if seq is None:
+                self._acked_early.add(mid)
+        if seq is not None:
+            self.outbox.ack(seq)
+
+    def _on_message(self, client, userdata, message):
+        parts = message.topic[len(self.topics.base) + 1:].split("/")
+        if len(parts) >= 3 and parts[0] == "cameras":
+            try:
+                self.on_command(parts[1], "/".join(parts[2:]), message.payload.decode("utf-8", "replace").strip())
+            except Exception:  # a bad command must never take the network thread down
+                log.exception("command on %s failed", message.topic)

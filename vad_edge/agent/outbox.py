@@ -1,0 +1,94 @@
+"""The outbox: events are committed to SQLite before they are published and leave only on PUBACK.
+
+WAL journal with synchronous=FULL, so a committed event survives a killed process or a power cut. The
+sequence number lives in the same database and is assigned in the same transaction as the insert, so it
+is monotonic across restarts. The outbox is bounded: beyond max_events the oldest `update` events go first
+(start and end events matter more), then the oldest of any kind; drops are counted.
+The same database keeps the live settings (detect on/off, threshold multipliers) across restarts.
+"""
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Pending:
+    seq: int
+    topic: str
+    event: dict
+
+
+class Outbox:
+    def __init__(self, path: Path, max_events: int = 10000):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_events = max_events
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS events (
+                seq INTEGER PRIMARY KEY, event_id TEXT UNIQUE NOT NULL, type TEXT NOT NULL,
+                topic TEXT NOT NULL, payload TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            INSERT OR IGNORE INTO meta VALUES ('seq', '0'), ('dropped', '0');
+            """
+        )
+
+    def add(self, topic: str, event: dict) -> Pending:
+        """Assigns the next seq, commits the event (fsynced) and returns it; trims the oldest when full."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            seq = int(self._db.execute("SELECT value FROM meta WHERE key='seq'").fetchone()[0]) + 1
+            event = {**event, "seq": seq}
+            self._db.execute("UPDATE meta SET value=? WHERE key='seq'", (str(seq),))
+            self._db.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                             (seq, event["event_id"], event["type"], topic, json.dumps(event)))
+            self._trim()
+        return Pending(seq, topic, event)
+
+    def _trim(self) -> None:
+        excess = self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0] - self.max_events
+        if excess <= 0:
+            return
+        for kind_filter in ("WHERE type='update'", ""):
+            rows = self._db.execute(f"SELECT seq FROM events {kind_filter} ORDER BY seq LIMIT ?", (excess,)).fetchall()
+            self._db.executemany("DELETE FROM events WHERE seq=?", rows)
+            self._db.execute("UPDATE meta SET value=value+? WHERE key='dropped'", (len(rows),))
+            excess -= len(rows)
+            if excess <= 0:
+                return
+
+    def ack(self, seq: int) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM events WHERE seq=?", (seq,))
+
+    def pending(self) -> list[Pending]:
+        with self._lock:
+            rows = self._db.execute("SELECT seq, topic, payload FROM events ORDER BY seq").fetchall()
+        return [Pending(seq, topic, json.loads(payload)) for seq, topic, payload in rows]
+
+    def depth(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+
+    def dropped(self) -> int:
+        return int(self.get("dropped", "0"))
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def put(self, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                             (key, value))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,332 @@
+"""The agent: camera readers feed per-camera 5-frame windows; one inference loop scores every ready camera
+in a batch per model, runs each camera's event state machine, and hands events to the outbox and MQTT."""
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+import vad_edge
+from vad_edge import ops
+from vad_edge.agent.bundle import Bundle, load_bundle
+from vad_edge.agent.events import EventTracker, Observation
+from vad_edge.agent.health import HealthServer, Metrics, sd_notify, watchdog_interval
+from vad_edge.agent.mqtt import Publisher
+from vad_edge.agent.outbox import Outbox
+from vad_edge.agent.snapshot import jpeg, overlay
+from vad_edge.agent.sources import CameraReader, is_file_source
+from vad_edge.config import Camera, Config
+from vad_edge.data.videos import resize
+from vad_edge.train import pick_device
+
+log = logging.getLogger("vad_edge.agent")
+
+INBOX_FRAMES = 32  # frames waiting per camera; live sources drop the oldest beyond it
+
+
+@dataclass
+class Frame:
+    time: float  # the frame's own time (epoch seconds)
+    arrived: float  # monotonic clock when it arrived, for latency
+    small: np.ndarray  # model resolution, BGR
+    full: np.ndarray  # as captured, for snapshots
+
+
+@dataclass
+class CameraState:
+    config: Camera
+    bundle: Bundle
+    tracker: EventTracker
+    detect: bool
+    multiplier: float
+    inbox: queue.Queue = field(default_factory=lambda: queue.Queue(INBOX_FRAMES))
+    window: deque = field(default_factory=lambda: deque(maxlen=5))
+    status: str = "offline"
+    frames: int = 0
+    last_score: float | None = None
+    last_raw: float | None = None
+    latencies: deque = field(default_factory=lambda: deque(maxlen=200))
+    times: deque = field(default_factory=lambda: deque(maxlen=50))
+
+    @property
+    def threshold(self) -> float:
+        return self.bundle.threshold * self.multiplier
+
+
+class Agent:
+    def __init__(self, config: Config, on_event=None):
+        self.config = config
+        self.on_event = on_event  # optional observer (the demo prints events as they are committed)
+        self.device = pick_device(config.model.device)
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox(config.state_dir / "outbox.sqlite", config.outbox.max_events)
+        self.metrics = Metrics()
+        self.publisher = Publisher(config, self.outbox, self.command)
+        self.topics = self.publisher.topics
+        self.stop_event = threading.Event()
+        self.started = time.monotonic()
+        self.last_loop = time.monotonic()
+        self._bundles: dict[str, Bundle] = {}
+        self._changes: queue.SimpleQueue = queue.SimpleQueue()  # status changes and commands from other threads
+        self.cameras: dict[str, CameraState] = {}
+        for cam in config.cameras:
+            bundle = self._bundle(cam)
+            tracker = EventTracker(config.device_id, cam.name, cam.min_event_frames, cam.cooldown,
+                                   bundle.model_info, bundle.calibration)
+            detect = self.outbox.get(f"detect/{cam.name}", "ON" if cam.enabled else "OFF") == "ON"
+            multiplier = float(self.outbox.get(f"threshold/{cam.name}", str(cam.threshold_multiplier)))
+            self.cameras[cam.name] = CameraState(cam, bundle, tracker, detect, multiplier)
+        self.readers = {name: CameraReader(state.config, self._on_frame, self._on_status)
+                        for name, state in self.cameras.items()}
+        self.health = (HealthServer(config.health.host, config.health.port, self.metrics, self.status)
+                       if config.health.port else None)
+
+    def _bundle(self, cam: Camera) -> Bundle:
+        key = str(cam.bundle or self.config.model.checkpoint or "")
+        if key not in self._bundles:
+            self._bundles[key] = load_bundle(cam.bundle or self.config.model.checkpoint, self.device)
+        return self._bundles[key]
+
+    # --- frames in (reader threads) ---------------------------------------------------------------------
+
+    def _on_frame(self, camera: str, t: float, frame: np.ndarray) -> None:
+        state = self.cameras[camera]
+        item = Frame(t, time.monotonic(), resize(frame, state.bundle.size), frame)
+        live = not is_file_source(state.config.source) or state.config.realtime
+        while not self.stop_event.is_set():
+            try:
+                state.inbox.put(item, timeout=None if live else 0.2)
+                return
+            except queue.Full:
+                if live:  # a live camera never waits: the oldest frame goes
+                    try:
+                        state.inbox.get_nowait()
+                    except queue.Empty:
+                        pass
+
+    def _on_status(self, camera: str, status: str, reason: str) -> None:
+        self._changes.put((self._apply_status, camera, status))
+
+    def _apply_status(self, camera: str, status: str) -> None:
+        state = self.cameras[camera]
+        state.status = status
+        self.metrics.online.labels(camera).set(1 if status == "online" else 0)
+        if status == "online":
+            state.window.clear()  # a new stream: never score a clip across the gap
+        else:
+            self._commit(state, state.tracker.close(time.time()))
+        self._publish_status(state)
+
+    def _publish_status(self, state: CameraState) -> None:
+        shown = state.status if state.detect else "disabled"
+        self.publisher.set_retained(self.topics.camera(state.config.name, "status"), shown)
+
+    # --- commands (MQTT network thread) -----------------------------------------------------------------
+
+    def command(self, camera: str, what: str, payload: str) -> None:
+        """Called by MQTT's thread; applied by the inference loop, which owns all camera state."""
+        self._changes.put((self._apply_command, camera, what, payload))
+
+    def _apply_command(self, camera: str, what: str, payload: str) -> None:
+        state = self.cameras.get(camera)
+        if state is None:
+            log.warning("command %s for unknown camera %r ignored", what, camera)
+            return
+        if what == "detect/set":
+            if payload.upper() not in ("ON", "OFF"):
+                log.warning("detect/set for %s: expected ON or OFF, got %r", camera, payload)
+                return
+            state.detect = payload.upper() == "ON"
+            if not state.detect:
+                self._commit(state, state.tracker.close(time.time()))
+            self.outbox.put(f"detect/{camera}", payload.upper())
+            self._publish_settings(state)
+            self._publish_status(state)
+        elif what == "threshold/set":
+            try:
+                value = float(payload)
+            except ValueError:
+                value = -1.0
+            if not (value > 0 and np.isfinite(value)):
+                log.warning("threshold/set for %s: expected a positive number, got %r", camera, payload)
+                return
+            state.multiplier = value
+            self.outbox.put(f"threshold/{camera}", repr(value))
+            self._publish_settings(state)
+
+    def _publish_settings(self, state: CameraState) -> None:
+        name = state.config.name
+        self.publisher.set_retained(self.topics.camera(name, "detect/state"), "ON" if state.detect else "OFF")
+        self.publisher.set_retained(self.topics.camera(name, "threshold/state"), repr(state.multiplier))
+
+    # --- events out -------------------------------------------------------------------------------------
+
+    def _commit(self, state: CameraState, events: list[dict]) -> None:
+        for event in events:
+            pending = self.outbox.add(self.topics.camera(state.config.name, "events"), event)
+            self.metrics.events.labels(state.config.name, event["type"]).inc()
+            if event["type"] in ("start", "end"):
+                self.publisher.set_retained(self.topics.camera(state.config.name, "anomaly"),
+                                            "ON" if event["type"] == "start" else "OFF")
+                self._publish_snapshot(state, pending.event)
+            self.publisher.send(pending)
+            if self.on_event:
+                self.on_event(pending.event)
+
+    def _publish_snapshot(self, state: CameraState, event: dict) -> None:
+        peak = state.tracker.peak
+        if peak is None or peak.frame is None:
+            return
+        label = f"{state.config.name} {event['type']} peak {event['peak_score']:.2f}"
+        image = overlay(peak.frame, peak.emap, event["region"], label)
+        self.publisher.set_retained(self.topics.camera(state.config.name, "snapshot"), jpeg(image))
+
+    # --- the inference loop -----------------------------------------------------------------------------
+
+    def _gather(self) -> dict[int, list[tuple[CameraState, Frame]]]:
+        """One new frame per camera into its window; the ready windows grouped by model."""
+        ready: dict[int, list] = {}
+        for state in self.cameras.values():
+            try:
+                frame = state.inbox.get_nowait()
+            except queue.Empty:
+                continue
+            state.window.append(frame)
+            if state.detect and len(state.window) == 5:
+                ready.setdefault(id(state.bundle), []).append((state, frame))
+        return ready
+
+    @torch.no_grad()
+    def _score(self, group: list[tuple[CameraState, Frame]]) -> None:
+        bundle = group[0][0].bundle
+        windows = np.stack([np.stack([f.small for f in state.window]) for state, _ in group])
+        clip, _ = ops.prepare_clip(torch.from_numpy(windows).to(self.device))
+        scores = bundle.model.score(clip)
+        raws = scores.raw.double().cpu().numpy()
+        emaps = scores.emap[:, 0].float().cpu().numpy()
+        now = time.monotonic()
+        for (state, frame), raw, emap in zip(group, raws, emaps):
+            calibrated = float(raw) / state.threshold
+            state.frames += 1
+            state.last_score, state.last_raw = calibrated, float(raw)
+            state.latencies.append(now - frame.arrived)
+            state.times.append(now)
+            self.metrics.frames.labels(state.config.name).inc()
+            self.metrics.score.labels(state.config.name).set(calibrated)
+            self.metrics.latency.labels(state.config.name).observe(now - frame.arrived)
+            obs = Observation(frame.time, calibrated, float(raw), state.threshold, emap, frame.full)
+            self._commit(state, state.tracker.step(obs))
+
+    def step(self) -> bool:
+        """One pass of the loop; False when no camera had a new frame."""
+        self.last_loop = time.monotonic()
+        while not self._changes.empty():
+            apply, *args = self._changes.get_nowait()
+            apply(*args)
+        ready = self._gather()
+        for group in ready.values():
+            self._score(group)
+        return bool(ready) or any(not s.inbox.empty() for s in self.cameras.values())
+
+    # --- stats and health -------------------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        cameras = {}
+        for name, s in self.cameras.items():
+            fps = (len(s.times) - 1) / (s.times[-1] - s.times[0]) if len(s.times) > 1 and s.times[-1] > s.times[0] else 0.0
+            lat = sorted(s.latencies)
+            cameras[name] = {
+                "status": s.status, "detect": s.detect, "fps": round(fps, 2), "frames": s.frames,
+                "latency_ms": {"p50": round(1e3 * lat[len(lat) // 2], 1), "p95": round(1e3 * lat[int(len(lat) * 0.95)], 1)}
+                if lat else None,
+                "score": s.last_score, "raw_score": s.last_raw, "threshold": s.threshold,
+                "anomaly": s.tracker.active is not None,
+            }
+        depth = self.outbox.depth()
+        self.metrics.outbox_depth.set(depth)
+        self.metrics.outbox_dropped.set(self.outbox.dropped())
+        self.metrics.mqtt_connected.set(1 if self.publisher.connected else 0)
+        return {
+            "device_id": self.config.device_id, "uptime_s": round(time.monotonic() - self.started, 1),
+            "versions": {"vad_edge": vad_edge.__version__, "torch": torch.__version__},
+            "kernels": {"cuda": ops.backend()["cuda"], "device": str(self.device)},
+            "outbox": {"depth": depth, "dropped": self.outbox.dropped()},
+            "mqtt": {"connected": self.publisher.connected, "connects": self.publisher.connects},
+            "cameras": cameras,
+        }
+
+    def status(self) -> dict:
+        stalled = time.monotonic() - self.last_loop > 10
+        return {"healthy": not stalled and not self.stop_event.is_set(), "loop_stalled": stalled,
+                "mqtt_connected": self.publisher.connected, "outbox_depth": self.outbox.depth(),
+                "cameras": {name: s.status for name, s in self.cameras.items()}}
+
+    # --- lifecycle --------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for state in self.cameras.values():
+            self._publish_settings(state)
+            self._publish_status(state)
+        self.publisher.start()
+        if self.health:
+            self.health.start()
+        for reader in self.readers.values():
+            reader.start()
+
+    def run(self, until=None) -> None:
+        """The loop, until stop() (SIGTERM), or until `until()` returns True."""
+        self.start()
+        sd_notify("READY=1")
+        watchdog = watchdog_interval()
+        next_stats = next_watchdog = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                busy = self.step()
+                now = time.monotonic()
+                if now >= next_stats:
+                    self.publisher.publish_stats(self.stats())
+                    for reader in self.readers.values():
+                        reader.check_watchdog()
+                    next_stats = now + min(self.config.stats_interval, 1.0 if until else self.config.stats_interval)
+                if watchdog and now >= next_watchdog:
+                    sd_notify("WATCHDOG=1")
+                    next_watchdog = now + watchdog
+                if until is not None and until():
+                    break
+                if not busy:
+                    self.stop_event.wait(0.01)
+        finally:
+            self.shutdown()
+
+    def stop(self, *_args) -> None:
+        self.stop_event.set()
+
+    def shutdown(self, flush_timeout: float = 5.0) -> None:
+        """Ends running events, lets the publisher drain the outbox for a moment, says `stopped`."""
+        sd_notify("STOPPING=1")
+        self.stop_event.set()
+        for reader in self.readers.values():
+            reader.stop()
+        for state in self.cameras.values():
+            self._commit(state, state.tracker.close(time.time()))
+        deadline = time.monotonic() + flush_timeout
+        while self.publisher.connected and self.outbox.depth() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.publisher.publish_stats(self.stats())  # the final tally
+        self.publisher.stop()
+        if self.health:
+            self.health.stop()
+        left = self.outbox.depth()
+        self.outbox.close()
+        log.info("stopped; %d events left in the outbox for the next start", left)
+
+
+def install_signal_handlers(agent: Agent) -> None:
+    signal.signal(signal.SIGTERM, agent.stop)
+    signal.signal(signal.SIGINT, agent.stop)

@@ -1,0 +1,176 @@
+"""The device configuration: one YAML file, validated by pydantic.
+
+Unknown keys are errors, and every error names the key path and its line in the file. Secrets (the MQTT
+password) come from an environment variable or a file and are never logged.
+"""
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message lists each problem as `file:line: key.path: what`."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TLS(Strict):
+    enabled: bool = Field(False, description="connect with TLS")
+    ca_file: Path | None = Field(None, description="CA bundle to trust; the system CAs when empty")
+    cert_file: Path | None = Field(None, description="client certificate (PEM), for brokers that require one")
+    key_file: Path | None = Field(None, description="key of the client certificate (PEM)")
+
+    @model_validator(mode="after")
+    def _cert_and_key(self):
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class MQTT(Strict):
+    host: str = Field("localhost", description="broker host name or address")
+    port: int = Field(1883, ge=1, le=65535, description="broker port (8883 is usual with TLS)")
+    protocol: Literal["3.1.1", "5"] = Field("3.1.1", description="MQTT protocol version")
+    client_id: str | None = Field(None, description="client id; default vad-edge-<device_id>")
+    keepalive: int = Field(30, ge=5, le=3600, description="keepalive in seconds")
+    prefix: str = Field("vad-edge", pattern=r"^[^#+/][^#+]*$", description="topic prefix")
+    tls: TLS = TLS()
+    username: str | None = Field(None, description="user name for password authentication")
+    password_env: str | None = Field(None, description="environment variable that holds the password")
+    password_file: Path | None = Field(None, description="file that holds the password (first line)")
+    reconnect_max_s: float = Field(30.0, gt=0, description="longest wait between reconnection attempts")
+
+    @model_validator(mode="after")
+    def _one_password_source(self):
+        if self.password_env and self.password_file:
+            raise ValueError("set password_env or password_file, not both")
+        return self
+
+    def password(self) -> SecretStr | None:
+        """The password from its environment variable or file; a missing source is a ConfigError."""
+        if self.password_env:
+            if self.password_env not in os.environ:
+                raise ConfigError(f"mqtt.password_env: environment variable {self.password_env} is not set")
+            return SecretStr(os.environ[self.password_env])
+        if self.password_file:
+            try:
+                return SecretStr(self.password_file.read_text().splitlines()[0] if self.password_file.stat().st_size else "")
+            except OSError as exc:
+                raise ConfigError(f"mqtt.password_file: cannot read {self.password_file} ({exc.strerror})") from exc
+        return None
+
+
+class Camera(Strict):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_-]+$", description="camera name, used in topics")
+    source: str = Field(..., description="video file, RTSP/HTTP URL, V4L2 device (/dev/video0) or device index")
+    loop: bool = Field(False, description="video files: start again at the end")
+    realtime: bool = Field(True, description="video files: play at their own frame rate, like a camera")
+    fps: float = Field(10.0, gt=0, le=120, description="frames per second to sample and score")
+    bundle: Path | None = Field(None, description="calibration bundle or checkpoint; default: model.checkpoint")
+    threshold_multiplier: float = Field(1.0, gt=0, description="multiplies the calibrated threshold")
+    min_event_frames: int = Field(3, ge=1, description="consecutive frames above threshold to start an event")
+    cooldown: float = Field(3.0, ge=0, description="seconds below threshold before an event ends")
+    offline_after: float = Field(5.0, gt=0, description="seconds without a frame before the camera is offline")
+    enabled: bool = Field(True, description="score this camera (detect/set can change it live)")
+
+
+class Model(Strict):
+    checkpoint: Path | None = Field(None, description="default model for cameras without a bundle; shipped lite")
+    device: str = Field("auto", description="auto, cpu or cuda[:N]")
+
+
+class Health(Strict):
+    host: str = Field("127.0.0.1", description="address of the /healthz and /metrics server")
+    port: int = Field(9108, ge=0, le=65535, description="its port; 0 disables it")
+
+
+class Outbox(Strict):
+    max_events: int = Field(10000, ge=10, description="pending events kept; the oldest updates go first")
+
+
+class Config(Strict):
+    device_id: str = Field(..., pattern=r"^[A-Za-z0-9_-]+$", description="this box's id, used in topics")
+    state_dir: Path = Field(Path("/var/lib/vad-edge"), description="outbox, settings, calibration bundles")
+    mqtt: MQTT = MQTT()
+    model: Model = Model()
+    health: Health = Health()
+    outbox: Outbox = Outbox()
+    stats_interval: float = Field(10.0, gt=0, description="seconds between stats messages")
+    cameras: list[Camera] = Field(..., min_length=1, description="the cameras to watch")
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_names(cls, cameras: list[Camera]) -> list[Camera]:
+        names = [c.name for c in cameras]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"camera names must be unique: {', '.join(duplicates)}")
+        return cameras
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"vad-edge-{self.device_id}"
+
+
+def _line_index(node, path=(), index=None) -> dict[tuple, int]:
+    """Key path -> 1-based line of every mapping key and sequence item in a composed YAML document."""
+    index = {} if index is None else index
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            here = path + (key.value,)
+            index[here] = key.start_mark.line + 1
+            _line_index(value, here, index)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            index[path + (i,)] = item.start_mark.line + 1
+            _line_index(item, path + (i,), index)
+    return index
+
+
+def _describe(exc: ValidationError, lines: dict[tuple, int], source: str) -> str:
+    problems = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        # The line of the deepest part of the path that exists in the file (a missing key: its parent).
+        line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), 1)
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        problems.append(f"{source}:{line}: {key}: {message}")
+    return "\n".join(problems)
+
+
+def parse(text: str, source: str = "<config>") -> Config:
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}:1: expected a mapping of settings (device_id, mqtt, cameras, ...)")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, _line_index(node), source)) from None
+
+
+def load(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration ({exc.strerror})") from exc
+    return parse(text, str(path))
+
+
+def schema() -> dict:
+    return Config.model_json_schema()
