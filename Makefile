@@ -10,7 +10,7 @@ export VAD_EDGE_CUDA
 
 SOURCES := pyproject.toml CMakeLists.txt $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: setup test bench gpu-check clean
+.PHONY: setup test demo bench gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -18,12 +18,15 @@ $(VENV)/.installed: $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,demo]'
 	$(BIN)/python -c "import vad_edge, json; print(json.dumps(vad_edge.ops.backend()))"
 	touch $@
 
 test: setup
 	$(BIN)/python -m pytest
+
+demo: setup
+	$(BIN)/vad-edge demo
 
 bench: setup
 	$(BIN)/python benchmarks/ops.py

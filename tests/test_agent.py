@@ -104,7 +104,7 @@ def test_end_to_end_events_and_retained_state(tmp_path, broker, tiny_checkpoint)
     region = start["region"]
     assert 0 <= region["x"] < 1 and 0 < region["w"] <= 1
     # The anomaly spans frames 40-55 (1.5 s of video time; clips see it 0.4 s longer).
-    duration = (datetime.fromisoformat(end["end_time"]) - datetime.fromisoformat(start["start_time"])).total_seconds()
+    duration = (datetime.fromisoformat(end["end_time"]) - datetime.fromisoformat(end["start_time"])).total_seconds()
     assert 1.0 <= duration <= 2.5
 
     state = retained(broker.port, "vad-edge/box-test/#")

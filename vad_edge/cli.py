@@ -62,6 +62,15 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vad_edge.demo import SAMPLE, run_demo
+
+    run_demo(Path(args.out), Path(args.source) if args.source else SAMPLE, args.checkpoint, realtime=not args.fast)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vad_edge.train import TrainConfig
 
@@ -93,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the agent: cameras in, anomaly events out over MQTT")
     run.add_argument("--config", default="/etc/vad-edge/config.yaml", help="device configuration (YAML)")
     run.set_defaults(func=_run)
+
+    demo = sub.add_parser("demo", help="the agent on the bundled sample clip, with a local broker")
+    demo.add_argument("--out", default="vad-edge-demo", help="folder for demo.mp4, timeline.png, events.jsonl")
+    demo.add_argument("--source", help="another video file to play instead of the sample")
+    demo.add_argument("--checkpoint", help="model (default: the shipped lite checkpoint)")
+    demo.add_argument("--fast", action="store_true", help="score as fast as possible instead of in real time")
+    demo.set_defaults(func=_demo)
 
     cfg = sub.add_parser("config", help="check the device configuration or print its JSON Schema")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)

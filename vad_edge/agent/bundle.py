@@ -14,10 +14,6 @@ import torch
 from vad_edge.model import checkpoint
 from vad_edge.model.network import STD
 
-# Default threshold without calibration: this multiple of the 99.9th percentile of the training scores.
-# Test footage always scores above training footage (the model has seen the latter), so a margin is needed;
-# calibration replaces this with a threshold fitted to the site.
-DEFAULT_MARGIN = 1.5
 
 
 @dataclass
@@ -35,11 +31,13 @@ class Bundle:
 
 
 def default_threshold(meta: dict) -> float:
+    """Without calibration: the 99.9th percentile of the raw scores of the model's own training footage.
+    Calibration replaces it with a threshold fitted to the site's normal footage and alarm budget."""
     stats = meta.get("score_stats") or {}
     q = (stats.get("quantiles") or {}).get("0.999")
     if q is None or q <= 0:
         raise checkpoint.CheckpointError("checkpoint has no training score statistics to derive a threshold from")
-    return float(q) * DEFAULT_MARGIN
+    return float(q)
 
 
 def load_bundle(path: str | Path | None, device: torch.device) -> Bundle:

@@ -60,9 +60,11 @@ class CameraState:
 
 
 class Agent:
-    def __init__(self, config: Config, on_event=None):
+    def __init__(self, config: Config, on_event=None, on_scored=None):
         self.config = config
-        self.on_event = on_event  # optional observer (the demo prints events as they are committed)
+        # Optional observers (the demo's): each committed event; each scored frame (camera, Observation).
+        self.on_event = on_event
+        self.on_scored = on_scored
         self.device = pick_device(config.model.device)
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(config.state_dir / "outbox.sqlite", config.outbox.max_events)
@@ -222,6 +224,8 @@ class Agent:
             self.metrics.latency.labels(state.config.name).observe(now - frame.arrived)
             obs = Observation(frame.time, calibrated, float(raw), state.threshold, emap, frame.full)
             self._commit(state, state.tracker.step(obs))
+            if self.on_scored:
+                self.on_scored(state.config.name, obs)
 
     def step(self) -> bool:
         """One pass of the loop; False when no camera had a new frame."""

@@ -34,6 +34,7 @@ def save(model: STD, path: str | Path, metadata: dict, dtype: torch.dtype = torc
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     save_file(tensors, str(tmp), metadata={"vad_edge": json.dumps(meta)})
+    tmp.chmod(0o644)  # read by the service user and by other tools, not only by whoever trained it
     os.replace(tmp, path)
     return path
 
