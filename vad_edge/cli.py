@@ -62,6 +62,39 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vad_edge import config
+    from vad_edge.calibrate import calibrate, load_footage
+    from vad_edge.model import checkpoint
+
+    rule = {"fps": args.fps, "min_event_frames": args.min_event_frames, "cooldown": args.cooldown}
+    if args.camera:
+        cfg = config.load(args.config)
+        cams = {c.name: c for c in cfg.cameras}
+        if args.camera not in cams:
+            raise config.ConfigError(f"{args.config}: no camera named {args.camera!r} (have: {', '.join(cams)})")
+        cam = cams[args.camera]
+        source, name, out = cam.source, cam.name, cfg.state_dir / "calibration"
+        rule = {"fps": cam.fps, "min_event_frames": cam.min_event_frames, "cooldown": cam.cooldown}
+    else:
+        source, name, out = args.source, args.name, None
+    out = Path(args.out) if args.out else (out or Path("calibration"))
+    base = args.base or checkpoint.shipped(args.profile)
+    size = checkpoint.read_metadata(base)["profile"]["size"]
+    max_frames = int(args.max_disk_mb * 2**20 // (size * size * 3))  # uint8 frames at model resolution
+    videos = load_footage(source, size, args.minutes, rule["fps"], max_frames, out / f"{name}.work")
+    report = calibrate(videos, base, out, name, budget_minutes=args.budget,
+                       target_per_hour=args.false_alarms_per_hour, device=args.device, **rule)
+    low, high = report["false_alarms_per_hour_90ci"]
+    print(f"calibration bundle: {report['bundle']}")
+    print(f"threshold {report['threshold']:.6g} ({report['threshold_method']}): expected "
+          f"{report['expected_false_alarms_per_hour']:.2f} false alarms/hour (90% interval {low:.2f}-{high:.2f}) "
+          f"for a target of {args.false_alarms_per_hour}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -102,6 +135,25 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the agent: cameras in, anomaly events out over MQTT")
     run.add_argument("--config", default="/etc/vad-edge/config.yaml", help="device configuration (YAML)")
     run.set_defaults(func=_run)
+
+    cal = sub.add_parser("calibrate", help="adapt the model to a site from its normal footage; choose the threshold")
+    where = cal.add_mutually_exclusive_group(required=True)
+    where.add_argument("--camera", help="a camera of the device config (--config): its source, fps and event rule")
+    where.add_argument("--source", help="video file, folder of clips or frames, RTSP/HTTP URL, or V4L2 device")
+    cal.add_argument("--config", default="/etc/vad-edge/config.yaml", help="device config, with --camera")
+    cal.add_argument("--name", default="site", help="camera name for the bundle, with --source")
+    cal.add_argument("--minutes", type=float, default=10, help="footage to record from a live source")
+    cal.add_argument("--max-disk-mb", type=float, default=1024, help="bound on recorded footage")
+    cal.add_argument("--budget", type=float, default=20, help="minutes of fine-tuning")
+    cal.add_argument("--false-alarms-per-hour", type=float, default=1.0, help="the alarm budget on normal footage")
+    cal.add_argument("--profile", default="lite", help="shipped base model (with no --base)")
+    cal.add_argument("--base", help="base checkpoint to adapt (default: the shipped one of --profile)")
+    cal.add_argument("--out", help="folder for the bundle and report (default: <state_dir>/calibration)")
+    cal.add_argument("--fps", type=float, default=10.0, help="with --source: frames per second scored")
+    cal.add_argument("--min-event-frames", type=int, default=3, help="with --source: the agent's event rule")
+    cal.add_argument("--cooldown", type=float, default=3.0, help="with --source: the agent's event rule (s)")
+    cal.add_argument("--device", default="auto")
+    cal.set_defaults(func=_calibrate)
 
     demo = sub.add_parser("demo", help="the agent on the bundled sample clip, with a local broker")
     demo.add_argument("--out", default="vad-edge-demo", help="folder for demo.mp4, timeline.png, events.jsonl")

@@ -59,14 +59,15 @@ def pick_device(name: str) -> torch.device:
 class Trainer:
     """Holds the model, optimisers and progress; `state_path` lets an interrupted run resume."""
 
-    def __init__(self, config: TrainConfig, videos: list[Video], out: Path):
+    def __init__(self, config: TrainConfig, videos: list[Video], out: Path, model: STD | None = None):
         self.config = config
         self.videos = videos
         self.out = out
         self.state_path = out.with_name(out.name + ".state.pt")
         self.device = pick_device(config.device)
         torch.manual_seed(config.seed)
-        self.model: STD = build(config.profile).to(self.device)
+        # A given model is fine-tuned (calibration); otherwise a fresh one is trained.
+        self.model: STD = (model if model is not None else build(config.profile)).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ae_opt = torch.optim.Adam(self.model.autoencoder_parameters(), lr=config.lr)

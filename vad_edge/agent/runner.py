@@ -89,11 +89,33 @@ class Agent:
         self.health = (HealthServer(config.health.host, config.health.port, self.metrics, self.status)
                        if config.health.port else None)
 
+    def _bundle_path(self, cam: Camera):
+        """The camera's bundle: configured, else what `vad-edge calibrate` left for it, else the default model."""
+        calibrated = self.config.state_dir / "calibration" / f"{cam.name}.safetensors"
+        return cam.bundle or (calibrated if calibrated.exists() else self.config.model.checkpoint)
+
     def _bundle(self, cam: Camera) -> Bundle:
-        key = str(cam.bundle or self.config.model.checkpoint or "")
+        path = self._bundle_path(cam)
+        key = str(path or "")
         if key not in self._bundles:
-            self._bundles[key] = load_bundle(cam.bundle or self.config.model.checkpoint, self.device)
+            self._bundles[key] = load_bundle(path, self.device)
         return self._bundles[key]
+
+    def reload(self, *_args) -> None:
+        """SIGHUP or the MQTT `recalibrate` command: re-read every camera's bundle (applied by the loop)."""
+        self._changes.put((self._apply_reload,))
+
+    def _apply_reload(self) -> None:
+        self._bundles.clear()
+        for state in self.cameras.values():
+            try:
+                bundle = self._bundle(state.config)
+            except ValueError as exc:  # a bad new bundle: keep scoring with the old one
+                log.error("camera %s keeps its bundle: %s", state.config.name, exc)
+                continue
+            state.bundle = bundle
+            state.tracker.model, state.tracker.calibration = bundle.model_info, bundle.calibration
+            log.info("camera %s scores with %s (threshold %.6g)", state.config.name, bundle.path, bundle.threshold)
 
     # --- frames in (reader threads) ---------------------------------------------------------------------
 
@@ -150,6 +172,8 @@ class Agent:
             self.outbox.put(f"detect/{camera}", payload.upper())
             self._publish_settings(state)
             self._publish_status(state)
+        elif what == "recalibrate":
+            self._apply_reload()
         elif what == "threshold/set":
             try:
                 value = float(payload)
@@ -334,3 +358,4 @@ class Agent:
 def install_signal_handlers(agent: Agent) -> None:
     signal.signal(signal.SIGTERM, agent.stop)
     signal.signal(signal.SIGINT, agent.stop)
+    signal.signal(signal.SIGHUP, agent.reload)

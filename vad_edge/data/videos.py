@@ -185,6 +185,24 @@ def load_split(root: str | Path, split: str, size: int, progress: bool = True) -
     return videos
 
 
+def load_videos(path: str | Path, size: int, progress: bool = True) -> list[Video]:
+    """Footage that is not a labelled dataset: a video file, a folder of frames, or a folder holding video
+    files or frame folders (in name order, which is taken as time order)."""
+    path = Path(path)
+    if path.is_file():
+        sources = [path]
+    elif path.is_dir() and list_frames(path):
+        sources = [path]
+    elif path.is_dir():
+        sources = _split_sources(path) or sorted(p for p in path.iterdir() if p.is_dir() and list_frames(p))
+    else:
+        raise DatasetError(f"{path}: no such file or folder")
+    if not sources:
+        raise DatasetError(f"{path}: no video files or frame folders")
+    return [Video(s.stem if s.is_file() else s.name, load_frames(s, size), source=s)
+            for s in tqdm(sources, desc="loading footage", unit="video", disable=not progress)]
+
+
 def dataset_fingerprint(videos: list[Video]) -> str:
     """A short hash of the decoded frames: which footage a model was trained on."""
     digest = hashlib.sha256()

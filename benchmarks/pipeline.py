@@ -1,0 +1,85 @@
+"""End-to-end agent throughput and latency: the bundled sample clip looping on 1 and 4 cameras, a local
+broker, the real agent (readers, batching, kernels, outbox, MQTT).
+
+Two modes per camera count:
+- unpaced: files fed as fast as the agent takes them: frames/s per stream and in total;
+- paced: each camera at 10 fps, like real cameras: frame-arrival-to-score latency p50/p95 (events are
+  committed and handed to MQTT in the same step), with CPU use and peak memory of the process.
+
+    python benchmarks/pipeline.py [--seconds 20] [--checkpoint model.safetensors] [--device cpu]
+"""
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vad_edge.agent.runner import Agent
+from vad_edge.config import Config
+from vad_edge.demo import SAMPLE, LocalBroker
+
+
+def measure(cameras: int, paced: bool, seconds: float, checkpoint: str | None, device: str) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="vad-edge-bench-"))
+    broker = LocalBroker(workdir)
+    cfg = Config.model_validate({
+        "device_id": "bench", "state_dir": str(workdir / "state"),
+        "mqtt": {"host": "127.0.0.1", "port": broker.port}, "health": {"port": 0},
+        "model": {"checkpoint": checkpoint, "device": device},
+        "cameras": [{"name": f"cam{i}", "source": str(SAMPLE), "loop": True, "realtime": paced, "fps": 10}
+                    for i in range(cameras)],
+    })
+    agent = Agent(cfg)
+    warmup = 3.0
+    marks = {}
+
+    def until():
+        now = time.monotonic()
+        if "start" not in marks and now - agent.started > warmup:
+            marks["start"] = now
+            marks["frames"] = {n: s.frames for n, s in agent.cameras.items()}
+            marks["cpu"] = time.process_time()
+            for s in agent.cameras.values():
+                s.latencies.clear()
+        return "start" in marks and now - marks["start"] > seconds
+
+    try:
+        agent.run(until=until)
+    finally:
+        broker.stop()
+    wall = time.monotonic() - marks["start"]
+    frames = {n: s.frames - marks["frames"][n] for n, s in agent.cameras.items()}
+    latencies = np.concatenate([np.asarray(s.latencies) for s in agent.cameras.values()]) * 1e3
+    return {
+        "cameras": cameras, "mode": "paced 10 fps" if paced else "unpaced",
+        "fps_per_stream": np.mean(list(frames.values())) / wall, "fps_total": sum(frames.values()) / wall,
+        "latency_p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else float("nan"),
+        "latency_p95_ms": float(np.percentile(latencies, 95)) if len(latencies) else float("nan"),
+        "cpu_percent": 100 * (time.process_time() - marks["cpu"]) / wall,
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "device": str(agent.device), "model": agent.cameras["cam0"].bundle.model_info["name"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--checkpoint", help="default: the shipped lite model")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    rows = [measure(n, paced, args.seconds, args.checkpoint, args.device)
+            for n in (1, 4) for paced in (False, True)]
+    print(f"\n{rows[0]['model']} on {rows[0]['device']}, {args.seconds:.0f} s per row (python {sys.version.split()[0]})\n")
+    print("| cameras | mode | fps / stream | fps total | latency p50 ms | latency p95 ms | CPU % | peak RSS MB |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['cameras']} | {r['mode']} | {r['fps_per_stream']:.1f} | {r['fps_total']:.1f} | "
+              f"{r['latency_p50_ms']:.0f} | {r['latency_p95_ms']:.0f} | {r['cpu_percent']:.0f} | {r['max_rss_mb']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""On-site calibration: footage checks, the threshold from the event rule, the bundle the agent picks up."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vad_edge.agent.bundle import load_bundle
+from vad_edge.calibrate import (FootageError, calibrate, check_footage, choose_threshold, cluster_maxima,
+                                events_per_hour, split_by_time, sustained)
+from vad_edge.cli import main
+from vad_edge.data.synthetic import make_frames, write_video
+from vad_edge.data.videos import Video
+
+
+def video(frames, name="v"):
+    return Video(name, frames)
+
+
+def test_sustained_and_clusters():
+    s = np.array([0, 5, 5, 5, 0, 5, 5, 0, 0, 0, 0, 9, 9, 9, 9.0])
+    y = sustained(s, 3)
+    assert y.tolist() == [0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 9]
+    assert cluster_maxima(y, 1.0, gap=2).tolist() == [5, 9]
+    assert cluster_maxima(y, 1.0, gap=20).tolist() == [9]  # within the cooldown: one event
+
+
+def test_threshold_meets_the_false_alarm_target_on_fresh_data():
+    """i.i.d. heavy-ish tailed scores: the threshold chosen on 10 h must give about the target on another 10 h."""
+    rng = np.random.default_rng(0)
+    fps, hours = 10.0, 10
+    train = [rng.gamma(4.0, 1.0, int(fps * 3600 * hours))]
+    test = [rng.gamma(4.0, 1.0, int(fps * 3600 * hours))]
+    choice = choose_threshold(train, target_per_hour=1.0, m=3, cooldown_s=3.0, fps=fps)
+    assert choice.method.startswith("peaks-over-threshold")
+    low, high = choice.interval_per_hour
+    assert low <= choice.expected_per_hour <= high
+    observed = events_per_hour(test, choice.raw, 3, 30, fps)
+    assert 0.2 <= observed <= 5.0, observed
+    # Not a frame quantile: a threshold at the frame-level 1/h quantile would alarm far more often.
+    frame_quantile = np.quantile(train[0], 1 - 1 / (fps * 3600))
+    assert choice.raw < frame_quantile
+
+
+def test_threshold_on_little_footage_is_bounded_not_estimated():
+    scores = [np.random.default_rng(1).normal(1.0, 0.1, 300)]
+    choice = choose_threshold(scores, 1.0, 3, 3.0, 10.0)
+    assert choice.method == "max-margin" and choice.raw > sustained(scores[0], 3).max()
+    assert events_per_hour(scores, choice.raw, 3, 30, 10.0) == 0
+    assert choice.interval_per_hour[1] == pytest.approx(3 / (300 / 36000))
+
+
+def test_footage_checks():
+    frames, _ = make_frames(300, 32)
+    assert check_footage([video(frames)])["frames"] == 300
+    with pytest.raises(FootageError, match="too short"):
+        check_footage([video(frames[:50])])
+    with pytest.raises(FootageError, match="black"):
+        check_footage([video(np.zeros_like(frames))])
+    with pytest.raises(FootageError, match="frozen"):
+        check_footage([video(np.repeat(frames[:1], 300, axis=0))])
+    rng = np.random.default_rng(0)
+    shaken = np.stack([np.roll(f, tuple(rng.integers(-6, 7, 2)), axis=(0, 1)) for f in frames])
+    with pytest.raises(FootageError, match="shaking"):
+        check_footage([video(shaken)])
+
+
+def test_split_by_time():
+    clips = [video(np.zeros((100, 4, 4, 3), np.uint8), str(i)) for i in range(3)]
+    fit, held = split_by_time(clips)
+    assert sum(len(v.frames) for v in fit) == 225 and sum(len(v.frames) for v in held) == 75
+    assert [v.name for v in held] == ["2[holdout]"]
+
+
+def test_calibrate_a_synthetic_site_and_the_agent_uses_it(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    monkeypatch.setenv("VAD_EDGE_CACHE", str(tmp_path / "cache"))
+    site = tmp_path / "site"
+    write_video(site / "a.mp4", make_frames(160, 64, seed=11)[0])
+    write_video(site / "b.mp4", make_frames(160, 64, seed=12)[0])
+    out = tmp_path / "state" / "calibration"
+    assert main(["calibrate", "--source", str(site), "--name", "door", "--base", str(tiny_checkpoint),
+                 "--budget", "0.05", "--out", str(out), "--device", "cpu"]) == 0
+    assert "false alarms/hour" in capsys.readouterr().out
+    report = json.loads((out / "door.report.json").read_text())
+    assert report["camera"] == "door" and report["footage"]["holdout_frames"] == 80
+    assert (out / "door.report.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (out / "door.work").exists()
+
+    bundle = load_bundle(out / "door.safetensors", torch.device("cpu"))
+    assert bundle.threshold == pytest.approx(report["threshold"])
+    assert bundle.calibration == {"id": report["id"], "created": report["created"]}
+
+    # The agent finds the bundle in its state directory with no edit to its config.
+    from vad_edge import config
+    from vad_edge.agent.runner import Agent
+
+    cfg = config.Config.model_validate({
+        "device_id": "box", "state_dir": str(tmp_path / "state"), "health": {"port": 0},
+        "model": {"checkpoint": str(tiny_checkpoint), "device": "cpu"},
+        "cameras": [{"name": "door", "source": str(site / "a.mp4")}, {"name": "yard", "source": "x.mp4"}]})
+    agent = Agent(cfg)
+    try:
+        assert agent.cameras["door"].bundle.calibration["id"] == report["id"]
+        assert agent.cameras["yard"].bundle.calibration["id"] is None
+    finally:
+        agent.outbox.close()
+
+
+def test_calibrate_refuses_unusable_footage(tmp_path, tiny_checkpoint, capsys):
+    frozen = tmp_path / "frozen.mp4"
+    frames, _ = make_frames(1, 64)
+    write_video(frozen, np.repeat(frames, 300, axis=0))
+    assert main(["calibrate", "--source", str(frozen), "--base", str(tiny_checkpoint), "--out", str(tmp_path)]) == 1
+    assert "frozen" in capsys.readouterr().err
+    assert main(["calibrate", "--source", str(tmp_path / "none.mp4"), "--base", str(tiny_checkpoint)]) == 1
+    assert "no such file or folder" in capsys.readouterr().err

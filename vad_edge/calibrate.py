@@ -1,0 +1,301 @@
+"""`vad-edge calibrate`: fit the shipped model to one site from its normal footage only, and choose the alert
+threshold that meets a false-alarm budget under the agent's own event rule.
+
+1. Footage: recorded from the camera (bounded), or existing clips; refused with a reason when unusable
+   (too short, frozen, black, shaking). Split by time: the first 75 % to fit, the last 25 % held out.
+2. Adaptation: fine-tune the base checkpoint on the fit part within the time budget (autoencoder steps,
+   K-means++ re-fit of the centres on the site's latents, then alternating steps), score the hold-out.
+3. Threshold: an event starts when the score stays above the threshold for min_event_frames frames, so the
+   quantity that matters is y_t = min(s_t .. s_t+m-1). Its exceedance clusters (separated by the cooldown) are
+   modelled peaks-over-threshold: a generalised Pareto tail fitted to cluster maxima above a high base
+   level gives the expected events per hour at any threshold; the threshold is where that meets the
+   target. A bootstrap over clusters gives the uncertainty. Too few clusters for a fit: the largest
+   hold-out y with a margin, and the report says the rate is only bounded.
+4. Output: a calibration bundle (safetensors: weights + metadata) written atomically to
+   <state_dir>/calibration/<camera>.safetensors, which `vad-edge run` picks up (SIGHUP or the MQTT
+   `recalibrate` command reload it), and a report: JSON and PNG.
+"""
+
+import json
+import math
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from scipy import stats
+from tqdm import tqdm
+
+import vad_edge
+from vad_edge.data.videos import DatasetError, Video, load_videos, resize
+from vad_edge.model import checkpoint
+from vad_edge.model.scoring import score_statistics, score_videos
+from vad_edge.train import TrainConfig, Trainer, pick_device
+
+HOLDOUT_FRACTION = 0.25
+MIN_FRAMES = 200  # below this there is too little footage to fit anything, or to hold any out
+CLUSTER_FIT_MIN = 8  # fewer exceedance clusters than this: no tail fit
+
+
+class FootageError(ValueError):
+    """Footage that cannot be used for calibration; the message says why."""
+
+
+# --- footage ----------------------------------------------------------------------------------------------
+
+def record(source: str, minutes: float, fps: float, size: int, max_frames: int) -> list[Video]:
+    """Frames from a camera or stream at `fps` for `minutes` (at most max_frames), at model resolution."""
+    from vad_edge.agent.sources import open_capture
+
+    capture = open_capture(source)
+    if not capture.isOpened():
+        raise FootageError(f"cannot open {source}")
+    wanted = min(max_frames, int(minutes * 60 * fps))
+    frames, next_due, started = [], 0.0, time.monotonic()
+    with tqdm(total=wanted, desc="recording", unit="frame") as bar:
+        while len(frames) < wanted:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            now = time.monotonic() - started
+            if now < next_due:
+                continue
+            next_due += 1.0 / fps
+            frames.append(resize(frame, size))
+            bar.update(1)
+    capture.release()
+    if not frames:
+        raise FootageError(f"{source} gave no frames")
+    return [Video("recording", np.stack(frames), source=Path(str(source)))]
+
+
+def check_footage(videos: list[Video]) -> dict:
+    """Refuses footage no model can learn a scene from; returns its quality figures otherwise."""
+    frames = np.concatenate([v.frames for v in videos])
+    if len(frames) < MIN_FRAMES:
+        raise FootageError(f"too short: {len(frames)} frames, calibration needs at least {MIN_FRAMES} "
+                           f"({MIN_FRAMES / 10:.0f} s at 10 fps)")
+    gray = frames.mean(axis=3).astype(np.float32)
+    brightness = gray.mean(axis=(1, 2))
+    black = float((brightness < 12).mean())
+    if black > 0.5:
+        raise FootageError(f"black: {100 * black:.0f} % of the frames are (nearly) black; check the camera")
+    steps = [np.abs(np.diff(v.frames.mean(axis=3), axis=0)).mean(axis=(1, 2)) for v in videos if len(v.frames) > 1]
+    change = np.concatenate(steps)
+    frozen = float((change < 0.05).mean())
+    if frozen > 0.5:
+        raise FootageError(f"frozen: {100 * frozen:.0f} % of consecutive frames are identical; the stream is stuck")
+    shifts = []
+    for v in videos:
+        g = v.frames.mean(axis=3).astype(np.float32)
+        for a, b in zip(g[:-1:5], g[1::5]):  # every 5th pair is plenty
+            (dx, dy), _ = cv2.phaseCorrelate(a, b)
+            shifts.append(math.hypot(dx, dy))
+    shake = float(np.median(shifts)) if shifts else 0.0
+    if shake > 0.03 * frames.shape[1]:
+        raise FootageError(f"shaking: the whole image moves {shake:.1f} px per frame (median); mount the camera firmly")
+    return {"frames": int(len(frames)), "black_fraction": black, "frozen_fraction": frozen,
+            "median_global_shift_px": shake}
+
+
+def split_by_time(videos: list[Video], holdout: float = HOLDOUT_FRACTION) -> tuple[list[Video], list[Video]]:
+    """The first (1 - holdout) of the footage to fit, the rest held out; clips in order are time order."""
+    total = sum(len(v.frames) for v in videos)
+    cut = int(total * (1 - holdout))
+    fit, held, seen = [], [], 0
+    for v in videos:
+        n = len(v.frames)
+        if seen + n <= cut:
+            fit.append(v)
+        elif seen >= cut:
+            held.append(v)
+        else:
+            k = cut - seen
+            if k >= 5:
+                fit.append(Video(v.name + "[fit]", v.frames[:k], source=v.source))
+            if n - k >= 5:
+                held.append(Video(v.name + "[holdout]", v.frames[k:], source=v.source))
+        seen += n
+    return fit, held
+
+
+# --- threshold --------------------------------------------------------------------------------------------
+
+def sustained(scores: np.ndarray, m: int) -> np.ndarray:
+    """y_t = min(s_t .. s_t+m-1): above a threshold exactly where an event with min_event_frames = m starts."""
+    if len(scores) < m:
+        return np.empty(0)
+    return np.lib.stride_tricks.sliding_window_view(scores, m).min(axis=1)
+
+
+def cluster_maxima(y: np.ndarray, level: float, gap: int) -> np.ndarray:
+    """Maxima of the runs of y above level, runs closer than `gap` frames merged (the cooldown)."""
+    above = np.flatnonzero(y > level)
+    if above.size == 0:
+        return np.empty(0)
+    breaks = np.flatnonzero(np.diff(above) > gap)
+    starts = np.r_[0, breaks + 1]
+    ends = np.r_[breaks, above.size - 1]
+    return np.array([y[above[s]:above[e] + 1].max() for s, e in zip(starts, ends)])
+
+
+@dataclass
+class Threshold:
+    raw: float
+    expected_per_hour: float
+    interval_per_hour: tuple[float, float]
+    method: str
+    clusters: int
+
+
+def events_per_hour(series: list[np.ndarray], threshold: float, m: int, gap: int, fps: float) -> float:
+    hours = sum(len(s) for s in series) / fps / 3600
+    count = sum(len(cluster_maxima(sustained(s, m), threshold, gap)) for s in series)
+    return count / hours
+
+
+def choose_threshold(series: list[np.ndarray], target_per_hour: float, m: int, cooldown_s: float, fps: float,
+                     seed: int = 0) -> Threshold:
+    """The raw-score threshold whose expected false alarms per hour (event rule: m frames, cooldown) meet
+    the target, from hold-out scores of normal footage."""
+    gap = max(1, int(round(cooldown_s * fps)))
+    hours = sum(len(s) for s in series) / fps / 3600
+    ys = [sustained(s, m) for s in series]
+    pooled = np.concatenate(ys)
+    base = float(np.quantile(pooled, 0.9))
+    maxima = np.concatenate([cluster_maxima(y, base, gap) for y in ys])
+    if len(maxima) < CLUSTER_FIT_MIN:
+        # No tail fit possible: beyond everything seen, with a margin; the rate is bounded, not estimated.
+        raw = float(pooled.max()) * 1.1
+        upper = 3.0 / hours  # "rule of three": 95 % upper bound when nothing was seen
+        return Threshold(raw, 0.0, (0.0, upper), "max-margin", len(maxima))
+
+    def fit_threshold(sample: np.ndarray) -> tuple[float, tuple]:
+        rate_base = len(sample) / hours  # clusters above the base level per hour
+        params = stats.genpareto.fit(sample - base, floc=0.0)
+        if target_per_hour >= rate_base:
+            return base, params
+        excess = stats.genpareto.isf(target_per_hour / rate_base, *params)
+        return base + float(excess), params
+
+    raw, params = fit_threshold(maxima)
+    if not math.isfinite(raw):
+        raw = float(pooled.max()) * 1.1
+
+    def rate_at(threshold: float, sample_params: tuple, clusters: int) -> float:
+        return clusters / hours * float(stats.genpareto.sf(threshold - base, *sample_params))
+
+    rng = np.random.default_rng(seed)
+    rates = []
+    for _ in range(200):  # bootstrap over clusters: the uncertainty of the tail, at the chosen threshold
+        sample = rng.choice(maxima, size=len(maxima), replace=True)
+        try:
+            rates.append(rate_at(raw, stats.genpareto.fit(sample - base, floc=0.0), len(sample)))
+        except (ValueError, RuntimeError):
+            continue
+    low, high = (float(np.percentile(rates, 5)), float(np.percentile(rates, 95))) if rates else (0.0, math.inf)
+    return Threshold(raw, rate_at(raw, params, len(maxima)), (low, high), "peaks-over-threshold (GPD)", len(maxima))
+
+
+# --- the run ----------------------------------------------------------------------------------------------
+
+def plot_report(path: Path, holdout_scores: list[np.ndarray], threshold: float, fps: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scores = np.concatenate(holdout_scores)
+    fig, (hist, line) = plt.subplots(1, 2, figsize=(11, 3.2), gridspec_kw={"width_ratios": [1, 2]})
+    hist.hist(scores, bins=60, color="tab:blue", alpha=0.8)
+    hist.axvline(threshold, color="tab:red", ls="--", label="threshold")
+    hist.set_xlabel("raw score (hold-out)")
+    hist.set_ylabel("frames")
+    hist.legend(fontsize=8)
+    t = np.arange(len(scores)) / fps
+    line.plot(t, scores / threshold, lw=0.8)
+    line.axhline(1.0, color="tab:red", ls="--")
+    line.set_xlabel("seconds of hold-out footage")
+    line.set_ylabel("calibrated score")
+    line.set_title("hold-out timeline (1 = threshold)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camera: str, *,
+              budget_minutes: float = 20.0, target_per_hour: float = 1.0, min_event_frames: int = 3,
+              cooldown: float = 3.0, fps: float = 10.0, device: str = "auto", seed: int = 0,
+              progress: bool = True) -> dict:
+    """Adapts the base model to the footage and writes <out_dir>/<camera>.safetensors plus its report."""
+    quality = check_footage(videos)
+    fit, holdout = split_by_time(videos)
+    base_path = Path(base) if base else checkpoint.shipped("lite")
+    model, base_meta = checkpoint.load(base_path, pick_device(device))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bundle_path = out_dir / f"{camera}.safetensors"
+    work = out_dir / f"{camera}.work"
+    work.mkdir(exist_ok=True)
+
+    # Iterations are a ceiling; the budget is what ends each stage. Resumes from the work folder.
+    config = TrainConfig(profile=model.profile.name, batch=8, lr=1e-4, cluster_lr=1e-5, pretrain_iters=100_000,
+                         iters=100_000, kmeans_batches=20, kmeans_points=20_000, seed=seed, device=device,
+                         max_minutes=budget_minutes, save_every=50)
+    trainer = Trainer(config, fit, work / "model", model=model)
+    if trainer.state_path.exists():
+        trainer.load_state(trainer.state_path)
+    trainer.run(progress)
+
+    held_scores = score_videos(trainer.model, holdout, progress=progress, desc="scoring hold-out")
+    fit_scores = score_videos(trainer.model, fit, progress=progress, desc="scoring fit part")
+    choice = choose_threshold(held_scores, target_per_hour, min_event_frames, cooldown, fps, seed)
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    total_frames = quality["frames"]
+    calibration = {
+        "id": str(uuid.uuid4()), "created": created, "camera": camera, "threshold": choice.raw,
+        "target_false_alarms_per_hour": target_per_hour,
+        "expected_false_alarms_per_hour": choice.expected_per_hour,
+        "false_alarms_per_hour_90ci": list(choice.interval_per_hour), "threshold_method": choice.method,
+        "exceedance_clusters": choice.clusters,
+        "event_rule": {"min_event_frames": min_event_frames, "cooldown": cooldown, "fps": fps},
+        "footage": {"seconds": total_frames / fps, "fit_frames": sum(len(v.frames) for v in fit),
+                    "holdout_frames": sum(len(v.frames) for v in holdout), "quality": quality},
+        "holdout_score_stats": score_statistics(np.concatenate(held_scores)),
+        "base_checkpoint": {"path": str(base_path), "sha256": checkpoint.file_sha256(base_path)},
+        "training_minutes": round(trainer.elapsed / 60, 2),
+        "versions": {"vad_edge": vad_edge.__version__, "torch": torch.__version__},
+    }
+    meta = {**{k: v for k, v in base_meta.items() if k not in ("format", "profile")},
+            "score_stats": score_statistics(np.concatenate(fit_scores)), "calibration": calibration}
+    checkpoint.save(trainer.model, bundle_path, meta, dtype=torch.float16)
+    report = {"bundle": str(bundle_path), **calibration}
+    (out_dir / f"{camera}.report.json").write_text(json.dumps(report, indent=2))
+    plot_report(out_dir / f"{camera}.report.png", held_scores, choice.raw, fps)
+    shutil.rmtree(work)  # done: the next calibration starts afresh
+    return report
+
+
+def load_footage(source: str, size: int, minutes: float, fps: float, max_frames: int, work: Path) -> list[Video]:
+    """Existing clips (a file or folder) are read; a URL or device is recorded into the work folder, where
+    an interrupted calibration finds it again."""
+    path = Path(source)
+    if path.exists():
+        try:
+            return load_videos(path, size)
+        except DatasetError as exc:
+            raise FootageError(f"unreadable footage: {exc}") from exc
+    if "://" in source or source.startswith("/dev/") or source.isdigit():
+        saved = work / "footage.npy"
+        if saved.exists():
+            print(f"resuming with the footage recorded earlier ({saved})")
+            return [Video("recording", np.load(saved), source=saved)]
+        videos = record(source, minutes, fps, size, max_frames)
+        work.mkdir(parents=True, exist_ok=True)
+        np.save(work / "footage.tmp.npy", videos[0].frames)
+        (work / "footage.tmp.npy").rename(saved)
+        return videos
+    raise FootageError(f"{source}: no such file or folder, and not a camera URL or device")
