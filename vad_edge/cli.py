@@ -95,6 +95,18 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from vad_edge import config
+    from vad_edge.doctor import run_doctor
+
+    rows, healthy = run_doctor(config.load(args.config))
+    width = max(len(name) for name, _, _ in rows)
+    for name, status, detail in rows:
+        print(f"{name:<{width}}  {status:<4}  {detail}")
+    print("ready" if healthy else "NOT ready: see the FAIL lines")
+    return 0 if healthy else 1
+
+
 def _demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -154,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--cooldown", type=float, default=3.0, help="with --source: the agent's event rule (s)")
     cal.add_argument("--device", default="auto")
     cal.set_defaults(func=_calibrate)
+
+    doctor = sub.add_parser("doctor", help="check this box: kernels, models, cameras, broker, disk, clock")
+    doctor.add_argument("--config", default="/etc/vad-edge/config.yaml")
+    doctor.set_defaults(func=_doctor)
 
     demo = sub.add_parser("demo", help="the agent on the bundled sample clip, with a local broker")
     demo.add_argument("--out", default="vad-edge-demo", help="folder for demo.mp4, timeline.png, events.jsonl")

@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# vad-edge installer: turns a Jetson (JetPack 5/6) or a Debian/Ubuntu box into a vad-edge appliance.
+# Idempotent: run it again to upgrade; the previous build is kept for --rollback.
+#
+#   sudo ./firmware_config/install.sh [--central HOST:PORT] [--cuda-archs 87] [--torch SPEC]
+#   sudo ./firmware_config/install.sh --rollback     # back to the build before the last install
+#   sudo ./firmware_config/install.sh --uninstall [--purge]
+#   ./firmware_config/install.sh --dry-run           # print what would be done, change nothing
+#   DESTDIR=/tmp/root ./firmware_config/install.sh   # install into a throwaway root (no users, no systemctl)
+set -euo pipefail
+
+SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+FW="$SRC/firmware_config"
+PREFIX=/opt/vad-edge
+DESTDIR=${DESTDIR:-}
+PYTHON=${PYTHON:-python3}
+OS_RELEASE=${VAD_EDGE_OS_RELEASE:-/etc/os-release}
+TEGRA_RELEASE=${VAD_EDGE_TEGRA_RELEASE:-/etc/nv_tegra_release}
+ACTION=install
+DRY_RUN=0
+PURGE=0
+CENTRAL=""
+CUDA_ARCHS=""
+TORCH=""
+
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+die() { echo "install.sh: $*" >&2; exit 1; }
+say() { echo "==> $*"; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix) PREFIX=${2:?--prefix needs a path}; shift ;;
+    --central) CENTRAL=${2:?--central needs HOST:PORT}; shift ;;
+    --cuda-archs) CUDA_ARCHS=${2:?--cuda-archs needs a list like 87}; shift ;;
+    --torch) TORCH=${2:?--torch needs a pip requirement}; shift ;;
+    --dry-run) DRY_RUN=1 ;;
+    --uninstall) ACTION=uninstall ;;
+    --rollback) ACTION=rollback ;;
+    --purge) PURGE=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+  esac
+  shift
+done
+
+ROOT="$DESTDIR"            # where files go
+LIVE=0                     # 1: this is the real system (users, systemctl)
+[ -z "$DESTDIR" ] && [ "$DRY_RUN" = 0 ] && LIVE=1
+
+# Runs a command, or prints it under --dry-run.
+run() {
+  if [ "$DRY_RUN" = 1 ]; then
+    printf '+'; printf ' %q' "$@"; printf '\n'
+  else
+    "$@"
+  fi
+}
+
+# System changes (users, services) happen only on the live system; elsewhere they are shown.
+system() {
+  if [ "$LIVE" = 1 ]; then "$@"; else printf '+ (system)'; printf ' %q' "$@"; printf '\n'; fi
+}
+
+# --- platform ---------------------------------------------------------------------------------------------
+
+JETSON=0
+check_platform() {
+  [ -r "$OS_RELEASE" ] || die "cannot read $OS_RELEASE: unsupported operating system"
+  local id version
+  # shellcheck source=/dev/null
+  id=$(. "$OS_RELEASE"; echo "${ID:-}")
+  # shellcheck source=/dev/null
+  version=$(. "$OS_RELEASE"; echo "${VERSION_ID:-}")
+  case "$id:$version" in
+    ubuntu:20.04|ubuntu:22.04|ubuntu:24.04|debian:12|debian:13) ;;
+    *) die "unsupported OS '$id $version': vad-edge installs on Ubuntu 20.04/22.04/24.04 (JetPack 5/6) or Debian 12/13" ;;
+  esac
+  if [ -r "$TEGRA_RELEASE" ]; then
+    JETSON=1
+    local release
+    release=$(sed -n 's/^# R\([0-9]*\).*/\1/p' "$TEGRA_RELEASE")
+    case "$release" in
+      35) say "Jetson with JetPack 5 (L4T R35): CUDA 11, building for Xavier (72) and Orin (87)"
+          CUDA_ARCHS=${CUDA_ARCHS:-72;87} ;;
+      36) say "Jetson with JetPack 6 (L4T R36): building for Orin (87)"
+          CUDA_ARCHS=${CUDA_ARCHS:-87} ;;
+      *) die "unsupported JetPack (L4T R${release:-?}): vad-edge needs JetPack 5 (R35) or 6 (R36)" ;;
+    esac
+  else
+    say "$id $version ($(uname -m))"
+    if [ -z "$CUDA_ARCHS" ] && command -v nvidia-smi >/dev/null 2>&1; then
+      CUDA_ARCHS=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n1 | tr -d '.') || true
+    fi
+  fi
+  local pyver
+  pyver=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])') || die "$PYTHON not found"
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 8))' || die "Python $pyver is too old (need 3.8+)"
+}
+
+# --- install ----------------------------------------------------------------------------------------------
+
+install_files() {
+  say "directories and configuration under ${ROOT:-/}"
+  run install -d -m 0755 "$ROOT$PREFIX" "$ROOT$PREFIX/bin" "$ROOT$PREFIX/share" "$ROOT/etc/systemd/system" \
+      "$ROOT/etc/mosquitto/conf.d" "$ROOT/etc/mosquitto/vad-edge.d"
+  run install -d -m 0750 "$ROOT/etc/vad-edge" "$ROOT/var/lib/vad-edge"
+  if [ -e "$ROOT/etc/vad-edge/config.yaml" ]; then
+    say "keeping the existing /etc/vad-edge/config.yaml"
+  else
+    run install -m 0640 "$FW/etc/vad-edge/config.yaml" "$ROOT/etc/vad-edge/config.yaml"
+  fi
+  run install -m 0644 "$FW/etc/vad-edge/config.schema.json" "$ROOT/etc/vad-edge/config.schema.json"
+  run install -m 0755 "$FW/bin/vad-edge-performance" "$ROOT$PREFIX/bin/vad-edge-performance"
+  run install -m 0644 "$FW/README.md" "$ROOT$PREFIX/share/README.md"
+  run install -m 0644 "$FW/systemd/vad-edge.service" "$FW/systemd/vad-edge-performance.service" \
+      "$ROOT/etc/systemd/system/"
+  run install -m 0644 "$FW/mosquitto/vad-edge.conf" "$ROOT/etc/mosquitto/conf.d/vad-edge.conf"
+  local bridge="$ROOT/etc/mosquitto/vad-edge.d/bridge.conf"
+  if [ -n "$CENTRAL" ]; then
+    say "bridge to the central broker $CENTRAL"
+    if [ "$DRY_RUN" = 1 ]; then
+      echo "+ write $bridge (address $CENTRAL)"
+    else
+      sed -e "s/^address .*/address $CENTRAL/" -e "s/vad-edge-bridge-BOX/vad-edge-bridge-$(hostname -s)/" \
+          "$FW/mosquitto/bridge.conf" > "$bridge"
+      chmod 0640 "$bridge"
+    fi
+  elif [ ! -e "$bridge" ]; then
+    say "no --central: the box broker will not bridge until $bridge is written (see the README)"
+  fi
+}
+
+install_venv() {
+  local venv="$ROOT$PREFIX/venv" new="$ROOT$PREFIX/venv.new"
+  say "Python environment in $PREFIX/venv (CUDA architectures: ${CUDA_ARCHS:-none, CPU kernels only})"
+  local flags=()
+  # On a Jetson, torch comes with JetPack (CUDA-enabled): the venv sees the system's packages.
+  [ "$JETSON" = 1 ] && flags+=(--system-site-packages)
+  run rm -rf "$new"
+  run "$PYTHON" -m venv "${flags[@]}" "$new"
+  run "$new/bin/python" -m pip install --quiet --upgrade pip
+  if [ -n "$TORCH" ]; then
+    run "$new/bin/python" -m pip install --quiet "$TORCH"
+  elif ! "$PYTHON" -c 'import torch' 2>/dev/null || [ "$JETSON" = 0 ]; then
+    run "$new/bin/python" -m pip install --quiet torch
+  fi
+  local cuda=AUTO
+  [ -z "$CUDA_ARCHS" ] && cuda=OFF
+  run env VAD_EDGE_CUDA="$cuda" VAD_EDGE_CUDA_ARCHS="$CUDA_ARCHS" "$new/bin/python" -m pip install --quiet "$SRC"
+  run "$new/bin/vad-edge" info
+  # Keep the running build as the rollback target, then switch.
+  if [ -d "$venv" ]; then
+    run rm -rf "$venv.previous"
+    run mv "$venv" "$venv.previous"
+  fi
+  run mv "$new" "$venv"
+}
+
+install_system() {
+  say "system user and services"
+  if ! id vad-edge >/dev/null 2>&1; then
+    system useradd --system --home-dir /var/lib/vad-edge --shell /usr/sbin/nologin vad-edge
+  fi
+  for group in video render; do
+    if getent group "$group" >/dev/null 2>&1; then system usermod -aG "$group" vad-edge; fi
+  done
+  system chown root:vad-edge /etc/vad-edge /etc/vad-edge/config.yaml
+  system chown vad-edge:vad-edge /var/lib/vad-edge
+  system systemctl daemon-reload
+  system systemctl enable vad-edge-performance.service vad-edge.service
+  if systemctl list-unit-files mosquitto.service >/dev/null 2>&1; then
+    system systemctl restart mosquitto.service
+  else
+    say "mosquitto is not installed: apt-get install mosquitto for the local store-and-forward broker"
+  fi
+  system systemctl restart vad-edge-performance.service vad-edge.service
+}
+
+do_install() {
+  check_platform
+  install_files
+  install_venv
+  install_system
+  say "done. Edit /etc/vad-edge/config.yaml, then: vad-edge doctor; journalctl -u vad-edge -f"
+}
+
+do_rollback() {
+  local venv="$ROOT$PREFIX/venv"
+  [ -d "$venv.previous" ] || die "nothing to roll back to ($PREFIX/venv.previous does not exist)"
+  say "rolling back to the previous build"
+  run mv "$venv" "$venv.failed"
+  run mv "$venv.previous" "$venv"
+  run mv "$venv.failed" "$venv.previous"
+  system systemctl restart vad-edge.service
+}
+
+do_uninstall() {
+  say "removing vad-edge (configuration and state are kept unless --purge)"
+  system systemctl disable --now vad-edge.service vad-edge-performance.service
+  run rm -f "$ROOT/etc/systemd/system/vad-edge.service" "$ROOT/etc/systemd/system/vad-edge-performance.service" \
+      "$ROOT/etc/mosquitto/conf.d/vad-edge.conf"
+  run rm -rf "$ROOT$PREFIX" "$ROOT/etc/mosquitto/vad-edge.d"
+  system systemctl daemon-reload
+  if [ "$PURGE" = 1 ]; then
+    run rm -rf "$ROOT/etc/vad-edge" "$ROOT/var/lib/vad-edge"
+    if id vad-edge >/dev/null 2>&1; then system userdel vad-edge; fi
+  fi
+}
+
+case "$ACTION" in
+  install) do_install ;;
+  rollback) do_rollback ;;
+  uninstall) do_uninstall ;;
+esac

@@ -1,0 +1,171 @@
+"""firmware_config: the shipped config, units, scripts, installer, and the box broker's bridge."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+
+from mqtt_helpers import Broker, Subscriber, free_port, wait_for
+from vad_edge import config
+
+FW = Path(__file__).resolve().parent.parent / "firmware_config"
+INSTALL = FW / "install.sh"
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail(f"{tool} is not installed (.ci/run installs it)")
+    return path
+
+
+def test_default_config_is_valid_and_schema_is_current():
+    cfg = config.load(FW / "etc/vad-edge/config.yaml")
+    assert cfg.state_dir == Path("/var/lib/vad-edge") and cfg.mqtt.host == "127.0.0.1"
+    shipped = json.loads((FW / "etc/vad-edge/config.schema.json").read_text())
+    assert shipped == config.schema(), "regenerate it: vad-edge config schema > firmware_config/etc/vad-edge/config.schema.json"
+
+
+def test_every_option_is_in_the_default_config():
+    text = (FW / "etc/vad-edge/config.yaml").read_text()
+    models = [config.Config, config.MQTT, config.TLS, config.Model, config.Health, config.Outbox, config.Camera]
+    for model in models:
+        for name in model.model_fields:
+            assert f"{name}:" in text, f"{model.__name__}.{name} is not documented in the default config"
+
+
+def test_shellcheck():
+    result = subprocess.run([need("shellcheck"), str(INSTALL), str(FW / "bin/vad-edge-performance"),
+                             str(FW.parent / ".ci/run")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def run_installer(*args, env=None, check=True):
+    result = subprocess.run(["bash", str(INSTALL), *args], capture_output=True, text=True,
+                            env={**dict(__import__("os").environ), **(env or {})})
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_dry_run_changes_nothing(tmp_path):
+    result = run_installer("--dry-run", env={"DESTDIR": str(tmp_path / "root")})
+    assert "+ install -m 0640" in result.stdout and "useradd" in result.stdout
+    assert not (tmp_path / "root").exists()
+
+
+@pytest.mark.parametrize("os_release,tegra,message", [
+    ("ID=centos\nVERSION_ID=7\n", None, "unsupported OS 'centos 7'"),
+    ("ID=ubuntu\nVERSION_ID=18.04\n", None, "unsupported OS 'ubuntu 18.04'"),
+    ("ID=ubuntu\nVERSION_ID=20.04\n", "# R32 (release), REVISION: 7.1\n", "unsupported JetPack (L4T R32)"),
+])
+def test_unsupported_platforms_are_refused(tmp_path, os_release, tegra, message):
+    (tmp_path / "os-release").write_text(os_release)
+    env = {"VAD_EDGE_OS_RELEASE": str(tmp_path / "os-release"), "DESTDIR": str(tmp_path / "root"),
+           "VAD_EDGE_TEGRA_RELEASE": str(tmp_path / "tegra")}
+    if tegra:
+        (tmp_path / "tegra").write_text(tegra)
+    result = run_installer("--dry-run", env=env, check=False)
+    assert result.returncode == 1 and message in result.stderr
+
+
+def test_jetpack6_is_recognised(tmp_path):
+    (tmp_path / "os-release").write_text("ID=ubuntu\nVERSION_ID=22.04\n")
+    (tmp_path / "tegra").write_text("# R36 (release), REVISION: 4.0\n")
+    result = run_installer("--dry-run", env={"VAD_EDGE_OS_RELEASE": str(tmp_path / "os-release"),
+                                             "VAD_EDGE_TEGRA_RELEASE": str(tmp_path / "tegra"),
+                                             "DESTDIR": str(tmp_path / "root")})
+    assert "JetPack 6" in result.stdout and "VAD_EDGE_CUDA_ARCHS=87" in result.stdout
+    assert "--system-site-packages" in result.stdout  # JetPack's CUDA torch
+
+
+def test_install_into_a_throwaway_root_then_verify_and_uninstall(tmp_path):
+    """A real install (venv, extension build) into DESTDIR; the units verify against that root."""
+    root = tmp_path / "root"
+    env = {"DESTDIR": str(root), "PYTHON": sys.executable}
+    torch_req = f"torch=={__import__('torch').__version__.split('+')[0]}"
+    run_installer("--torch", torch_req, "--central", "127.0.0.1:18883", env=env)
+    assert (root / "etc/vad-edge/config.yaml").exists()
+    assert "address 127.0.0.1:18883" in (root / "etc/mosquitto/vad-edge.d/bridge.conf").read_text()
+    vad_edge = root / "opt/vad-edge/venv/bin/vad-edge"
+    info = subprocess.run([str(vad_edge), "info"], capture_output=True, text=True, check=True)
+    assert json.loads(info.stdout)["cpu"] is True
+    check = subprocess.run([str(vad_edge), "config", "check", str(root / "etc/vad-edge/config.yaml")],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+    # Idempotent: the user's config survives a second run (files only: no second venv build needed).
+    (root / "etc/vad-edge/config.yaml").write_text((root / "etc/vad-edge/config.yaml").read_text() + "# mine\n")
+    again = run_installer("--dry-run", env=env)
+    assert "keeping the existing /etc/vad-edge/config.yaml" in again.stdout
+
+    units = [str(root / "etc/systemd/system" / u) for u in ("vad-edge.service", "vad-edge-performance.service")]
+    verify = subprocess.run([need("systemd-analyze"), "verify", f"--root={root}", "--man=no", *units],
+                            capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stderr
+    assert "vad-edge.service" not in verify.stderr  # no warnings about our units either
+
+    run_installer("--uninstall", env=env)
+    assert not (root / "opt/vad-edge").exists() and not (root / "etc/systemd/system/vad-edge.service").exists()
+    assert (root / "etc/vad-edge/config.yaml").exists()  # configuration kept
+    assert "nothing to roll back" in run_installer("--rollback", env=env, check=False).stderr
+
+
+def box_broker(tmp_path: Path, central_port: int) -> Broker:
+    """mosquitto with the shipped box configuration; only ports, paths and TLS differ (TLS is tested in
+    the agent's tests)."""
+    box = Broker(tmp_path / "box")
+    store = tmp_path / "box" / "store"
+    store.mkdir(parents=True)
+    conf = (FW / "mosquitto/vad-edge.conf").read_text()
+    conf = conf.replace("listener 1883 127.0.0.1", f"listener {box.port} 127.0.0.1")
+    conf = conf.replace("persistence_location /var/lib/mosquitto/", f"persistence_location {store}/")
+    conf = conf.replace("include_dir /etc/mosquitto/vad-edge.d", f"include_dir {tmp_path / 'box' / 'd'}")
+    bridge = (FW / "mosquitto/bridge.conf").read_text()
+    bridge = bridge.replace("address central.example.com:8883", f"address 127.0.0.1:{central_port}")
+    bridge = "\n".join(line for line in bridge.splitlines() if not line.startswith(("bridge_capath", "bridge_tls")))
+    (tmp_path / "box" / "d").mkdir()
+    (tmp_path / "box" / "d" / "bridge.conf").write_text(bridge + "\n")
+    extra = "user root\n" if "user root" in box.config.read_text() else ""
+    box.config.write_text(extra + conf + "log_dest stderr\n")
+    return box
+
+
+def test_box_broker_bridges_to_central_and_survives_its_outage(tmp_path):
+    need("mosquitto")
+    central = Broker(tmp_path / "central").start()
+    box = box_broker(tmp_path, central.port).start()
+    watcher = Subscriber(central.port, "vad-edge/#")
+    agent = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="agent-on-box")
+    agent.connect("127.0.0.1", box.port)
+    agent.loop_start()
+    try:
+        topic = "vad-edge/box/cameras/gate/events"
+        wait_for(lambda: agent.publish(topic, json.dumps({"event_id": "e0"}), qos=1).wait_for_publish(5) is None
+                 and watcher.on("/events"), 30, "the first event at the central broker")
+
+        central.stop()
+        for i in range(1, 4):  # published on the box while the central broker is down
+            agent.publish(topic, json.dumps({"event_id": f"e{i}"}), qos=1).wait_for_publish(5)
+        time.sleep(3)
+        central.start()
+        wait_for(lambda: {json.loads(p)["event_id"] for p in watcher.on("/events")} >= {"e0", "e1", "e2", "e3"},
+                 60, "the events queued on the box to reach the central broker")
+
+        # Commands flow the other way.
+        commands = Subscriber(box.port, "vad-edge/+/cameras/+/detect/set")
+        time.sleep(1)
+        watcher.client.publish("vad-edge/box/cameras/gate/detect/set", "OFF", qos=1)
+        wait_for(lambda: commands.on("/detect/set"), 30, "the command to reach the box")
+        commands.close()
+    finally:
+        agent.loop_stop()
+        agent.disconnect()
+        watcher.close()
+        box.stop()
+        central.stop()

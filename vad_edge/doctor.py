@@ -1,0 +1,121 @@
+"""`vad-edge doctor`: is this box ready? Build and kernels, models, cameras, broker, disk, clock."""
+
+import shutil
+import socket
+import subprocess
+import time
+
+import torch
+
+from vad_edge import ops
+from vad_edge.config import Config
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+
+
+def check_kernels() -> list[tuple[str, str, str]]:
+    info = ops.backend()
+    rows = [("build", OK, f"vad-edge {info['version']}, torch {torch.__version__}, OpenMP {info['openmp']}, "
+                          f"CUDA kernels {info['cuda']} {','.join(info['cuda_archs'])}")]
+    z, centers = torch.randn(1, 16, 4, 4), torch.randn(5, 16)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        try:
+            got = ops.cluster_distance(z.to(device), centers.to(device))[0].cpu()
+            want = ops.reference.cluster_distance(z, centers)[0]
+            good = torch.allclose(got, want, atol=1e-4)
+            rows.append((f"kernels on {device}", OK if good else FAIL, "match the reference" if good else "WRONG results"))
+        except Exception as exc:  # report, never crash the doctor
+            rows.append((f"kernels on {device}", FAIL, str(exc)))
+    if not torch.cuda.is_available():
+        rows.append(("GPU", WARN, "no CUDA device visible to torch: scoring runs on the CPU"))
+    elif not info["cuda"]:
+        rows.append(("GPU", WARN, f"{torch.cuda.get_device_name()} present but the kernels were built without CUDA"))
+    return rows
+
+
+def check_models(config: Config) -> list[tuple[str, str, str]]:
+    from vad_edge.agent.bundle import load_bundle
+
+    rows = []
+    for cam in config.cameras:
+        calibrated = config.state_dir / "calibration" / f"{cam.name}.safetensors"
+        path = cam.bundle or (calibrated if calibrated.exists() else config.model.checkpoint)
+        try:
+            bundle = load_bundle(path, torch.device("cpu"))
+            kind = "calibrated " + bundle.calibration["created"] if bundle.calibration["id"] else "not calibrated"
+            rows.append((f"model {cam.name}", OK if bundle.calibration["id"] else WARN,
+                         f"{bundle.path.name}: {bundle.model_info['name']}, {kind}"))
+        except ValueError as exc:
+            rows.append((f"model {cam.name}", FAIL, str(exc)))
+    return rows
+
+
+def check_cameras(config: Config, timeout: float = 10.0) -> list[tuple[str, str, str]]:
+    from vad_edge.agent.sources import open_capture
+
+    rows = []
+    for cam in config.cameras:
+        started = time.monotonic()
+        capture = open_capture(cam.source)
+        ok = capture.isOpened() and capture.read()[0]
+        capture.release()
+        took = time.monotonic() - started
+        rows.append((f"camera {cam.name}", OK if ok and took < timeout else FAIL,
+                     f"{cam.source}: {'a frame' if ok else 'no frame'} in {took:.1f} s"))
+    return rows
+
+
+def check_broker(config: Config) -> list[tuple[str, str, str]]:
+    import paho.mqtt.client as paho
+
+    from vad_edge.agent.mqtt import make_client
+
+    m = config.mqtt
+    try:
+        with socket.create_connection((m.host, m.port), timeout=5):
+            pass
+    except OSError as exc:
+        return [("broker", FAIL, f"{m.host}:{m.port} unreachable ({exc.strerror or exc})")]
+    client = make_client(config)
+    result = {}
+    client.on_connect = lambda c, u, f, rc, p=None: result.setdefault("rc", rc)
+    try:
+        client.connect(m.host, m.port, 10)
+        client.loop_start()
+        deadline = time.monotonic() + 10
+        while "rc" not in result and time.monotonic() < deadline:
+            time.sleep(0.05)
+    except (OSError, ValueError) as exc:
+        return [("broker", FAIL, f"{m.host}:{m.port}: {exc}")]
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    rc = result.get("rc")
+    if rc is None:
+        return [("broker", FAIL, f"{m.host}:{m.port}: no MQTT answer in 10 s")]
+    good = not rc.is_failure
+    return [("broker", OK if good else FAIL, f"{m.host}:{m.port} MQTT {m.protocol}: {rc}")]
+
+
+def check_disk(config: Config, minimum_gb: float = 1.0) -> list[tuple[str, str, str]]:
+    path = config.state_dir if config.state_dir.exists() else config.state_dir.parent
+    free = shutil.disk_usage(path).free / 2**30
+    return [("disk", OK if free >= minimum_gb else FAIL, f"{free:.1f} GiB free at {path}")]
+
+
+def check_clock() -> list[tuple[str, str, str]]:
+    try:
+        synced = subprocess.run(["timedatectl", "show", "-p", "NTPSynchronized", "--value"], capture_output=True,
+                                text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return [("clock", WARN, "cannot ask timedatectl; event times need a synchronised clock")]
+    if synced == "yes":
+        return [("clock", OK, "NTP synchronised")]
+    return [("clock", WARN, "not NTP-synchronised: event times may be off (timedatectl set-ntp true)")]
+
+
+def run_doctor(config: Config) -> tuple[list[tuple[str, str, str]], bool]:
+    rows = (check_kernels() + check_models(config) + check_cameras(config) + check_broker(config)
+            + check_disk(config) + check_clock())
+    return rows, all(status != FAIL for _, status, _ in rows)
