@@ -125,7 +125,10 @@ class Agent:
         live = not is_file_source(state.config.source) or state.config.realtime
         while not self.stop_event.is_set():
             try:
-                state.inbox.put(item, timeout=None if live else 0.2)
+                if live:
+                    state.inbox.put_nowait(item)
+                else:  # a file played as fast as it is scored waits for the loop, losing nothing
+                    state.inbox.put(item, timeout=0.2)
                 return
             except queue.Full:
                 if live:  # a live camera never waits: the oldest frame goes
@@ -259,7 +262,11 @@ class Agent:
             apply(*args)
         ready = self._gather()
         for group in ready.values():
-            self._score(group)
+            try:
+                self._score(group)
+            except Exception:  # one model or camera failing must not stop the others
+                names = ", ".join(state.config.name for state, _ in group)
+                log.exception("scoring failed for %s; dropping these frames", names)
         return bool(ready) or any(not s.inbox.empty() for s in self.cameras.values())
 
     # --- stats and health -------------------------------------------------------------------------------

@@ -1,0 +1,89 @@
+"""STD throughput per profile and device (training steps and scoring, clips/s), and the accuracy table on
+a labelled dataset (Ped2) for the given checkpoints.
+
+    python benchmarks/model.py --throughput                         # both profiles, CPU (and CUDA)
+    python benchmarks/model.py --accuracy --data ../shared/data/ped2 --checkpoint lite.safetensors ...
+"""
+
+import argparse
+import time
+
+import torch
+
+from vad_edge.eval import evaluate
+from vad_edge.model import build, checkpoint
+from vad_edge.model.losses import autoencoder_loss
+
+
+def clips_per_second(fn, batch: int, device: torch.device, seconds: float = 8.0) -> float:
+    fn()  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        fn()
+        count += batch
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return count / (time.perf_counter() - started)
+
+
+def throughput(devices: list[torch.device]) -> None:
+    print("| profile | device | train clips/s (batch 8) | score clips/s (batch 1) | score clips/s (batch 8) |")
+    print("|---|---|---:|---:|---:|")
+    for name in ("lite", "paper"):
+        for device in devices:
+            model = build(name).to(device)
+            size = model.profile.size
+            opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+            clip8 = torch.rand(8, 15, size, size, device=device)
+
+            def train_step():
+                model.train()
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    loss, _ = autoencoder_loss(clip8, model(clip8))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+            def score(clip):
+                model.eval()
+                with torch.no_grad():
+                    model.score(clip)
+
+            clip1 = clip8[:1].contiguous()
+            row = [clips_per_second(train_step, 8, device), clips_per_second(lambda: score(clip1), 1, device),
+                   clips_per_second(lambda: score(clip8), 8, device)]
+            print(f"| {name} | {device.type} | " + " | ".join(f"{v:.1f}" for v in row) + " |", flush=True)
+
+
+def accuracy(data: str, checkpoints: list[str], out: str) -> None:
+    print("| model | micro AUC | macro AUC | raw AUC | pixel AUC | frame-diff micro | clips/s | trained |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for i, path in enumerate(checkpoints):
+        report = evaluate(data, path, f"{out}/{i}", baseline="framediff", progress=False)
+        meta = checkpoint.read_metadata(path)["training"]
+        fmt = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731
+        print(f"| {report['profile']} ({path}) | {fmt(report['auc_micro'])} | {fmt(report['auc_macro'])} | "
+              f"{fmt(report['auc_raw'])} | {fmt(report['auc_pixel'])} | "
+              f"{fmt(report['baseline_framediff']['auc_micro'])} | {report['clips_per_second']:.1f} | "
+              f"{meta['minutes']} min on {meta['device']} |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--throughput", action="store_true")
+    parser.add_argument("--accuracy", action="store_true")
+    parser.add_argument("--data", default="../shared/data/ped2")
+    parser.add_argument("--checkpoint", action="append", default=[])
+    parser.add_argument("--out", default="bench-out")
+    args = parser.parse_args()
+    if args.throughput:
+        devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+        throughput(devices)
+    if args.accuracy:
+        accuracy(args.data, args.checkpoint or [str(checkpoint.shipped("lite"))], args.out)
+
+
+if __name__ == "__main__":
+    main()
