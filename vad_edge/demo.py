@@ -7,6 +7,7 @@ subscriber receives it, and writes an annotated MP4, a score timeline PNG and th
 
 import asyncio
 import json
+import logging
 import shutil
 import socket
 import subprocess
@@ -49,6 +50,7 @@ class LocalBroker:
         else:
             self._start_amqtt()
             self.kind = "amqtt (in-process)"
+            return
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with socket.socket() as s:
@@ -65,7 +67,9 @@ class LocalBroker:
                                "or amqtt (pip install amqtt)") from exc
         settings = {"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
                     "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}}
+        logging.getLogger("amqtt").setLevel(logging.CRITICAL)  # it logs every client's hiccup as an error
         self.loop = asyncio.new_event_loop()
+        started = threading.Event()
 
         def serve():
             asyncio.set_event_loop(self.loop)
@@ -75,10 +79,13 @@ class LocalBroker:
                 await self.broker.start()
 
             self.loop.run_until_complete(start())
+            started.set()
             self.loop.run_forever()
 
         self.thread = threading.Thread(target=serve, name="amqtt", daemon=True)
         self.thread.start()
+        if not started.wait(10):
+            raise RuntimeError(f"the in-process amqtt broker did not start on port {self.port}")
 
     def stop(self) -> None:
         if self.process:
