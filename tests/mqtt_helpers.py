@@ -12,9 +12,13 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 
-from vad_edge.demo import free_port  # noqa: F401 (the tests import it from here too)
-
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
