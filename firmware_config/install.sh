@@ -7,12 +7,16 @@
 #   sudo ./firmware_config/install.sh --uninstall [--purge]
 #   ./firmware_config/install.sh --dry-run           # print what would be done, change nothing
 #   DESTDIR=/tmp/root ./firmware_config/install.sh   # install into a throwaway root (no users, no systemctl)
-set -euo pipefail
+set -Eeuo pipefail  # -E: the ERR trap that cleans up a failed build also fires inside functions
 
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FW="$SRC/firmware_config"
 PREFIX=/opt/vad-edge
+RELEASES=releases          # builds, one venv each, under $PREFIX
 DESTDIR=${DESTDIR:-}
+# DESTDIR is ours alone: exported, CMake's install step inside pip would honour it too and put the compiled
+# kernels under $DESTDIR/tmp instead of into the wheel.
+export -n DESTDIR
 PYTHON=${PYTHON:-python3}
 OS_RELEASE=${VAD_EDGE_OS_RELEASE:-/etc/os-release}
 TEGRA_RELEASE=${VAD_EDGE_TEGRA_RELEASE:-/etc/nv_tegra_release}
@@ -94,14 +98,15 @@ check_platform() {
   fi
   local pyver
   pyver=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])') || die "$PYTHON not found"
-  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 8))' || die "Python $pyver is too old (need 3.8+)"
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' ||
+    die "Python $pyver is too old: vad-edge needs 3.10+ (on JetPack 5, install python3.10 and a torch built for it, then PYTHON=python3.10 --torch <wheel>)"
 }
 
 # --- install ----------------------------------------------------------------------------------------------
 
 install_files() {
   say "directories and configuration under ${ROOT:-/}"
-  run install -d -m 0755 "$ROOT$PREFIX" "$ROOT$PREFIX/bin" "$ROOT$PREFIX/share" "$ROOT/etc/systemd/system" \
+  run install -d -m 0755 "$ROOT$PREFIX" "$ROOT$PREFIX/$RELEASES" "$ROOT$PREFIX/bin" "$ROOT$PREFIX/share" "$ROOT/etc/systemd/system" \
       "$ROOT/etc/mosquitto/conf.d" "$ROOT/etc/mosquitto/vad-edge.d"
   run install -d -m 0750 "$ROOT/etc/vad-edge" "$ROOT/var/lib/vad-edge"
   if [ -e "$ROOT/etc/vad-edge/config.yaml" ]; then
@@ -130,13 +135,26 @@ install_files() {
   fi
 }
 
+# Each build is a release: its own venv under $PREFIX/releases (a venv cannot be moved: its scripts name
+# their interpreter by absolute path). $PREFIX/venv and $PREFIX/previous are symlinks to releases; an
+# upgrade or rollback repoints them, so the switch is one rename and the old build stays intact.
+current_release() { readlink "$ROOT$PREFIX/$1" 2>/dev/null || true; }
+
+# Points the symlink $PREFIX/$1 at $2 (relative to $PREFIX), atomically: a fresh link renamed over the old.
+point() {
+  run ln -sfn "$2" "$ROOT$PREFIX/$1.new"
+  run mv -T "$ROOT$PREFIX/$1.new" "$ROOT$PREFIX/$1"
+}
+
 install_venv() {
-  local venv="$ROOT$PREFIX/venv" new="$ROOT$PREFIX/venv.new"
-  say "Python environment in $PREFIX/venv (CUDA architectures: ${CUDA_ARCHS:-none, CPU kernels only})"
+  local release new
+  release="$RELEASES/$(date -u +%Y%m%dT%H%M%SZ)-$$"
+  new="$ROOT$PREFIX/$release"
+  say "Python environment in $PREFIX/$release (CUDA architectures: ${CUDA_ARCHS:-none, CPU kernels only})"
   local flags=()
   # On a Jetson, torch comes with JetPack (CUDA-enabled): the venv sees the system's packages.
   [ "$JETSON" = 1 ] && flags+=(--system-site-packages)
-  run rm -rf "$new"
+  [ "$DRY_RUN" = 1 ] || trap 'rm -rf "$new"; echo "install.sh: build failed; the installed version is unchanged" >&2' ERR
   run "$PYTHON" -m venv "${flags[@]}" "$new"
   run "$new/bin/python" -m pip install --quiet --upgrade pip
   if [ -n "$TORCH" ]; then
@@ -146,14 +164,23 @@ install_venv() {
   fi
   local cuda=AUTO
   [ -z "$CUDA_ARCHS" ] && cuda=OFF
-  run env VAD_EDGE_CUDA="$cuda" VAD_EDGE_CUDA_ARCHS="$CUDA_ARCHS" "$new/bin/python" -m pip install --quiet "$SRC"
+  # A fresh build directory: the checkout's build/ belongs to its developer's editable install.
+  run env VAD_EDGE_CUDA="$cuda" VAD_EDGE_CUDA_ARCHS="$CUDA_ARCHS" "$new/bin/python" -m pip install --quiet \
+      --config-settings=build-dir= "$SRC"
   run "$new/bin/vad-edge" info
-  # Keep the running build as the rollback target, then switch.
-  if [ -d "$venv" ]; then
-    run rm -rf "$venv.previous"
-    run mv "$venv" "$venv.previous"
-  fi
-  run mv "$new" "$venv"
+  trap - ERR
+  # The running build becomes the rollback target; builds older than that are removed.
+  local running
+  running=$(current_release venv)
+  [ -n "$running" ] && point previous "$running"
+  point venv "$release"
+  local dir
+  for dir in "$ROOT$PREFIX/$RELEASES"/*; do
+    case "$dir" in
+      "$ROOT$PREFIX/$release"|"$ROOT$PREFIX/$running"|"$ROOT$PREFIX/$RELEASES/*") ;;
+      *) run rm -rf "$dir" ;;
+    esac
+  done
 }
 
 install_system() {
@@ -185,12 +212,15 @@ do_install() {
 }
 
 do_rollback() {
-  local venv="$ROOT$PREFIX/venv"
-  [ -d "$venv.previous" ] || die "nothing to roll back to ($PREFIX/venv.previous does not exist)"
-  say "rolling back to the previous build"
-  run mv "$venv" "$venv.failed"
-  run mv "$venv.previous" "$venv"
-  run mv "$venv.failed" "$venv.previous"
+  local running previous
+  running=$(current_release venv)
+  previous=$(current_release previous)
+  if [ -z "$previous" ] || [ ! -d "$ROOT$PREFIX/$previous" ]; then
+    die "nothing to roll back to ($PREFIX/previous does not point at a kept build)"
+  fi
+  say "rolling back from $running to $previous"
+  point venv "$previous"
+  point previous "$running"
   system systemctl restart vad-edge.service
 }
 

@@ -84,6 +84,63 @@ def test_jetpack6_is_recognised(tmp_path):
     assert "--system-site-packages" in result.stdout  # JetPack's CUDA torch
 
 
+def base_system(root: Path) -> None:
+    """The parts of the host OS that `systemd-analyze verify --root` resolves the units against: systemd's unit
+    library (sysinit.target, ...) and /bin/kill (ExecReload). Symlinks to the host's /usr would not do: under
+    --root they resolve inside the root again."""
+    units = Path(need("systemd-analyze")).resolve().parent.parent / "lib/systemd/system"
+    shutil.copytree(units, root / "usr/lib/systemd/system", symlinks=True)
+    (root / "usr/bin").mkdir()
+    shutil.copy2(need("kill"), root / "usr/bin/kill")
+    (root / "bin").symlink_to("usr/bin")
+    (root / "lib").symlink_to("usr/lib")
+
+
+def installed_release(root: Path, link: str) -> str:
+    return (root / "opt/vad-edge" / link).readlink().name
+
+
+def test_install_into_a_throwaway_root_upgrade_rollback_and_uninstall(tmp_path):
+    """Real installs (venv, extension build) into DESTDIR: the build works from its own venv, the units verify
+    against that root, an upgrade keeps the old build and --rollback switches back to it."""
+    root = tmp_path / "root"
+    base_system(root)
+    env = {"DESTDIR": str(root), "PYTHON": sys.executable}
+    torch_req = f"torch=={__import__('torch').__version__.split('+')[0]}"
+    run_installer("--torch", torch_req, "--central", "127.0.0.1:18883", env=env)
+    assert not (root / "tmp").exists(), "the kernels were installed under DESTDIR instead of into the wheel"
+    assert "address 127.0.0.1:18883" in (root / "etc/mosquitto/vad-edge.d/bridge.conf").read_text()
+    vad_edge = root / "opt/vad-edge/venv/bin/vad-edge"
+    info = subprocess.run([str(vad_edge), "info"], capture_output=True, text=True, check=True)
+    assert json.loads(info.stdout)["cpu"] is True
+    check = subprocess.run([str(vad_edge), "config", "check", str(root / "etc/vad-edge/config.yaml")],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    units = [str(root / "etc/systemd/system" / u) for u in ("vad-edge.service", "vad-edge-performance.service")]
+    verify = subprocess.run([need("systemd-analyze"), "verify", f"--root={root}", "--man=no", *units],
+                            capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stderr
+    assert "vad-edge.service" not in verify.stderr  # no warnings about our units either
+
+    # Upgrade: the user's config survives, the first build becomes 'previous', and --rollback returns to it.
+    first = installed_release(root, "venv")
+    config_file = root / "etc/vad-edge/config.yaml"
+    config_file.write_text(config_file.read_text() + "# mine\n")
+    again = run_installer("--torch", torch_req, env=env)
+    assert "keeping the existing /etc/vad-edge/config.yaml" in again.stdout
+    assert config_file.read_text().endswith("# mine\n")
+    second = installed_release(root, "venv")
+    assert second != first and installed_release(root, "previous") == first
+    run_installer("--rollback", env=env)
+    assert installed_release(root, "venv") == first and installed_release(root, "previous") == second
+    subprocess.run([str(vad_edge), "info"], capture_output=True, check=True)
+
+    run_installer("--uninstall", env=env)
+    assert not (root / "opt/vad-edge").exists() and not (root / "etc/systemd/system/vad-edge.service").exists()
+    assert config_file.exists()  # configuration kept
+    assert "nothing to roll back" in run_installer("--rollback", env=env, check=False).stderr
+
+
 def box_broker(tmp_path: Path, central_port: int) -> Broker:
     """mosquitto with the shipped box configuration; only ports, paths and TLS differ (TLS is tested in
     the agent's tests)."""
