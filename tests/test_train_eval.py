@@ -78,6 +78,15 @@ def test_time_budget_still_yields_a_usable_model(tmp_path, dataset):
     assert not torch.equal(model.centers, torch.zeros_like(model.centers))
 
 
+def test_progress_under_a_budget_counts_its_seconds(tmp_path, dataset, capsys):
+    """Iteration ceilings are huge under a budget (calibration); an iteration bar would show an ETA of days."""
+    config = TrainConfig(**{**TINY, "pretrain_iters": 10_000, "iters": 10_000, "max_minutes": 0.05})
+    Trainer(config, load_split(dataset, "training", 32, progress=False), tmp_path / "m").run(progress=True)
+    err = capsys.readouterr().err
+    assert "/3 s of budget" in err and "stage=finetune" in err and "it=" in err
+    assert "10000" not in err and "20000" not in err
+
+
 def test_bad_resume_file_is_named(tmp_path, dataset):
     bad = tmp_path / "bad.state.pt"
     bad.write_bytes(b"junk")

@@ -170,7 +170,23 @@ class Trainer:
         start = time.monotonic() - self.elapsed
         total = cfg.pretrain_iters + cfg.iters
         done = self.iteration + (cfg.pretrain_iters if self.stage in ("finetune", "done") else 0)
-        bar = tqdm(total=total, initial=done, desc="training", unit="it", disable=not progress)
+        if math.isfinite(budget):
+            # Under a time budget the clock, not the iteration ceiling, usually ends the run: the bar counts
+            # seconds of the budget (its ETA is then honest) and shows iterations beside them.
+            bar = tqdm(total=round(budget), initial=round(min(self.elapsed, budget)), desc="training", unit="s",
+                       bar_format="{l_bar}{bar}| {n:.0f}/{total} s of budget [{elapsed}<{remaining}{postfix}]",
+                       disable=not progress)
+        else:
+            bar = tqdm(total=total, initial=done, desc="training", unit="it", disable=not progress)
+
+        def advance(**postfix) -> None:
+            if math.isfinite(budget):
+                bar.update(min(time.monotonic() - start, budget) - bar.n)
+                postfix["it"] = self.iteration  # of the current stage
+            else:
+                bar.update(1)
+            bar.set_postfix(postfix, refresh=False)
+
         # Under a time budget pre-training gets its share of it, so fine-tuning is never squeezed out.
         pretrain_budget = budget * cfg.pretrain_iters / max(1, total)
         while self.stage != "done":
@@ -181,7 +197,6 @@ class Trainer:
                     self.stage, self.iteration = "kmeans", 0
                     continue
                 parts = self.autoencoder_step(self._next_clip())
-                bar.set_postfix(stage="pretrain", **{k: f"{v:.4f}" for k, v in parts.items()})
             elif self.stage == "kmeans":
                 self.init_centers(progress)  # the model is unusable without centres: never skipped
                 self.stage = "finetune"
@@ -194,9 +209,8 @@ class Trainer:
                 clip = self._next_clip()
                 parts = self.autoencoder_step(clip)
                 parts["cluster"] = self.cluster_step(clip)
-                bar.set_postfix(stage="finetune", **{k: f"{v:.4f}" for k, v in parts.items()})
             self.iteration += 1
-            bar.update(1)
+            advance(stage=self.stage, **{k: f"{v:.4f}" for k, v in parts.items()})
             if self.iteration % cfg.save_every == 0:
                 self.save_state()
         bar.close()
