@@ -4,11 +4,15 @@ false alarms per hour on normal stretches, event-level recall (anomalous interva
 detection delay, and the frame-level AUC of the calibrated model.
 
     python benchmarks/calibration_ped2.py [--data ../shared/data/ped2] [--budget 10] [--target 1]
+    python benchmarks/calibration_ped2.py --bundle bench-out/calibration/ped2.safetensors   # measure only
+
+Ped2's test set has only ~6 minutes of footage and under a minute of it is normal, so its false-alarm count
+is a sanity check, not a rate; the rate the threshold is built for comes from the calibration's own
+hold-out (the expected false alarms per hour with its interval).
 """
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -32,86 +36,141 @@ def intervals(label: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2])]
 
 
-def events_of(scores: np.ndarray, threshold: float, min_frames: int, cooldown: float) -> list[tuple[int, int]]:
-    """The agent's event rule over one video: (first frame, last frame) of each event."""
+def events_of(scores: np.ndarray, threshold: float, min_frames: int, cooldown: float) -> list[tuple[int, int, int]]:
+    """The agent's event rule over one video: (first frame above, frame the start was published, last frame)."""
     tracker = EventTracker("bench", "ped2", min_frames, cooldown, {}, {})
-    events, start = [], None
+    events, opened = [], None
     for i, raw in enumerate(scores):
         frame = i + 4  # a clip scores its last frame
         for event in tracker.step(Observation(frame / FPS, raw / threshold, raw, threshold, np.ones((2, 2)))):
             if event["type"] == "start":
-                start = frame - min_frames + 1
+                opened = (frame - min_frames + 1, frame)
             elif event["type"] == "end":
-                events.append((start, frame))
+                events.append((*opened, frame))
     if tracker.active is not None:
-        events.append((start, len(scores) + 3))
+        events.append((*opened, len(scores) + 3))
     return events
 
 
 def site_metrics(raw: list[np.ndarray], labels: list[np.ndarray], threshold: float, min_frames: int,
                  cooldown: float) -> dict:
-    false_alarms, normal_frames, detected, total, delays = 0, 0, 0, 0, []
+    """What subscribers would have seen. An event published on a normal frame is a false alarm. An anomalous
+    interval is detected when an event is published inside it (delay: from its first frame to that
+    publication); it is masked when no event starts inside it because one that started earlier (a false
+    alarm) is still open, so subscribers never heard of it separately."""
+    false_alarms, normal_frames, detected, masked, total, delays = 0, 0, 0, 0, 0, []
     for scores, label in zip(raw, labels):
         events = events_of(scores, threshold, min_frames, cooldown)
         normal_frames += int((label[4:] == 0).sum())
-        truth = intervals(label)
-        for a, b in events:
-            if not any(a <= y and x <= b for x, y in truth):
-                false_alarms += 1
-        for x, y in truth:
+        false_alarms += int(sum(label[p] == 0 for _, p, _ in events))
+        for x, y in intervals(label):
             total += 1
-            hits = [a for a, b in events if a <= y and x <= b]
-            if hits:
+            published = [p for _, p, _ in events if x <= p <= y]
+            if published:
                 detected += 1
-                delays.append(max(0, min(hits) - x) / FPS)
+                delays.append((min(published) - x) / FPS)
+            elif any(p < x <= b for _, p, b in events):
+                masked += 1
     hours = normal_frames / FPS / 3600
     return {"false_alarms": false_alarms, "normal_minutes": round(hours * 60, 2),
             "false_alarms_per_hour": false_alarms / hours if hours else None,
-            "anomalous_intervals": total, "detected_intervals": detected,
+            "anomalous_intervals": total, "detected_intervals": detected, "masked_intervals": masked,
             "event_recall": detected / total if total else None,
             "detection_delay_s_median": float(np.median(delays)) if delays else None,
             "detection_delay_s_max": float(np.max(delays)) if delays else None}
+
+
+def plot_timelines(path: Path, raw: list[np.ndarray], labels: list[np.ndarray], threshold: float,
+                   min_frames: int, cooldown: float) -> None:
+    """One panel per test clip: calibrated score, ground-truth anomaly (shaded) and the agent's events."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = 4
+    rows = -(-len(raw) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.2 * rows), sharey=True, squeeze=False)
+    for k, (ax, scores, label) in enumerate(zip(axes.flat, raw, labels)):
+        t = (np.arange(len(scores)) + 4) / FPS
+        for x, y in intervals(label):
+            ax.axvspan(x / FPS, (y + 1) / FPS, color="tab:orange", alpha=0.25, lw=0)
+        for a, _, b in events_of(scores, threshold, min_frames, cooldown):
+            ax.axvspan(a / FPS, (b + 1) / FPS, ymin=0.92, ymax=1.0, color="tab:red", lw=0)
+        ax.plot(t, scores / threshold, lw=0.8)
+        ax.axhline(1.0, color="tab:red", ls="--", lw=0.8)
+        ax.set_title(f"test {k + 1:02d}", fontsize=9)
+    for ax in axes.flat[len(raw):]:
+        ax.axis("off")
+    fig.supxlabel("seconds (orange: labelled anomalous; red bar: agent event)")
+    fig.supylabel("calibrated score (1 = threshold)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/data/ped2")
     parser.add_argument("--base", help="base checkpoint (default: the shipped lite)")
+    parser.add_argument("--bundle", help="an existing calibration bundle: skip calibrating, only measure")
     parser.add_argument("--budget", type=float, default=10.0, help="minutes of fine-tuning")
     parser.add_argument("--target", type=float, default=1.0, help="false alarms per hour")
     parser.add_argument("--min-event-frames", type=int, default=3)
     parser.add_argument("--cooldown", type=float, default=3.0)
     parser.add_argument("--out", default="bench-out/calibration")
     args = parser.parse_args()
+    out = Path(args.out)
 
-    base = Path(args.base) if args.base else checkpoint.shipped("lite")
-    size = checkpoint.read_metadata(base)["profile"]["size"]
-    train = load_split(args.data, "training", size)
-    report = calibrate(train, base, Path(args.out), "ped2", budget_minutes=args.budget,
-                       target_per_hour=args.target, min_event_frames=args.min_event_frames,
-                       cooldown=args.cooldown, fps=FPS)
-    bundle = load_bundle(report["bundle"], torch.device("cpu"))
-    test = load_split(args.data, "testing", size)
+    if args.bundle:
+        bundle_path = Path(args.bundle)
+    else:
+        base = Path(args.base) if args.base else checkpoint.shipped("lite")
+        size = checkpoint.read_metadata(base)["profile"]["size"]
+        train = load_split(args.data, "training", size)
+        bundle_path = calibrate(train, base, out, "ped2", budget_minutes=args.budget, target_per_hour=args.target,
+                                min_event_frames=args.min_event_frames, cooldown=args.cooldown, fps=FPS)["bundle"]
+    bundle = load_bundle(bundle_path, torch.device("cpu"))
+    report = bundle.meta["calibration"]
+    rule = report["event_rule"]
+    test = load_split(args.data, "testing", bundle.model.profile.size)
     labels = [v.labels for v in test]
     raw = score_videos(bundle.model, test, desc="scoring test clips")
-    site = site_metrics(raw, labels, bundle.threshold, args.min_event_frames, args.cooldown)
+    site = site_metrics(raw, labels, bundle.threshold, rule["min_event_frames"], rule["cooldown"])
     frames = frame_metrics(raw, labels)
-    result = {"calibration": {k: report[k] for k in ("threshold", "threshold_method", "exceedance_clusters",
+    # The same rule at other thresholds: what a technician trades by moving it.
+    sweep = {scale: site_metrics(raw, labels, bundle.threshold * scale, rule["min_event_frames"], rule["cooldown"])
+             for scale in (0.8, 0.9, 1.0, 1.1, 1.25, 1.5)}
+    result = {"bundle": str(bundle_path),
+              "calibration": {k: report[k] for k in ("threshold", "threshold_method", "exceedance_clusters",
                                                      "expected_false_alarms_per_hour", "false_alarms_per_hour_90ci",
-                                                     "training_minutes")},
-              "test": site, "frame_auc": {k: frames[k] for k in ("auc_micro", "auc_macro", "auc_raw")}}
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "ped2_site.json").write_text(json.dumps(result, indent=2))
+                                                     "training_minutes", "event_rule")},
+              "test": site, "frame_auc": {k: frames[k] for k in ("auc_micro", "auc_macro", "auc_raw")},
+              "threshold_sweep": {str(k): v for k, v in sweep.items()}}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ped2_site.json").write_text(json.dumps(result, indent=2))
+    np.savez(out / "ped2_test_scores.npz", *raw)
+    plot_timelines(out / "ped2_site.png", raw, labels, bundle.threshold, rule["min_event_frames"], rule["cooldown"])
+
     c, t, f = result["calibration"], site, result["frame_auc"]
     low, high = c["false_alarms_per_hour_90ci"]
     print("\n| measure | value |\n|---|---|")
     print(f"| threshold method (clusters) | {c['threshold_method']} ({c['exceedance_clusters']}) |")
-    print(f"| expected false alarms/h (90% interval), from training hold-out | {c['expected_false_alarms_per_hour']:.2f} ({low:.2f}-{high:.2f}) |")
-    print(f"| false alarms on normal test stretches | {t['false_alarms']} in {t['normal_minutes']} min = {t['false_alarms_per_hour']:.1f}/h |")
-    print(f"| event recall | {t['detected_intervals']}/{t['anomalous_intervals']} anomalous intervals |")
-    print(f"| detection delay median / max | {t['detection_delay_s_median']} s / {t['detection_delay_s_max']} s |")
-    print(f"| frame AUC micro / macro / raw | {f['auc_micro']:.1f} / {f['auc_macro'] or float('nan'):.1f} / {f['auc_raw']:.1f} |")
+    print(f"| expected false alarms/h (90% interval), from training hold-out | "
+          f"{c['expected_false_alarms_per_hour']:.2f} ({low:.2f}-{high:.2f}) |")
+    print(f"| false alarms on normal test stretches | {t['false_alarms']} in {t['normal_minutes']} min |")
+    print(f"| event recall | {t['detected_intervals']}/{t['anomalous_intervals']} anomalous intervals "
+          f"({t['masked_intervals']} masked by an earlier false alarm still open) |")
+    print(f"| detection delay (to publication) median / max | {t['detection_delay_s_median']} s / "
+          f"{t['detection_delay_s_max']} s |")
+    print(f"| frame AUC micro / macro / raw | {f['auc_micro']:.1f} / {f['auc_macro'] or float('nan'):.1f} / "
+          f"{f['auc_raw']:.1f} |")
     print(f"| fine-tuning | {c['training_minutes']} min |")
+    print("\n| threshold x | false alarms | detected | masked | delay median s |\n|---|---|---|---|---|")
+    for scale, m in sweep.items():
+        print(f"| {scale} | {m['false_alarms']} | {m['detected_intervals']}/{m['anomalous_intervals']} | "
+              f"{m['masked_intervals']} | {m['detection_delay_s_median']} |")
+    print(f"\nwrote {out / 'ped2_site.json'} and {out / 'ped2_site.png'}")
 
 
 if __name__ == "__main__":
