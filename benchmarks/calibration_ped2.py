@@ -144,7 +144,7 @@ def main() -> None:
     result = {"bundle": str(bundle_path),
               "calibration": {k: report[k] for k in ("threshold", "threshold_method", "exceedance_clusters",
                                                      "expected_false_alarms_per_hour", "false_alarms_per_hour_90ci",
-                                                     "training_minutes", "event_rule")},
+                                                     "training_minutes", "event_rule", "advice")},
               "test": site, "frame_auc": {k: frames[k] for k in ("auc_micro", "auc_macro", "auc_raw")},
               "threshold_sweep": {str(k): v for k, v in sweep.items()}}
     out.mkdir(parents=True, exist_ok=True)
@@ -156,8 +156,10 @@ def main() -> None:
     low, high = c["false_alarms_per_hour_90ci"]
     print("\n| measure | value |\n|---|---|")
     print(f"| threshold method (clusters) | {c['threshold_method']} ({c['exceedance_clusters']}) |")
-    print(f"| expected false alarms/h (90% interval), from training hold-out | "
-          f"{c['expected_false_alarms_per_hour']:.2f} ({low:.2f}-{high:.2f}) |")
+    expected = c["expected_false_alarms_per_hour"]
+    print("| false alarms/h from the calibration hold-out | " +
+          (f"expected {expected:.2f} (90% interval {low:.2f}-{high:.2f}) |" if expected is not None
+           else f"not estimable, at most {high:.0f} (95% bound) |"))
     print(f"| false alarms on normal test stretches | {t['false_alarms']} in {t['normal_minutes']} min |")
     print(f"| event recall | {t['detected_intervals']}/{t['anomalous_intervals']} anomalous intervals "
           f"({t['masked_intervals']} masked by an earlier false alarm still open) |")

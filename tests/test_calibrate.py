@@ -47,6 +47,7 @@ def test_threshold_on_little_footage_is_bounded_not_estimated():
     scores = [np.random.default_rng(1).normal(1.0, 0.1, 300)]
     choice = choose_threshold(scores, 1.0, 3, 3.0, 10.0)
     assert choice.method == "max-margin" and choice.raw > sustained(scores[0], 3).max()
+    assert choice.expected_per_hour is None  # not estimated: only bounded
     assert events_per_hour(scores, choice.raw, 3, 30, 10.0) == 0
     assert choice.interval_per_hour[1] == pytest.approx(3 / (300 / 36000))
 
@@ -81,8 +82,12 @@ def test_calibrate_a_synthetic_site_and_the_agent_uses_it(tmp_path, tiny_checkpo
     out = tmp_path / "state" / "calibration"
     assert main(["calibrate", "--source", str(site), "--name", "door", "--base", str(tiny_checkpoint),
                  "--budget", "0.05", "--out", str(out), "--device", "cpu"]) == 0
-    assert "false alarms/hour" in capsys.readouterr().out
+    printed = capsys.readouterr().out
     report = json.loads((out / "door.report.json").read_text())
+    # 8 s of hold-out cannot show a 1/h rate: bounded, not estimated, and the technician is told what to do.
+    assert report["threshold_method"] == "max-margin" and report["expected_false_alarms_per_hour"] is None
+    assert "at most" in printed and "(95% bound" in printed
+    assert report["advice"] in printed and "minutes of footage" in report["advice"]
     assert report["camera"] == "door" and report["footage"]["holdout_frames"] == 80
     assert (out / "door.report.png").read_bytes()[:4] == b"\x89PNG"
     assert not (out / "door.work").exists()

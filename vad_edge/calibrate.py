@@ -146,7 +146,7 @@ def cluster_maxima(y: np.ndarray, level: float, gap: int) -> np.ndarray:
 @dataclass
 class Threshold:
     raw: float
-    expected_per_hour: float
+    expected_per_hour: float | None  # None: too few exceedances to estimate, only the upper bound is known
     interval_per_hour: tuple[float, float]
     method: str
     clusters: int
@@ -172,7 +172,7 @@ def choose_threshold(series: list[np.ndarray], target_per_hour: float, m: int, c
         # No tail fit possible: beyond everything seen, with a margin; the rate is bounded, not estimated.
         raw = float(pooled.max()) * 1.1
         upper = 3.0 / hours  # "rule of three": 95 % upper bound when nothing was seen
-        return Threshold(raw, 0.0, (0.0, upper), "max-margin", len(maxima))
+        return Threshold(raw, None, (0.0, upper), "max-margin", len(maxima))
 
     def fit_threshold(sample: np.ndarray) -> tuple[float, tuple]:
         rate_base = len(sample) / hours  # clusters above the base level per hour
@@ -255,12 +255,19 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
     choice = choose_threshold(held_scores, target_per_hour, min_event_frames, cooldown, fps, seed)
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     total_frames = quality["frames"]
+    advice = None
+    if choice.expected_per_hour is None:
+        # The number of exceedance clusters grows with footage length: scale to the count a tail fit needs.
+        minutes = total_frames / fps / 60 * CLUSTER_FIT_MIN / max(1, choice.clusters)
+        advice = (f"{choice.clusters} exceedance clusters in the hold-out, {CLUSTER_FIT_MIN} needed to fit the tail: "
+                  f"the threshold sits above every hold-out score and its rate is only bounded. Calibrate on "
+                  f"at least {math.ceil(minutes)} minutes of footage for an estimate.")
     calibration = {
         "id": str(uuid.uuid4()), "created": created, "camera": camera, "threshold": choice.raw,
         "target_false_alarms_per_hour": target_per_hour,
         "expected_false_alarms_per_hour": choice.expected_per_hour,
         "false_alarms_per_hour_90ci": list(choice.interval_per_hour), "threshold_method": choice.method,
-        "exceedance_clusters": choice.clusters,
+        "exceedance_clusters": choice.clusters, "advice": advice,
         "event_rule": {"min_event_frames": min_event_frames, "cooldown": cooldown, "fps": fps},
         "footage": {"seconds": total_frames / fps, "fit_frames": sum(len(v.frames) for v in fit),
                     "holdout_frames": sum(len(v.frames) for v in holdout), "quality": quality},

@@ -89,9 +89,13 @@ def _calibrate(args: argparse.Namespace) -> int:
                        target_per_hour=args.false_alarms_per_hour, device=args.device, **rule)
     low, high = report["false_alarms_per_hour_90ci"]
     print(f"calibration bundle: {report['bundle']}")
-    print(f"threshold {report['threshold']:.6g} ({report['threshold_method']}): expected "
-          f"{report['expected_false_alarms_per_hour']:.2f} false alarms/hour (90% interval {low:.2f}-{high:.2f}) "
+    expected = report["expected_false_alarms_per_hour"]
+    rate = (f"expected {expected:.2f} false alarms/hour (90% interval {low:.2f}-{high:.2f})" if expected is not None
+            else f"at most {high:.1f} false alarms/hour (95% bound; none seen in the hold-out)")
+    print(f"threshold {report['threshold']:.6g} ({report['threshold_method']}): {rate} "
           f"for a target of {args.false_alarms_per_hour}")
+    if report["advice"]:
+        print(report["advice"])
     return 0
 
 
