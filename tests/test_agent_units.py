@@ -180,3 +180,25 @@ def test_sd_notify_sends_to_the_socket(tmp_path, monkeypatch):
     sock.close()
     monkeypatch.delenv("NOTIFY_SOCKET")
     assert not sd_notify("READY=1")
+
+
+def test_an_overloaded_live_camera_drops_its_oldest_frames_and_counts_them(tmp_path, tiny_checkpoint):
+    """Scoring slower than the camera: the backlog stays bounded (latency too) and the drops are reported."""
+    from vad_edge.agent.runner import LIVE_BACKLOG, Agent
+
+    cfg = config.Config.model_validate({
+        "device_id": "box", "state_dir": str(tmp_path / "state"), "health": {"port": 0},
+        "model": {"checkpoint": str(tiny_checkpoint), "device": "cpu"},
+        "cameras": [{"name": "gate", "source": "rtsp://127.0.0.1:1/none"}]})
+    agent = Agent(cfg)
+    try:
+        frame = np.zeros((48, 64, 3), np.uint8)
+        for t in range(LIVE_BACKLOG + 12):  # no loop running: nothing is scored
+            agent._on_frame("gate", float(t), frame)
+        inbox = agent.cameras["gate"].inbox
+        assert inbox.qsize() == LIVE_BACKLOG
+        assert inbox.get_nowait().time == 12.0  # the newest frames were kept
+        assert agent.stats()["cameras"]["gate"]["dropped_frames"] == 12
+        assert agent.metrics.registry.get_sample_value("vad_edge_frames_dropped_total", {"camera": "gate"}) == 12
+    finally:
+        agent.outbox.close()

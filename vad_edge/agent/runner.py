@@ -27,7 +27,11 @@ from vad_edge.train import pick_device
 
 log = logging.getLogger("vad_edge.agent")
 
-INBOX_FRAMES = 32  # frames waiting per camera; live sources drop the oldest beyond it
+# Frames waiting per camera. A file played unpaced waits for the loop, losing nothing. A live camera never
+# waits: beyond LIVE_BACKLOG the oldest frame goes, so an overloaded box scores late by at most that many
+# frames (0.8 s at 10 fps) and counts the drops, instead of lagging further behind the scene.
+INBOX_FRAMES = 32
+LIVE_BACKLOG = 8
 
 
 @dataclass
@@ -49,6 +53,7 @@ class CameraState:
     window: deque = field(default_factory=lambda: deque(maxlen=5))
     status: str = "offline"
     frames: int = 0
+    dropped: int = 0  # live frames discarded because scoring fell behind
     last_score: float | None = None
     last_raw: float | None = None
     latencies: deque = field(default_factory=lambda: deque(maxlen=200))
@@ -123,19 +128,22 @@ class Agent:
         state = self.cameras[camera]
         item = Frame(t, time.monotonic(), resize(frame, state.bundle.size), frame)
         live = not is_file_source(state.config.source) or state.config.realtime
-        while not self.stop_event.is_set():
-            try:
-                if live:
-                    state.inbox.put_nowait(item)
-                else:  # a file played as fast as it is scored waits for the loop, losing nothing
+        if not live:  # a file played as fast as it is scored waits for the loop
+            while not self.stop_event.is_set():
+                try:
                     state.inbox.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                if live:  # a live camera never waits: the oldest frame goes
-                    try:
-                        state.inbox.get_nowait()
-                    except queue.Empty:
-                        pass
+                    return
+                except queue.Full:
+                    pass
+            return
+        while state.inbox.qsize() >= LIVE_BACKLOG:
+            try:
+                state.inbox.get_nowait()
+            except queue.Empty:
+                break
+            state.dropped += 1
+            self.metrics.dropped.labels(camera).inc()
+        state.inbox.put_nowait(item)  # only this reader thread adds to this inbox: there is room
 
     def _on_status(self, camera: str, status: str, reason: str) -> None:
         self._changes.put((self._apply_status, camera, status))
@@ -278,6 +286,7 @@ class Agent:
             lat = sorted(s.latencies)
             cameras[name] = {
                 "status": s.status, "detect": s.detect, "fps": round(fps, 2), "frames": s.frames,
+                "dropped_frames": s.dropped,
                 "latency_ms": {"p50": round(1e3 * lat[len(lat) // 2], 1), "p95": round(1e3 * lat[int(len(lat) * 0.95)], 1)}
                 if lat else None,
                 "score": s.last_score, "raw_score": s.last_raw, "threshold": s.threshold,
