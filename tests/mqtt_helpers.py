@@ -34,13 +34,16 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
 class Broker:
     """mosquitto started and stopped at will, always on the same port (its clients reconnect to it)."""
 
-    def __init__(self, workdir: Path, tls: dict | None = None, users: dict[str, str] | None = None):
+    def __init__(self, workdir: Path, tls: dict | None = None, users: dict[str, str] | None = None,
+                 persistent: bool = False):
         if MOSQUITTO is None:
             pytest.fail("mosquitto is not installed (apt-get install -y mosquitto; .ci/run does it)")
         self.port = free_port()
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        lines = [f"listener {self.port} 127.0.0.1", "persistence false", "log_dest stderr"]
+        # persistent: sessions and their queued messages survive a restart, as on a production broker.
+        persistence = ["persistence true", f"persistence_location {workdir}/"] if persistent else ["persistence false"]
+        lines = [f"listener {self.port} 127.0.0.1", *persistence, "log_dest stderr"]
         if os.geteuid() == 0:  # mosquitto would drop to user "mosquitto", who cannot read the test's files
             lines.append("user root")
         if users:
@@ -79,10 +82,12 @@ class Subscriber:
     """Records every message under a topic filter: (topic, payload bytes, retain flag)."""
 
     def __init__(self, port: int, topic: str = "vad-edge/#", tls_ca: Path | None = None,
-                 auth: tuple[str, str] | None = None):
+                 auth: tuple[str, str] | None = None, session: str | None = None):
+        """session: a client id whose persistent session keeps what arrives while this subscriber is away."""
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{time.monotonic_ns()}")
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=session or f"test-sub-{time.monotonic_ns()}",
+                                  clean_session=session is None)
         if tls_ca:
             self.client.tls_set(ca_certs=str(tls_ca))
         if auth:

@@ -120,3 +120,27 @@ def test_calibrate_refuses_unusable_footage(tmp_path, tiny_checkpoint, capsys):
     assert "frozen" in capsys.readouterr().err
     assert main(["calibrate", "--source", str(tmp_path / "none.mp4"), "--base", str(tiny_checkpoint)]) == 1
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_an_interrupted_calibration_resumes_from_its_work_folder(tmp_path, tiny_checkpoint, monkeypatch):
+    from vad_edge.train import Trainer
+
+    footage = [video(make_frames(240, 32, seed=5)[0])]
+    out = tmp_path / "calibration"
+
+    def interrupted(self, clip):  # Ctrl-C (or a power cut) at the first fine-tuning step
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "cluster_step", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            calibrate(footage, tiny_checkpoint, out, "door", budget_minutes=0.05, device="cpu", progress=False)
+    assert (out / "door.work" / "model.state.pt").exists() and not (out / "door.safetensors").exists()
+
+    resumed_at = []
+    load_state = Trainer.load_state
+    monkeypatch.setattr(Trainer, "load_state", lambda self, path: (load_state(self, path), resumed_at.append(self.stage)))
+    report = calibrate(footage, tiny_checkpoint, out, "door", budget_minutes=0.05, device="cpu", progress=False)
+    assert resumed_at == ["finetune"]  # pre-training and K-means were not redone
+    assert (out / "door.safetensors").exists() and not (out / "door.work").exists()
+    assert report["footage"]["fit_frames"] == 180

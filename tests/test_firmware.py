@@ -163,9 +163,12 @@ def box_broker(tmp_path: Path, central_port: int) -> Broker:
 
 def test_box_broker_bridges_to_central_and_survives_its_outage(tmp_path):
     need("mosquitto")
-    central = Broker(tmp_path / "central").start()
+    # The central side as in production: a persistent broker and a subscriber with a persistent session.
+    # Otherwise, after the central broker's restart, the bridge may deliver the queued events before the
+    # watcher has subscribed again, and the broker would rightly drop them.
+    central = Broker(tmp_path / "central", persistent=True).start()
     box = box_broker(tmp_path, central.port).start()
-    watcher = Subscriber(central.port, "vad-edge/#")
+    watcher = Subscriber(central.port, "vad-edge/#", session="central-watcher")
     agent = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="agent-on-box")
     agent.connect("127.0.0.1", box.port)
     agent.loop_start()
