@@ -144,3 +144,58 @@ def test_an_interrupted_calibration_resumes_from_its_work_folder(tmp_path, tiny_
     assert resumed_at == ["finetune"]  # pre-training and K-means were not redone
     assert (out / "door.safetensors").exists() and not (out / "door.work").exists()
     assert report["footage"]["fit_frames"] == 180
+
+
+class PacedCamera:
+    """A live camera stand-in: the bundled clip through OpenCV, looped and delivered at `fps` in real time."""
+
+    def __init__(self, fps: float):
+        import cv2
+
+        from vad_edge.demo import SAMPLE
+
+        self.capture, self.period, self.next = cv2.VideoCapture(str(SAMPLE)), 1 / fps, 0.0
+
+    def isOpened(self):
+        return self.capture.isOpened()
+
+    def read(self):
+        import time
+
+        time.sleep(max(0.0, self.next - time.monotonic()))
+        self.next = time.monotonic() + self.period
+        ok, frame = self.capture.read()
+        if not ok:  # loop
+            self.capture.set(1, 0)  # cv2.CAP_PROP_POS_FRAMES
+            ok, frame = self.capture.read()
+        return ok, frame
+
+    def release(self):
+        self.capture.release()
+
+
+def test_recording_from_a_camera_is_bounded_and_kept_for_a_resumed_run(tmp_path, monkeypatch, capsys):
+    from vad_edge.agent import sources
+    from vad_edge.calibrate import load_footage
+
+    monkeypatch.setattr(sources, "open_capture", lambda source: PacedCamera(fps=60))
+    work = tmp_path / "gate.work"
+    # 0.1 min at 50 fps would be 300 frames; the disk bound allows 220.
+    videos = load_footage("rtsp://camera/stream", 32, minutes=0.1, fps=50, max_frames=220, work=work)
+    assert len(videos) == 1 and videos[0].frames.shape == (220, 32, 32, 3)
+    assert (work / "footage.npy").exists()
+
+    def no_camera(source):
+        raise AssertionError("a resumed calibration must not record again")
+
+    monkeypatch.setattr(sources, "open_capture", no_camera)
+    again = load_footage("rtsp://camera/stream", 32, minutes=0.1, fps=50, max_frames=220, work=work)
+    assert np.array_equal(again[0].frames, videos[0].frames)
+    assert "resuming with the footage recorded earlier" in capsys.readouterr().out
+
+
+def test_a_camera_that_cannot_be_opened_is_refused_by_name(tmp_path):
+    from vad_edge.calibrate import load_footage
+
+    with pytest.raises(FootageError, match="cannot open rtsp://127.0.0.1:1/none"):
+        load_footage("rtsp://127.0.0.1:1/none", 32, minutes=0.1, fps=10, max_frames=100, work=tmp_path / "w")
