@@ -144,6 +144,43 @@ def test_commands_apply_live_and_persist(tmp_path, broker, tiny_checkpoint):
         restarted.outbox.close()
 
 
+def test_recalibrate_command_picks_up_a_new_bundle_and_keeps_the_old_on_a_bad_one(tmp_path, broker, tiny_checkpoint,
+                                                                                   caplog):
+    from vad_edge.model import checkpoint
+
+    video = synthetic_video(tmp_path / "door.mp4", 30, [])
+    path = write_config(tmp_path, broker.port, tiny_checkpoint, [camera("door", video, loop=True, realtime=True)])
+    sub = Subscriber(broker.port)
+    running = RunningAgent(path)
+    command = "vad-edge/box-test/cameras/door/recalibrate"
+    door = running.agent.cameras["door"]
+    try:
+        wait_for(lambda: running.agent.publisher.connected and door.frames > 0, 30, "the agent to score")
+        assert door.bundle.calibration["id"] is None
+
+        # What `vad-edge calibrate` leaves in the state directory (its own test covers how it is made).
+        model, meta = checkpoint.load(tiny_checkpoint)
+        calibration = {"id": "cal-1", "created": "2026-11-27T00:00:00Z", "threshold": 123.0}
+        bundle = tmp_path / "state" / "calibration" / "door.safetensors"
+        bundle.parent.mkdir(parents=True, exist_ok=True)
+        meta = {k: v for k, v in meta.items() if k not in ("format", "profile")}
+        checkpoint.save(model, bundle, {**meta, "calibration": calibration})
+        sub.client.publish(command, "", qos=1)
+        wait_for(lambda: door.bundle.calibration["id"] == "cal-1", 20, "the new bundle")
+        wait_for(lambda: any(json.loads(p)["cameras"]["door"]["threshold"] == 123.0 for p in sub.on("/stats")), 10,
+                 "stats with the calibrated threshold")
+
+        bundle.write_bytes(b"not a bundle")  # a broken file must not take the camera down
+        sub.client.publish(command, "", qos=1)
+        wait_for(lambda: "camera door keeps its bundle" in caplog.text, 20, "the bad bundle to be refused")
+        scored = door.frames
+        wait_for(lambda: door.frames > scored + 10, 20, "scoring to go on")
+        assert door.bundle.calibration["id"] == "cal-1" and door.threshold == 123.0
+    finally:
+        running.stop()
+        sub.close()
+
+
 def test_broker_outage_loses_nothing(tmp_path, broker, tiny_checkpoint):
     """Broker down for 10 s mid-stream: every committed event arrives, in order, none lost."""
     anomalies = [(20, 30), (60, 70), (110, 120), (160, 170)]
