@@ -3,6 +3,7 @@
 import argparse
 import json
 import logging
+import os
 import sys
 
 
@@ -69,6 +70,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     from vad_edge.calibrate import calibrate, load_footage
     from vad_edge.model import checkpoint
 
+    # Calibration often runs beside the agent on the same box: the agent's live scoring keeps priority.
+    os.nice(10)
     rule = {"fps": args.fps, "min_event_frames": args.min_event_frames, "cooldown": args.cooldown}
     if args.camera:
         cfg = config.load(args.config)
