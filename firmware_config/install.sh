@@ -159,6 +159,9 @@ install_venv() {
   run "$new/bin/python" -m pip install --quiet --upgrade pip
   if [ -n "$TORCH" ]; then
     run "$new/bin/python" -m pip install --quiet "$TORCH"
+  elif [ "$JETSON" = 0 ] && [ -z "$CUDA_ARCHS" ]; then
+    say "no NVIDIA GPU: the CPU build of torch (PyPI's default wheel carries gigabytes of CUDA libraries)"
+    run "$new/bin/python" -m pip install --quiet --index-url https://download.pytorch.org/whl/cpu torch
   elif ! "$PYTHON" -c 'import torch' 2>/dev/null || [ "$JETSON" = 0 ]; then
     run "$new/bin/python" -m pip install --quiet torch
   fi

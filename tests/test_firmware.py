@@ -56,6 +56,8 @@ def run_installer(*args, env=None, check=True):
 def test_dry_run_changes_nothing(tmp_path):
     result = run_installer("--dry-run", env={"DESTDIR": str(tmp_path / "root")})
     assert "+ install -m 0640" in result.stdout and "useradd" in result.stdout
+    if shutil.which("nvidia-smi") is None:  # a box without a GPU gets the CPU wheel, not gigabytes of CUDA
+        assert "--index-url https://download.pytorch.org/whl/cpu torch" in result.stdout
     assert not (tmp_path / "root").exists()
 
 
