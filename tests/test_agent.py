@@ -163,7 +163,6 @@ def test_recalibrate_command_picks_up_a_new_bundle_and_keeps_the_old_on_a_bad_on
         calibration = {"id": "cal-1", "created": "2026-11-27T00:00:00Z", "threshold": 123.0}
         bundle = tmp_path / "state" / "calibration" / "door.safetensors"
         bundle.parent.mkdir(parents=True, exist_ok=True)
-        meta = {k: v for k, v in meta.items() if k not in ("format", "profile")}
         checkpoint.save(model, bundle, {**meta, "calibration": calibration})
         sub.client.publish(command, "", qos=1)
         wait_for(lambda: door.bundle.calibration["id"] == "cal-1", 20, "the new bundle")

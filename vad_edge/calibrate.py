@@ -276,7 +276,7 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
         "training_minutes": round(trainer.elapsed / 60, 2),
         "versions": {"vad_edge": vad_edge.__version__, "torch": torch.__version__},
     }
-    meta = {**{k: v for k, v in base_meta.items() if k not in ("format", "profile")},
+    meta = {**base_meta,  # checkpoint.save writes format and profile afresh
             "score_stats": score_statistics(np.concatenate(fit_scores)), "calibration": calibration}
     checkpoint.save(trainer.model, bundle_path, meta, dtype=torch.float16)
     report = {"bundle": str(bundle_path), **calibration}

@@ -170,7 +170,8 @@ class Trainer:
         start = time.monotonic() - self.elapsed
         total = cfg.pretrain_iters + cfg.iters
         done = self.iteration + (cfg.pretrain_iters if self.stage in ("finetune", "done") else 0)
-        if math.isfinite(budget):
+        timed = math.isfinite(budget)
+        if timed:
             # Under a time budget the clock, not the iteration ceiling, usually ends the run: the bar counts
             # seconds of the budget (its ETA is then honest) and shows iterations beside them.
             bar = tqdm(total=round(budget), initial=round(min(self.elapsed, budget)), desc="training", unit="s",
@@ -180,7 +181,7 @@ class Trainer:
             bar = tqdm(total=total, initial=done, desc="training", unit="it", disable=not progress)
 
         def advance(**postfix) -> None:
-            if math.isfinite(budget):
+            if timed:
                 bar.update(min(time.monotonic() - start, budget) - bar.n)
                 postfix["it"] = self.iteration  # of the current stage
             else:
