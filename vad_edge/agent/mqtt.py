@@ -88,9 +88,10 @@ class Publisher:
 
     def set_retained(self, topic: str, payload: bytes | str) -> None:
         """Retained state: remembered and republished on every reconnect."""
-        self._retained[topic] = payload
-        if self.connected:
-            self.client.publish(topic, payload, qos=1, retain=True)
+        with self._send_lock:  # against a connect replaying the remembered state at this moment
+            self._retained[topic] = payload
+            if self.connected:
+                self.client.publish(topic, payload, qos=1, retain=True)
 
     def publish_stats(self, stats: dict) -> None:
         if self.connected:
@@ -130,11 +131,11 @@ class Publisher:
             self._inflight.clear()
             self._acked_early.clear()
         client.publish(self.topics.availability, "online", qos=1, retain=True)
-        for topic, payload in list(self._retained.items()):
-            client.publish(topic, payload, qos=1, retain=True)
         for leaf in ("detect/set", "threshold/set", "recalibrate"):
             client.subscribe(self.topics.camera("+", leaf), qos=1)
-        with self._send_lock:
+        with self._send_lock:  # state set from now on is published by set_retained itself
+            for topic, payload in self._retained.items():
+                client.publish(topic, payload, qos=1, retain=True)
             pending = self.outbox.pending()
             if pending:
                 log.info("replaying %d pending events", len(pending))
