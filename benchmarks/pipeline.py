@@ -30,7 +30,7 @@ def measure(cameras: int, paced: bool, seconds: float, checkpoint: str | None, d
         "device_id": "bench", "state_dir": str(workdir / "state"),
         "mqtt": {"host": "127.0.0.1", "port": broker.port}, "health": {"port": 0},
         "model": {"checkpoint": checkpoint, "device": device},
-        "cameras": [{"name": f"cam{i}", "source": str(SAMPLE), "loop": True, "realtime": paced, "fps": 10}
+        "cameras": [{"name": f"cam{i}", "source": str(SAMPLE), "loop": True, "realtime": paced}
                     for i in range(cameras)],
     })
     agent = Agent(cfg)
@@ -42,7 +42,7 @@ def measure(cameras: int, paced: bool, seconds: float, checkpoint: str | None, d
         if "start" not in marks and now - agent.started > warmup:
             marks["start"] = now
             marks["frames"] = {n: s.frames for n, s in agent.cameras.items()}
-            marks["dropped"] = sum(s.dropped for s in agent.cameras.values())
+            marks["skipped"] = sum(s.inbox.skipped for s in agent.cameras.values())
             marks["cpu"] = time.process_time()
             for s in agent.cameras.values():
                 s.latencies.clear()
@@ -54,14 +54,14 @@ def measure(cameras: int, paced: bool, seconds: float, checkpoint: str | None, d
         broker.stop()
     wall = time.monotonic() - marks["start"]
     frames = {n: s.frames - marks["frames"][n] for n, s in agent.cameras.items()}
-    dropped = sum(s.dropped for s in agent.cameras.values()) - marks["dropped"]
+    skipped = sum(s.inbox.skipped for s in agent.cameras.values()) - marks["skipped"]
     latencies = np.concatenate([np.asarray(s.latencies) for s in agent.cameras.values()]) * 1e3
     return {
         "cameras": cameras, "mode": "paced 10 fps" if paced else "unpaced",
         "fps_per_stream": np.mean(list(frames.values())) / wall, "fps_total": sum(frames.values()) / wall,
         "latency_p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else float("nan"),
         "latency_p95_ms": float(np.percentile(latencies, 95)) if len(latencies) else float("nan"),
-        "dropped_percent": 100 * dropped / max(1, dropped + sum(frames.values())),
+        "skipped_percent": 100 * skipped / max(1, skipped + sum(frames.values())),
         "cpu_percent": 100 * (time.process_time() - marks["cpu"]) / wall,
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "device": str(agent.device), "model": agent.cameras["cam0"].bundle.model_info["name"],
@@ -77,13 +77,13 @@ def main() -> None:
     rows = [measure(n, paced, args.seconds, args.checkpoint, args.device)
             for n in (1, 4) for paced in (False, True)]
     print(f"\n{rows[0]['model']} on {rows[0]['device']}, {args.seconds:.0f} s per row (python {sys.version.split()[0]})\n")
-    print("| cameras | mode | fps / stream | fps total | latency p50 ms | latency p95 ms | dropped % | CPU % | peak RSS MB |")
+    print("| cameras | mode | fps / stream | fps total | latency p50 ms | latency p95 ms | clips skipped % | CPU % | peak RSS MB |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         # Unpaced, a frame waits behind the whole file-reader queue by design: its latency means nothing.
         latency = (f"{r['latency_p50_ms']:.0f} | {r['latency_p95_ms']:.0f}" if r["mode"] != "unpaced" else "— | —")
         print(f"| {r['cameras']} | {r['mode']} | {r['fps_per_stream']:.1f} | {r['fps_total']:.1f} | {latency} | "
-              f"{r['dropped_percent']:.0f} | {r['cpu_percent']:.0f} | {r['max_rss_mb']:.0f} |")
+              f"{r['skipped_percent']:.0f} | {r['cpu_percent']:.0f} | {r['max_rss_mb']:.0f} |")
     print("\npeak RSS is the process's peak so far (rows run in order in one process)")
 
 

@@ -119,6 +119,30 @@ def test_end_to_end_events_and_retained_state(tmp_path, broker, tiny_checkpoint)
     assert stats and stats[-1]["cameras"]["door"]["frames"] == 96
 
 
+def test_a_file_ending_mid_anomaly_is_scored_to_its_last_frame_before_the_event_closes(tmp_path, broker,
+                                                                                      tiny_checkpoint):
+    """One clock: the event ends at the file's last frame (media time), not when the reader ran out; the
+    clips still queued are scored first; the camera's first status is `online`, with no `offline` before it."""
+    video = synthetic_video(tmp_path / "door.mp4", 60, [(40, 60)])
+    path = write_config(tmp_path, broker.port, tiny_checkpoint,
+                        [camera("door", video, realtime=False, cooldown=30, offline_after=0.5)])
+    agent = Agent(config.load(path))
+    statuses, set_retained = [], agent.publisher.set_retained
+    agent.publisher.set_retained = lambda topic, payload: (
+        statuses.append(payload) if topic.endswith("/door/status") else None, set_retained(topic, payload))[1]
+    committed = []
+    agent.on_event = committed.append
+    agent.run(until=lambda: agent.readers["door"].finished and agent.cameras["door"].inbox.empty())
+    assert statuses == ["online", "offline"]
+    assert agent.cameras["door"].frames == 56  # every clip, the ones queued at the end included
+    start, *_, end = committed
+    assert (start["type"], end["type"]) == ("start", "end")
+    assert end["end_time"] == end["frame_time"]  # closed at the file's last frame, which was anomalous
+    media_start = datetime.fromisoformat(end["end_time"]).timestamp() - 5.9  # frame 59 is 5.9 s into the file
+    started = datetime.fromisoformat(start["start_time"]).timestamp() - media_start
+    assert started == pytest.approx(4.0, abs=0.35)  # the anomaly starts at frame 40, 4.0 s into the file
+
+
 def test_commands_apply_live_and_persist(tmp_path, broker, tiny_checkpoint):
     video = synthetic_video(tmp_path / "door.mp4", 30, [])
     path = write_config(tmp_path, broker.port, tiny_checkpoint, [camera("door", video, loop=True)])

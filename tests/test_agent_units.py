@@ -127,7 +127,7 @@ def test_event_needs_min_frames_and_ends_after_cooldown():
     assert kinds[-1][1] == "end" and kinds[-1][0] == 8 + 10  # 1 s (10 frames) after the first frame below
     start, end = events[0][1], events[-1][1]
     assert start["start_time"] == "1970-01-01T00:16:40.300Z"
-    assert end["end_time"] == "1970-01-01T00:16:40.800Z" and end["peak_score"] == 3
+    assert end["end_time"] == "1970-01-01T00:16:40.700Z" and end["peak_score"] == 3  # its last frame above
     assert start["event_id"].split(":")[0] == end["event_id"].split(":")[0] and start["event_id"] != end["event_id"]
     assert start["region"] == {"x": 0.5, "y": 0.25, "w": 0.5, "h": 0.25}
 
@@ -140,12 +140,13 @@ def test_updates_at_most_once_a_second_while_peak_rises():
     assert [e["type"] for _, e in events] == ["start", "update", "update", "end"]
 
 
-def test_close_ends_a_running_event():
+def test_close_ends_a_running_event_at_its_last_frame():
     track = tracker(min_event_frames=1)
-    run(track, [5])
-    (end,) = track.close(2000.0)
-    assert end["type"] == "end" and end["end_time"].startswith("1970-01-01T00:33:20")
-    assert track.close(2001.0) == []
+    run(track, [5, 5, 0.5])
+    (end,) = track.close()
+    assert end["type"] == "end" and end["end_time"] == "1970-01-01T00:16:40.100Z"
+    assert end["frame_time"] == "1970-01-01T00:16:40.200Z"
+    assert track.close() == []
 
 
 def test_hot_region_of_empty_map_is_whole_frame():
@@ -182,23 +183,38 @@ def test_sd_notify_sends_to_the_socket(tmp_path, monkeypatch):
     assert not sd_notify("READY=1")
 
 
-def test_an_overloaded_live_camera_drops_its_oldest_frames_and_counts_them(tmp_path, tiny_checkpoint):
-    """Scoring slower than the camera: the backlog stays bounded (latency too) and the drops are reported."""
-    from vad_edge.agent.runner import LIVE_BACKLOG, Agent
+def test_an_overloaded_live_camera_skips_whole_clips_and_counts_them(tmp_path, tiny_checkpoint):
+    """Scoring slower than the camera: the newest complete windows wait, older ones are skipped and reported."""
+    from vad_edge.agent.inbox import LIVE_CLIPS
+    from vad_edge.agent.runner import Agent
+    from vad_edge.agent.sources import Frame
+
+    cfg = config.Config.model_validate({
+        "device_id": "box", "state_dir": str(tmp_path / "state"), "health": {"port": 0},
+        "model": {"checkpoint": str(tiny_checkpoint), "device": "cpu", "threads": 1},
+        "cameras": [{"name": "gate", "source": "rtsp://127.0.0.1:1/none"}]})
+    agent = Agent(cfg)
+    try:
+        frame = np.zeros((32, 32, 3), np.uint8)  # the tiny model's size
+        frames = [Frame(t / 10, float(t), frame, frame) for t in range(LIVE_CLIPS + 16)]
+        for end in range(5, len(frames) + 1):  # no loop running: nothing is scored
+            agent._on_clip("gate", tuple(frames[end - 5:end]))
+        stats = agent.stats()
+        assert stats["cameras"]["gate"]["clips_skipped"] == 12 and stats["kernels"]["threads"] == 1
+        assert agent.metrics.registry.get_sample_value("vad_edge_clips_skipped_total", {"camera": "gate"}) == 12
+        agent.step()  # scores the oldest clip still waiting
+        assert agent.cameras["gate"].frames == 1 and agent.cameras["gate"].tracker._last.time == pytest.approx(1.6)
+    finally:
+        agent.outbox.close()
+
+
+def test_a_camera_asking_for_another_frame_rate_is_refused(tmp_path, tiny_checkpoint):
+    from vad_edge.agent.runner import Agent
 
     cfg = config.Config.model_validate({
         "device_id": "box", "state_dir": str(tmp_path / "state"), "health": {"port": 0},
         "model": {"checkpoint": str(tiny_checkpoint), "device": "cpu"},
-        "cameras": [{"name": "gate", "source": "rtsp://127.0.0.1:1/none"}]})
-    agent = Agent(cfg)
-    try:
-        frame = np.zeros((48, 64, 3), np.uint8)
-        for t in range(LIVE_BACKLOG + 12):  # no loop running: nothing is scored
-            agent._on_frame("gate", float(t), frame)
-        inbox = agent.cameras["gate"].inbox
-        assert inbox.qsize() == LIVE_BACKLOG
-        assert inbox.get_nowait().time == 12.0  # the newest frames were kept
-        assert agent.stats()["cameras"]["gate"]["dropped_frames"] == 12
-        assert agent.metrics.registry.get_sample_value("vad_edge_frames_dropped_total", {"camera": "gate"}) == 12
-    finally:
-        agent.outbox.close()
+        "cameras": [{"name": "gate", "source": "rtsp://127.0.0.1:1/none", "fps": 5},
+                    {"name": "hall", "source": "rtsp://127.0.0.1:1/none", "fps": 10}]})
+    with pytest.raises(config.ConfigError, match=r"cameras.gate.fps: 5, but tiny.safetensors was trained at 10 fps"):
+        Agent(cfg)

@@ -6,12 +6,23 @@ import numpy as np
 import pytest
 import torch
 
+from step_clock import StepClock
 from vad_edge.agent.bundle import load_bundle
 from vad_edge.calibrate import (FootageError, calibrate, check_footage, choose_threshold, cluster_maxima,
                                 events_per_hour, split_by_time, sustained)
 from vad_edge.cli import main
 from vad_edge.data.synthetic import make_frames, write_video
 from vad_edge.data.videos import Video
+
+
+@pytest.fixture(autouse=True)
+def priority_asked(monkeypatch):
+    """`vad-edge calibrate` lowers its priority; run in-process here, it must not lower pytest's own."""
+    from vad_edge import cpu_share
+
+    asked = []
+    monkeypatch.setattr(cpu_share, "lower_priority", asked.append)
+    return asked
 
 
 def video(frames, name="v"):
@@ -74,7 +85,8 @@ def test_split_by_time():
     assert [v.name for v in held] == ["2[holdout]"]
 
 
-def test_calibrate_a_synthetic_site_and_the_agent_uses_it(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+def test_calibrate_a_synthetic_site_and_the_agent_uses_it(tmp_path, tiny_checkpoint, monkeypatch, capsys,
+                                                          priority_asked):
     monkeypatch.setenv("VAD_EDGE_CACHE", str(tmp_path / "cache"))
     site = tmp_path / "site"
     write_video(site / "a.mp4", make_frames(160, 64, seed=11)[0])
@@ -82,7 +94,9 @@ def test_calibrate_a_synthetic_site_and_the_agent_uses_it(tmp_path, tiny_checkpo
     out = tmp_path / "state" / "calibration"
     assert main(["calibrate", "--source", str(site), "--name", "door", "--base", str(tiny_checkpoint),
                  "--budget", "0.05", "--out", str(out), "--device", "cpu"]) == 0
+    assert priority_asked == [10]
     printed = capsys.readouterr().out
+    assert "at 10 fps (the model's rate)" in printed
     report = json.loads((out / "door.report.json").read_text())
     # 8 s of hold-out cannot show a 1/h rate: bounded, not estimated, and the technician is told what to do.
     assert report["threshold_method"] == "max-margin" and report["expected_false_alarms_per_hour"] is None
@@ -134,36 +148,37 @@ def test_an_interrupted_calibration_resumes_from_its_work_folder(tmp_path, tiny_
     with monkeypatch.context() as patch:
         patch.setattr(Trainer, "cluster_step", interrupted)
         with pytest.raises(KeyboardInterrupt):
-            calibrate(footage, tiny_checkpoint, out, "door", budget_minutes=0.05, device="cpu", progress=False)
+            calibrate(footage, tiny_checkpoint, out, "door", budget_minutes=0.05, device="cpu", progress=False,
+                      clock=StepClock(0.05))
     assert (out / "door.work" / "model.state.pt").exists() and not (out / "door.safetensors").exists()
 
     resumed_at = []
     load_state = Trainer.load_state
     monkeypatch.setattr(Trainer, "load_state", lambda self, path: (load_state(self, path), resumed_at.append(self.stage)))
-    report = calibrate(footage, tiny_checkpoint, out, "door", budget_minutes=0.05, device="cpu", progress=False)
+    report = calibrate(footage, tiny_checkpoint, out, "door", budget_minutes=0.05, device="cpu", progress=False,
+                       clock=StepClock(0.05))
     assert resumed_at == ["finetune"]  # pre-training and K-means were not redone
     assert (out / "door.safetensors").exists() and not (out / "door.work").exists()
     assert report["footage"]["fit_frames"] == 180
 
 
 class PacedCamera:
-    """A live camera stand-in: the bundled clip through OpenCV, looped and delivered at `fps` in real time."""
+    """A live camera stand-in: the bundled clip through OpenCV, looped; each frame read moves `clock` on by
+    one frame period, as a camera delivering `fps` would."""
 
-    def __init__(self, fps: float):
+    def __init__(self, fps: float, clock: StepClock):
         import cv2
 
         from vad_edge.demo import SAMPLE
 
-        self.capture, self.period, self.next = cv2.VideoCapture(str(SAMPLE)), 1 / fps, 0.0
+        self.capture, self.clock = cv2.VideoCapture(str(SAMPLE)), clock
+        clock.step = 1 / fps
 
     def isOpened(self):
         return self.capture.isOpened()
 
     def read(self):
-        import time
-
-        time.sleep(max(0.0, self.next - time.monotonic()))
-        self.next = time.monotonic() + self.period
+        self.clock()
         ok, frame = self.capture.read()
         if not ok:  # loop
             self.capture.set(1, 0)  # cv2.CAP_PROP_POS_FRAMES
@@ -178,20 +193,41 @@ def test_recording_from_a_camera_is_bounded_and_kept_for_a_resumed_run(tmp_path,
     from vad_edge.agent import sources
     from vad_edge.calibrate import load_footage
 
-    monkeypatch.setattr(sources, "open_capture", lambda source: PacedCamera(fps=60))
+    clock = StepClock(0.0)
+    monkeypatch.setattr(sources, "open_source", lambda source: PacedCamera(fps=60, clock=clock))
     work = tmp_path / "gate.work"
     # 0.1 min at 50 fps would be 300 frames; the disk bound allows 220.
-    videos = load_footage("rtsp://camera/stream", 32, minutes=0.1, fps=50, max_frames=220, work=work)
-    assert len(videos) == 1 and videos[0].frames.shape == (220, 32, 32, 3)
-    assert (work / "footage.npy").exists()
+    videos = load_footage("rtsp://camera/stream", 32, minutes=0.1, fps=50, max_frames=220, work=work,
+                          clock=lambda: clock.now)
+    assert len(videos) == 1 and videos[0].frames.shape == (220, 32, 32, 3)  # one unbroken run
+    assert (work / "footage.npz").exists()
 
     def no_camera(source):
         raise AssertionError("a resumed calibration must not record again")
 
-    monkeypatch.setattr(sources, "open_capture", no_camera)
+    monkeypatch.setattr(sources, "open_source", no_camera)
     again = load_footage("rtsp://camera/stream", 32, minutes=0.1, fps=50, max_frames=220, work=work)
     assert np.array_equal(again[0].frames, videos[0].frames)
     assert "resuming with the footage recorded earlier" in capsys.readouterr().out
+
+
+def test_a_stall_while_recording_splits_the_footage_into_runs(tmp_path, monkeypatch):
+    """Clips must not span the stall: the recording is kept as two videos."""
+    from vad_edge.agent import sources
+    from vad_edge.calibrate import load_footage
+
+    clock = StepClock(0.0)
+
+    class StallingCamera(PacedCamera):
+        def read(self):
+            if round(self.clock.now * 10) == 100:  # frame 100: the stream stalls for 2 s
+                self.clock.now += 2.0
+            return super().read()
+
+    monkeypatch.setattr(sources, "open_source", lambda source: StallingCamera(fps=10, clock=clock))
+    videos = load_footage("rtsp://camera/stream", 32, minutes=0.5, fps=10, max_frames=300,
+                          work=tmp_path / "w", clock=lambda: clock.now)
+    assert [len(v.frames) for v in videos] == [100, 200]
 
 
 def test_a_camera_that_cannot_be_opened_is_refused_by_name(tmp_path):

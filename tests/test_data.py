@@ -19,8 +19,8 @@ def private_cache(tmp_path, monkeypatch):
 
 def test_frame_folders_with_labels(tmp_path):
     root = write_dataset(tmp_path / "ds", size=48, train_videos=2, test_videos=2, frames=20)
-    train = load_split(root, "training", 32, progress=False)
-    test = load_split(root, "testing", 32, progress=False)
+    train = load_split(root, "training", 32, 10.0, progress=False)
+    test = load_split(root, "testing", 32, 10.0, progress=False)
     assert [v.name for v in train] == ["01", "02"]
     assert train[0].frames.shape == (20, 32, 32, 3) and train[0].frames.dtype == np.uint8
     assert train[0].labels is None
@@ -32,7 +32,7 @@ def test_grayscale_frames_become_three_channels_and_sort_numerically(tmp_path):
     folder.mkdir(parents=True)
     for i in (10, 2, 1):  # 1, 2, 10: numeric order, not lexicographic
         cv2.imwrite(str(folder / f"{i}.png"), np.full((24, 24), i * 20, dtype=np.uint8))
-    (video,) = load_split(tmp_path / "ds", "training", 16, progress=False)
+    (video,) = load_split(tmp_path / "ds", "training", 16, 10.0, progress=False)
     assert video.frames.shape == (3, 16, 16, 3)
     assert video.frames[:, 0, 0, 0].tolist() == [20, 40, 200]
 
@@ -44,20 +44,20 @@ def test_video_files_and_mat_labels(tmp_path):
     gt = np.empty((1,), dtype=object)
     gt[0] = np.array([[11], [20]])  # 1-based, inclusive: frames 10..19
     savemat(root / "gt.mat", {"gt": gt})
-    (video,) = load_split(root, "testing", 32, progress=False)
+    (video,) = load_split(root, "testing", 32, 10.0, progress=False)
     assert video.name == "cam1" and len(video.frames) == 30
     assert video.labels.tolist() == labels.tolist()
 
 
 def test_cache_is_reused_and_refreshed(tmp_path):
     root = write_dataset(tmp_path / "ds", size=32, train_videos=1, test_videos=1, frames=10)
-    first = load_split(root, "training", 16, progress=False)
+    first = load_split(root, "training", 16, 10.0, progress=False)
     cached = list((tmp_path / "cache" / "frames").glob("*.npy"))
     assert len(cached) == 1
-    again = load_split(root, "training", 16, progress=False)
+    again = load_split(root, "training", 16, 10.0, progress=False)
     assert dataset_fingerprint(first) == dataset_fingerprint(again)
     write_frame_folder(root / "training" / "frames" / "01", make_frames(12, 32, seed=5)[0])  # footage changed
-    changed = load_split(root, "training", 16, progress=False)
+    changed = load_split(root, "training", 16, 10.0, progress=False)
     assert len(changed[0].frames) == 12
 
 
@@ -70,22 +70,22 @@ def test_clip_windows():
 
 def test_bad_datasets_are_named(tmp_path):
     with pytest.raises(DatasetError, match="training: no such folder"):
-        load_split(tmp_path, "training", 16, progress=False)
+        load_split(tmp_path, "training", 16, 10.0, progress=False)
     (tmp_path / "training" / "frames" / "01").mkdir(parents=True)
     with pytest.raises(DatasetError, match="01: no image files"):
-        load_split(tmp_path, "training", 16, progress=False)
+        load_split(tmp_path, "training", 16, 10.0, progress=False)
     (tmp_path / "training" / "frames" / "01" / "0.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(DatasetError, match="0.jpg: not a readable image"):
-        load_split(tmp_path, "training", 16, progress=False)
+        load_split(tmp_path, "training", 16, 10.0, progress=False)
     broken = tmp_path / "v" / "testing" / "videos" / "x.mp4"
     broken.parent.mkdir(parents=True)
     broken.write_bytes(b"\x00" * 100)
     with pytest.raises(DatasetError, match="x.mp4: OpenCV cannot open this video|x.mp4: no frames"):
-        load_split(tmp_path / "v", "testing", 16, progress=False)
+        load_split(tmp_path / "v", "testing", 16, 10.0, progress=False)
 
 
 def test_label_mismatch_is_named(tmp_path):
     root = write_dataset(tmp_path / "ds", size=32, train_videos=1, test_videos=1, frames=10)
     (root / "labels.json").write_text(json.dumps({"01": [0] * 9}))
     with pytest.raises(DatasetError, match="video '01' has 10 frames but 9 labels"):
-        load_split(root, "testing", 16, progress=False)
+        load_split(root, "testing", 16, 10.0, progress=False)

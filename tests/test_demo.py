@@ -28,3 +28,12 @@ def test_the_sample_clip_is_bundled():
     video = cv2.VideoCapture(str(SAMPLE))
     assert video.isOpened() and int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 180
     video.release()
+
+
+def test_demo_with_an_unreadable_source_exits_with_the_reason(tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("\n".join(f"line {i}" for i in range(500)))
+    out = tmp_path / "demo"
+    assert main(["demo", "--source", str(notes), "--out", str(out)]) == 1
+    assert "notes.txt is a text file, not a video" in capsys.readouterr().err
+    assert not out.exists()  # nothing claimed, nothing written

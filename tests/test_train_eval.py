@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from step_clock import StepClock
 from vad_edge.cli import main
 from vad_edge.data.synthetic import write_dataset
 from vad_edge.eval import frame_metrics, inverted_regularity
@@ -55,7 +56,7 @@ def test_train_then_eval_through_the_cli(tmp_path, dataset, capsys):
 
 def test_resume_continues_where_it_stopped(tmp_path, dataset):
     out = tmp_path / "m.safetensors"
-    videos = load_split(dataset, "training", 32, progress=False)
+    videos = load_split(dataset, "training", 32, 10.0, progress=False)
     first = Trainer(TrainConfig(**TINY), videos, out)
     first.run(progress=False)
     assert first.state_path.exists() and first.stage == "done" and first.iteration == 3
@@ -81,7 +82,8 @@ def test_time_budget_still_yields_a_usable_model(tmp_path, dataset):
 def test_progress_under_a_budget_counts_its_seconds(tmp_path, dataset, capsys):
     """Iteration ceilings are huge under a budget (calibration); an iteration bar would show an ETA of days."""
     config = TrainConfig(**{**TINY, "pretrain_iters": 10_000, "iters": 10_000, "max_minutes": 0.05})
-    Trainer(config, load_split(dataset, "training", 32, progress=False), tmp_path / "m").run(progress=True)
+    videos = load_split(dataset, "training", 32, 10.0, progress=False)
+    Trainer(config, videos, tmp_path / "m", clock=StepClock(0.02)).run(progress=True)
     err = capsys.readouterr().err
     assert "/3 s of budget" in err and "stage=finetune" in err and "it=" in err
     assert "10000" not in err and "20000" not in err
@@ -90,7 +92,7 @@ def test_progress_under_a_budget_counts_its_seconds(tmp_path, dataset, capsys):
 def test_bad_resume_file_is_named(tmp_path, dataset):
     bad = tmp_path / "bad.state.pt"
     bad.write_bytes(b"junk")
-    trainer = Trainer(TrainConfig(**TINY), load_split(dataset, "training", 32, progress=False), tmp_path / "x")
+    trainer = Trainer(TrainConfig(**TINY), load_split(dataset, "training", 32, 10.0, progress=False), tmp_path / "x")
     with pytest.raises(checkpoint.CheckpointError, match="bad.state.pt: not a readable training state"):
         trainer.load_state(bad)
 

@@ -31,7 +31,8 @@ from scipy import stats
 from tqdm import tqdm
 
 import vad_edge
-from vad_edge.data.videos import DatasetError, Video, load_videos, resize
+from vad_edge.data.sampling import FrameGrid, Offer
+from vad_edge.data.videos import DatasetError, Video, as_bgr, load_videos, resize
 from vad_edge.model import checkpoint
 from vad_edge.model.scoring import score_statistics, score_videos
 from vad_edge.train import TrainConfig, Trainer, pick_device
@@ -47,30 +48,37 @@ class FootageError(ValueError):
 
 # --- footage ----------------------------------------------------------------------------------------------
 
-def record(source: str, minutes: float, fps: float, size: int, max_frames: int) -> list[Video]:
-    """Frames from a camera or stream at `fps` for `minutes` (at most max_frames), at model resolution."""
-    from vad_edge.agent.sources import open_capture
+def record(source: str, minutes: float, fps: float, size: int, max_frames: int,
+           clock=time.monotonic) -> list[Video]:
+    """Frames from a camera or stream on the model's `fps` grid for `minutes` (at most max_frames), at model
+    resolution: one video per unbroken run (a stall in the stream splits it, as the agent's clips are)."""
+    from vad_edge.agent.sources import SourceError, mask_password, open_source
 
-    capture = open_capture(source)
-    if not capture.isOpened():
-        raise FootageError(f"cannot open {source}")
+    try:
+        capture = open_source(source)
+    except SourceError as exc:
+        raise FootageError(str(exc)) from None
     wanted = min(max_frames, int(minutes * 60 * fps))
-    frames, next_due, started = [], 0.0, time.monotonic()
+    runs: list[list[np.ndarray]] = []
+    grid, started, kept = FrameGrid(fps), clock(), 0
     with tqdm(total=wanted, desc="recording", unit="frame") as bar:
-        while len(frames) < wanted:
+        while kept < wanted:
             ok, frame = capture.read()
             if not ok:
                 break
-            now = time.monotonic() - started
-            if now < next_due:
+            offer = grid.offer(clock() - started)
+            if offer is Offer.SKIP:
                 continue
-            next_due += 1.0 / fps
-            frames.append(resize(frame, size))
+            if offer is Offer.NEW_RUN:
+                runs.append([])
+            runs[-1].append(resize(as_bgr(frame), size))
+            kept += 1
             bar.update(1)
     capture.release()
-    if not frames:
-        raise FootageError(f"{source} gave no frames")
-    return [Video("recording", np.stack(frames), source=Path(str(source)))]
+    runs = [run for run in runs if len(run) >= 5]  # shorter runs hold no clip
+    if not runs:
+        raise FootageError(f"{mask_password(source)} gave no run of 5 frames at {fps:g} fps")
+    return [Video(f"recording-{i:03d}", np.stack(run), source=Path(str(source))) for i, run in enumerate(runs)]
 
 
 def check_footage(videos: list[Video]) -> dict:
@@ -229,13 +237,15 @@ def plot_report(path: Path, holdout_scores: list[np.ndarray], threshold: float, 
 
 def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camera: str, *,
               budget_minutes: float = 20.0, target_per_hour: float = 1.0, min_event_frames: int = 3,
-              cooldown: float = 3.0, fps: float = 10.0, device: str = "auto", seed: int = 0,
-              progress: bool = True) -> dict:
-    """Adapts the base model to the footage and writes <out_dir>/<camera>.safetensors plus its report."""
+              cooldown: float = 3.0, device: str = "auto", seed: int = 0, progress: bool = True,
+              clock=time.monotonic) -> dict:
+    """Adapts the base model to the footage (frames at the base model's frame rate) and writes
+    <out_dir>/<camera>.safetensors plus its report. `clock` measures the budget (tests inject one)."""
     quality = check_footage(videos)
     fit, holdout = split_by_time(videos)
     base_path = Path(base) if base else checkpoint.shipped("lite")
     model, base_meta = checkpoint.load(base_path, pick_device(device))
+    fps = checkpoint.frame_rate(base_meta)
     out_dir.mkdir(parents=True, exist_ok=True)
     bundle_path = out_dir / f"{camera}.safetensors"
     work = out_dir / f"{camera}.work"
@@ -245,7 +255,7 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
     config = TrainConfig(profile=model.profile.name, batch=8, lr=1e-4, cluster_lr=1e-5, pretrain_iters=100_000,
                          iters=100_000, kmeans_batches=20, kmeans_points=20_000, seed=seed, device=device,
                          max_minutes=budget_minutes, save_every=50)
-    trainer = Trainer(config, fit, work / "model", model=model)
+    trainer = Trainer(config, fit, work / "model", model=model, clock=clock)
     if trainer.state_path.exists():
         trainer.load_state(trainer.state_path)
     trainer.run(progress)
@@ -286,23 +296,25 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
     return report
 
 
-def load_footage(source: str, size: int, minutes: float, fps: float, max_frames: int, work: Path) -> list[Video]:
-    """Existing clips (a file or folder) are read; a URL or device is recorded into the work folder, where
-    an interrupted calibration finds it again."""
+def load_footage(source: str, size: int, minutes: float, fps: float, max_frames: int, work: Path,
+                 clock=time.monotonic) -> list[Video]:
+    """Existing clips (a file or folder) are read, sampled to the model's `fps`; a URL or device is recorded
+    into the work folder (frames stamped by `clock`), where an interrupted calibration finds it again."""
     path = Path(source)
     if path.exists():
         try:
-            return load_videos(path, size)
+            return load_videos(path, size, fps)
         except DatasetError as exc:
             raise FootageError(f"unreadable footage: {exc}") from exc
     if "://" in source or source.startswith("/dev/") or source.isdigit():
-        saved = work / "footage.npy"
+        saved = work / "footage.npz"  # one array per unbroken run
         if saved.exists():
             print(f"resuming with the footage recorded earlier ({saved})")
-            return [Video("recording", np.load(saved), source=saved)]
-        videos = record(source, minutes, fps, size, max_frames)
+            with np.load(saved) as runs:
+                return [Video(name, runs[name], source=saved) for name in sorted(runs.files)]
+        videos = record(source, minutes, fps, size, max_frames, clock)
         work.mkdir(parents=True, exist_ok=True)
-        np.save(work / "footage.tmp.npy", videos[0].frames)
-        (work / "footage.tmp.npy").rename(saved)
+        np.savez(work / "footage.tmp.npz", **{v.name: v.frames for v in videos})
+        (work / "footage.tmp.npz").rename(saved)
         return videos
     raise FootageError(f"{source}: no such file or folder, and not a camera URL or device")

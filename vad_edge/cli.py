@@ -66,13 +66,18 @@ def _run(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from vad_edge.cpu_share import calibration_threads, lower_priority, use_threads
+
+    # Calibration often runs beside the agent on the same box: the agent's live scoring keeps priority, on
+    # every thread (torch's included) and with a share of the cores.
+    lower_priority(10)
+    threads = use_threads(calibration_threads(args.threads))
+
     from vad_edge import config
     from vad_edge.calibrate import calibrate, load_footage
     from vad_edge.model import checkpoint
 
-    # Calibration often runs beside the agent on the same box: the agent's live scoring keeps priority.
-    os.nice(10)
-    rule = {"fps": args.fps, "min_event_frames": args.min_event_frames, "cooldown": args.cooldown}
+    rule = {"min_event_frames": args.min_event_frames, "cooldown": args.cooldown}
     if args.camera:
         cfg = config.load(args.config)
         cams = {c.name: c for c in cfg.cameras}
@@ -80,14 +85,17 @@ def _calibrate(args: argparse.Namespace) -> int:
             raise config.ConfigError(f"{args.config}: no camera named {args.camera!r} (have: {', '.join(cams)})")
         cam = cams[args.camera]
         source, name, out = cam.source, cam.name, cfg.state_dir / "calibration"
-        rule = {"fps": cam.fps, "min_event_frames": cam.min_event_frames, "cooldown": cam.cooldown}
+        rule = {"min_event_frames": cam.min_event_frames, "cooldown": cam.cooldown}
     else:
         source, name, out = args.source, args.name, None
     out = Path(args.out) if args.out else (out or Path("calibration"))
     base = args.base or checkpoint.shipped(args.profile)
-    size = checkpoint.read_metadata(base)["profile"]["size"]
+    meta = checkpoint.read_metadata(base)
+    size, fps = meta["profile"]["size"], checkpoint.frame_rate(meta)
     max_frames = int(args.max_disk_mb * 2**20 // (size * size * 3))  # uint8 frames at model resolution
-    videos = load_footage(source, size, args.minutes, rule["fps"], max_frames, out / f"{name}.work")
+    print(f"calibrating {name} at {fps:g} fps (the model's rate), {threads} thread(s), nice "
+          f"{os.getpriority(os.PRIO_PROCESS, 0)}")
+    videos = load_footage(source, size, args.minutes, fps, max_frames, out / f"{name}.work")
     report = calibrate(videos, base, out, name, budget_minutes=args.budget,
                        target_per_hour=args.false_alarms_per_hour, device=args.device, **rule)
     low, high = report["false_alarms_per_hour_90ci"]
@@ -157,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cal = sub.add_parser("calibrate", help="adapt the model to a site from its normal footage; choose the threshold")
     where = cal.add_mutually_exclusive_group(required=True)
-    where.add_argument("--camera", help="a camera of the device config (--config): its source, fps and event rule")
+    where.add_argument("--camera", help="a camera of the device config (--config): its source and event rule")
     where.add_argument("--source", help="video file, folder of clips or frames, RTSP/HTTP URL, or V4L2 device")
     cal.add_argument("--config", default="/etc/vad-edge/config.yaml", help="device config, with --camera")
     cal.add_argument("--name", default="site", help="camera name for the bundle, with --source")
@@ -168,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--profile", default="lite", help="shipped base model (with no --base)")
     cal.add_argument("--base", help="base checkpoint to adapt (default: the shipped one of --profile)")
     cal.add_argument("--out", help="folder for the bundle and report (default: <state_dir>/calibration)")
-    cal.add_argument("--fps", type=float, default=10.0, help="with --source: frames per second scored")
+    cal.add_argument("--threads", type=int, default=0,
+                     help="CPU threads for training (default: half the cores, at least 1; the agent keeps the rest)")
     cal.add_argument("--min-event-frames", type=int, default=3, help="with --source: the agent's event rule")
     cal.add_argument("--cooldown", type=float, default=3.0, help="with --source: the agent's event rule (s)")
     cal.add_argument("--device", default="auto")

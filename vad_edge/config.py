@@ -71,7 +71,9 @@ class Camera(Strict):
     source: str = Field(..., description="video file, RTSP/HTTP URL, V4L2 device (/dev/video0) or device index")
     loop: bool = Field(False, description="video files: start again at the end")
     realtime: bool = Field(True, description="video files: play at their own frame rate, like a camera")
-    fps: float = Field(10.0, gt=0, le=120, description="frames per second to sample and score")
+    fps: float | None = Field(None, gt=0, le=120, description=(
+        "frames per second the clips are sampled at: always the model's own frame rate (10 for the shipped "
+        "model), whatever the camera delivers; another value is refused. Leave it out"))
     bundle: Path | None = Field(None, description="calibration bundle or checkpoint; default: model.checkpoint")
     threshold_multiplier: float = Field(1.0, gt=0, description="multiplies the calibrated threshold")
     min_event_frames: int = Field(3, ge=1, description="consecutive frames above threshold to start an event")
@@ -83,6 +85,9 @@ class Camera(Strict):
 class Model(Strict):
     checkpoint: Path | None = Field(None, description="default model for cameras without a bundle; shipped lite")
     device: str = Field("auto", description="auto, cpu or cuda[:N]")
+    threads: int = Field(0, ge=0, le=256, description=(
+        "CPU threads for scoring; 0: one less than the cores (at least 1), leaving room for camera "
+        "decoding and a calibration beside the agent"))
 
 
 class Health(Strict):

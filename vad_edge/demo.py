@@ -23,6 +23,7 @@ import paho.mqtt.client as paho
 from vad_edge import config as config_module
 from vad_edge.agent.runner import Agent, install_signal_handlers
 from vad_edge.agent.snapshot import overlay
+from vad_edge.agent.sources import probe
 
 SAMPLE = Path(__file__).resolve().parent / "assets" / "sample.mp4"
 
@@ -128,7 +129,14 @@ def write_timeline(path: Path, times: list[float], scores: list[float], events: 
     plt.close(fig)
 
 
+class DemoError(ValueError):
+    """The demo cannot run (an unreadable source); the message says why."""
+
+
 def run_demo(out: Path, source: Path = SAMPLE, checkpoint: Path | None = None, realtime: bool = True) -> dict:
+    problem = probe(str(source))
+    if problem:  # the agent would retry forever, as it must for a camera; the demo has nothing to show
+        raise DemoError(f"cannot play {source}: {problem}")
     out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="vad-edge-demo-"))
     broker = LocalBroker(workdir)
@@ -140,7 +148,7 @@ def run_demo(out: Path, source: Path = SAMPLE, checkpoint: Path | None = None, r
         "model": {"checkpoint": str(checkpoint) if checkpoint else None},
         "health": {"port": 0},
         "stats_interval": 2,
-        "cameras": [{"name": "sample", "source": str(source), "fps": 10, "realtime": realtime}],
+        "cameras": [{"name": "sample", "source": str(source), "realtime": realtime}],
     })
 
     received: list[dict] = []
@@ -196,8 +204,9 @@ def run_demo(out: Path, source: Path = SAMPLE, checkpoint: Path | None = None, r
     (out / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in received))
     if times:
         write_timeline(out / "timeline.png", times, scores, received)
-    summary = {"frames_scored": len(times), "events": len(received),
-               "anomalies": sum(e["type"] == "start" for e in received),
-               "outputs": [str(out / n) for n in ("demo.mp4", "timeline.png", "events.jsonl")]}
+    written = ["demo.mp4", "timeline.png"] if times else []
+    summary = {"frames_scored": len(times), "clips_skipped": agent.cameras["sample"].inbox.skipped,
+               "events": len(received), "anomalies": sum(e["type"] == "start" for e in received),
+               "outputs": [str(out / n) for n in [*written, "events.jsonl"]]}
     print(json.dumps(summary, indent=2))
     return summary

@@ -13,10 +13,14 @@ from vad_edge.config import Config
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
 
-def check_kernels() -> list[tuple[str, str, str]]:
+def check_kernels(config: Config) -> list[tuple[str, str, str]]:
+    from vad_edge.cpu_share import agent_threads, cores
+
     info = ops.backend()
     rows = [("build", OK, f"vad-edge {info['version']}, torch {torch.__version__}, OpenMP {info['openmp']}, "
-                          f"CUDA kernels {info['cuda']} {','.join(info['cuda_archs'])}")]
+                          f"CUDA kernels {info['cuda']} {','.join(info['cuda_archs'])}"),
+            ("threads", OK, f"the agent scores with {agent_threads(config.model.threads)} of {cores()} cores "
+                            f"(model.threads); vad-edge calibrate takes its own share at lower priority")]
     z, centers = torch.randn(1, 16, 4, 4), torch.randn(5, 16)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
@@ -45,24 +49,25 @@ def check_models(config: Config) -> list[tuple[str, str, str]]:
             bundle = load_bundle(path, torch.device("cpu"))
             kind = "calibrated " + bundle.calibration["created"] if bundle.calibration["id"] else "not calibrated"
             rows.append((f"model {cam.name}", OK if bundle.calibration["id"] else WARN,
-                         f"{bundle.path.name}: {bundle.model_info['name']}, {kind}"))
+                         f"{bundle.path.name}: {bundle.model_info['name']} at {bundle.fps:g} fps, {kind}"))
         except ValueError as exc:
             rows.append((f"model {cam.name}", FAIL, str(exc)))
     return rows
 
 
 def check_cameras(config: Config, timeout: float = 10.0) -> list[tuple[str, str, str]]:
-    from vad_edge.agent.sources import open_capture
+    from vad_edge.agent.sources import mask_password, probe
 
     rows = []
     for cam in config.cameras:
         started = time.monotonic()
-        capture = open_capture(cam.source)
-        ok = capture.isOpened() and capture.read()[0]
-        capture.release()
+        problem = probe(cam.source)
         took = time.monotonic() - started
-        rows.append((f"camera {cam.name}", OK if ok and took < timeout else FAIL,
-                     f"{cam.source}: {'a frame' if ok else 'no frame'} in {took:.1f} s"))
+        if problem:
+            rows.append((f"camera {cam.name}", FAIL, problem))
+        else:
+            rows.append((f"camera {cam.name}", OK if took < timeout else FAIL,
+                         f"{mask_password(cam.source)}: a frame in {took:.1f} s"))
     return rows
 
 
@@ -116,6 +121,6 @@ def check_clock() -> list[tuple[str, str, str]]:
 
 
 def run_doctor(config: Config) -> tuple[list[tuple[str, str, str]], bool]:
-    rows = (check_kernels() + check_models(config) + check_cameras(config) + check_broker(config)
+    rows = (check_kernels(config) + check_models(config) + check_cameras(config) + check_broker(config)
             + check_disk(config) + check_clock())
     return rows, all(status != FAIL for _, status, _ in rows)

@@ -67,8 +67,11 @@ def read_masks(video: Video) -> np.ndarray | None:
     if video.mask_dir is None:
         return None
     paths = list_frames(video.mask_dir)
-    if len(paths) != len(video.frames):
-        raise DatasetError(f"{video.mask_dir}: {len(paths)} masks for {len(video.frames)} frames")
+    sampled = len(video.frames) if video.indices is None else int(video.indices[-1]) + 1
+    if len(paths) < sampled or (video.indices is None and len(paths) != sampled):
+        raise DatasetError(f"{video.mask_dir}: {len(paths)} masks for {sampled} frames")
+    if video.indices is not None:  # the video was sampled to the model's frame rate
+        paths = [paths[i] for i in video.indices]
     masks = []
     for path in paths[4:]:
         mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
@@ -142,7 +145,7 @@ def evaluate(data: str | Path, checkpoint_path: str | Path | None = None, out: s
 
     checkpoint_path = Path(checkpoint_path) if checkpoint_path else checkpoint.shipped("lite")
     model, meta = checkpoint.load(checkpoint_path, pick_device(device))
-    videos = load_split(data, "testing", model.profile.size, progress=progress)
+    videos = load_split(data, "testing", model.profile.size, checkpoint.frame_rate(meta), progress=progress)
     if any(v.labels is None for v in videos):
         raise DatasetError(f"{data}: no frame labels (labels.json or an ano_pred .mat) for the testing split")
     out = Path(out)

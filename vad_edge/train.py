@@ -48,6 +48,7 @@ class TrainConfig:
     device: str = "auto"
     max_minutes: float | None = None
     save_every: int = 250
+    fps: float = 10.0  # frame rate of the clips: video files are sampled to it (Ped2's frames are 10 fps)
 
 
 def pick_device(name: str) -> torch.device:
@@ -57,10 +58,13 @@ def pick_device(name: str) -> torch.device:
 
 
 class Trainer:
-    """Holds the model, optimisers and progress; `state_path` lets an interrupted run resume."""
+    """Holds the model, optimisers and progress; `state_path` lets an interrupted run resume. `clock` (seconds)
+    measures the time budget: tests drive it by steps instead of the machine's speed."""
 
-    def __init__(self, config: TrainConfig, videos: list[Video], out: Path, model: STD | None = None):
+    def __init__(self, config: TrainConfig, videos: list[Video], out: Path, model: STD | None = None,
+                 clock=time.monotonic):
         self.config = config
+        self.clock = clock
         self.videos = videos
         self.out = out
         self.state_path = out.with_name(out.name + ".state.pt")
@@ -167,7 +171,7 @@ class Trainer:
     def run(self, progress: bool = True) -> None:
         cfg = self.config
         budget = math.inf if cfg.max_minutes is None else cfg.max_minutes * 60
-        start = time.monotonic() - self.elapsed
+        start = self.clock() - self.elapsed
         total = cfg.pretrain_iters + cfg.iters
         done = self.iteration + (cfg.pretrain_iters if self.stage in ("finetune", "done") else 0)
         timed = math.isfinite(budget)
@@ -182,7 +186,7 @@ class Trainer:
 
         def advance(**postfix) -> None:
             if timed:
-                bar.update(min(time.monotonic() - start, budget) - bar.n)
+                bar.update(min(self.clock() - start, budget) - bar.n)
                 postfix["it"] = self.iteration  # of the current stage
             else:
                 bar.update(1)
@@ -191,7 +195,7 @@ class Trainer:
         # Under a time budget pre-training gets its share of it, so fine-tuning is never squeezed out.
         pretrain_budget = budget * cfg.pretrain_iters / max(1, total)
         while self.stage != "done":
-            self.elapsed = time.monotonic() - start
+            self.elapsed = self.clock() - start
             out_of_time = self.elapsed > budget
             if self.stage == "pretrain":
                 if self.iteration >= cfg.pretrain_iters or self.elapsed > pretrain_budget:
@@ -215,7 +219,7 @@ class Trainer:
             if self.iteration % cfg.save_every == 0:
                 self.save_state()
         bar.close()
-        self.elapsed = time.monotonic() - start
+        self.elapsed = self.clock() - start
         self.save_state()
 
 
@@ -224,7 +228,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, resume: str | 
     """Trains on <data>/training and writes the checkpoint `out` (float32 weights)."""
     out = Path(out)
     profile = build(config.profile).profile
-    videos = load_split(data, "training", profile.size, progress=progress)
+    videos = load_split(data, "training", profile.size, config.fps, progress=progress)
     trainer = Trainer(config, videos, out)
     if resume:
         trainer.load_state(Path(resume))
@@ -244,6 +248,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, resume: str | 
             "device": str(trainer.device),
             "minutes": round(trainer.elapsed / 60, 2),
         },
+        "frame_rate": config.fps,
         "score_stats": score_statistics(train_scores),
         "metrics": {},
     }

@@ -15,7 +15,6 @@ from vad_edge.model import checkpoint
 from vad_edge.model.network import STD
 
 
-
 @dataclass
 class Bundle:
     path: Path
@@ -28,6 +27,11 @@ class Bundle:
     @property
     def size(self) -> int:
         return self.model.profile.size
+
+    @property
+    def fps(self) -> float:
+        """The frame rate the model was trained at: a clip is 5 frames at this spacing."""
+        return checkpoint.frame_rate(self.meta)
 
 
 def default_threshold(meta: dict) -> float:

@@ -2,10 +2,15 @@
 
 A calibrated score above 1.0 for min_event_frames consecutive frames starts an event; while the peak keeps
 rising an `update` goes out at most once a second; cooldown seconds below 1.0 end it.
+
+All times of one camera's events come from its frames' own timeline (media time for files, capture time
+for streams): `start_time` is the first frame above the threshold, `end_time` the last, and an event closed
+early (the camera went offline, detection was switched off, the agent stops) ends at the last frame seen.
+Events of one camera never overlap.
 """
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 import numpy as np
@@ -51,12 +56,21 @@ class EventTracker:
     peak: Observation | None = field(default=None, init=False)
     _above: list = field(default_factory=list, init=False)
     _below_since: float | None = field(default=None, init=False)
+    _last_above: float = field(default=0.0, init=False)
+    _last: Observation | None = field(default=None, init=False)  # the latest frame seen
     _last_update: float = field(default=0.0, init=False)
     _peak_at_update: float = field(default=0.0, init=False)
 
     def step(self, obs: Observation) -> list[dict]:
         """Feeds one scored frame; returns the events it causes (start / update / end), in order."""
+        if self._last is not None and obs.time < self._last.time:
+            # The frame clock went back (a wall-clock step on a stream): hold it, so no event ends
+            # before it starts and the next one never begins before the last one ended.
+            obs = replace(obs, time=self._last.time)
+        self._last = obs
         above = obs.score > 1.0
+        if above:
+            self._last_above = obs.time
         if self.active is None:
             self._above = self._above + [obs] if above else []
             if len(self._above) < self.min_event_frames:
@@ -79,7 +93,7 @@ class EventTracker:
         if self._below_since is None:
             self._below_since = obs.time
         if obs.time - self._below_since >= self.cooldown:
-            event = self._event("end", obs, end_time=iso(self._below_since))
+            event = self._event("end", obs, end_time=iso(self._last_above))
             self.active, self.peak = None, None
             return [event]
         return []
@@ -108,10 +122,12 @@ class EventTracker:
             "replayed": False,
         }
 
-    def close(self, now: float) -> list[dict]:
-        """Ends a running event (the camera went offline or the agent stops)."""
+    def close(self) -> list[dict]:
+        """Ends a running event at the last frame seen (the camera went offline, detection was switched off,
+        the agent stops); frames above the threshold that had not yet started an event are forgotten."""
+        self._above = []
         if self.active is None:
             return []
-        event = self._event("end", self.peak, end_time=iso(now))
+        event = self._event("end", self._last, end_time=iso(self._last_above))
         self.active, self.peak = None, None
         return [event]

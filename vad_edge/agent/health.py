@@ -19,8 +19,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.frames = Counter("vad_edge_frames_scored", "Frames scored", ["camera"], registry=r)
-        self.dropped = Counter("vad_edge_frames_dropped", "Live frames dropped because scoring fell behind",
-                               ["camera"], registry=r)
+        self.skipped = Counter("vad_edge_clips_skipped", "Clips never scored because scoring fell behind "
+                               "the camera (newer clips replaced them)", ["camera"], registry=r)
         self.events = Counter("vad_edge_events", "Events committed to the outbox", ["camera", "type"], registry=r)
         self.score = Gauge("vad_edge_score", "Last calibrated score (1.0 = threshold)", ["camera"], registry=r)
         self.online = Gauge("vad_edge_camera_online", "1 while the camera delivers frames", ["camera"], registry=r)

@@ -1,7 +1,9 @@
-"""The agent: camera readers feed per-camera 5-frame windows; one inference loop scores every ready camera
-in a batch per model, runs each camera's event state machine, and hands events to the outbox and MQTT."""
+"""The agent: camera readers hand over clips of 5 consecutive frames at the model's frame rate; one
+inference loop takes the newest clip of every camera, scores them in a batch per model, runs each camera's
+event state machine, and hands events to the outbox and MQTT."""
 
 import logging
+import math
 import queue
 import signal
 import threading
@@ -17,29 +19,16 @@ from vad_edge import ops
 from vad_edge.agent.bundle import Bundle, load_bundle
 from vad_edge.agent.events import EventTracker, Observation
 from vad_edge.agent.health import HealthServer, Metrics, sd_notify, watchdog_interval
+from vad_edge.agent.inbox import ClipInbox, StatusChange
 from vad_edge.agent.mqtt import Publisher
 from vad_edge.agent.outbox import Outbox
 from vad_edge.agent.snapshot import jpeg, overlay
-from vad_edge.agent.sources import CameraReader, is_file_source
-from vad_edge.config import Camera, Config
-from vad_edge.data.videos import resize
+from vad_edge.agent.sources import CameraReader, Clip, is_file_source
+from vad_edge.config import Camera, Config, ConfigError
+from vad_edge.cpu_share import agent_threads, use_threads
 from vad_edge.train import pick_device
 
 log = logging.getLogger("vad_edge.agent")
-
-# Frames waiting per camera. A file played unpaced waits for the loop, losing nothing. A live camera never
-# waits: beyond LIVE_BACKLOG the oldest frame goes, so an overloaded box scores late by at most that many
-# frames (0.8 s at 10 fps) and counts the drops, instead of lagging further behind the scene.
-INBOX_FRAMES = 32
-LIVE_BACKLOG = 8
-
-
-@dataclass
-class Frame:
-    time: float  # the frame's own time (epoch seconds)
-    arrived: float  # monotonic clock when it arrived, for latency
-    small: np.ndarray  # model resolution, BGR
-    full: np.ndarray  # as captured, for snapshots
 
 
 @dataclass
@@ -49,11 +38,9 @@ class CameraState:
     tracker: EventTracker
     detect: bool
     multiplier: float
-    inbox: queue.Queue = field(default_factory=lambda: queue.Queue(INBOX_FRAMES))
-    window: deque = field(default_factory=lambda: deque(maxlen=5))
+    inbox: ClipInbox
     status: str = "offline"
     frames: int = 0
-    dropped: int = 0  # live frames discarded because scoring fell behind
     last_score: float | None = None
     last_raw: float | None = None
     latencies: deque = field(default_factory=lambda: deque(maxlen=200))
@@ -71,6 +58,7 @@ class Agent:
         self.on_event = on_event
         self.on_scored = on_scored
         self.device = pick_device(config.model.device)
+        self.threads = use_threads(agent_threads(config.model.threads))
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(config.state_dir / "outbox.sqlite", config.outbox.max_events)
         self.metrics = Metrics()
@@ -80,7 +68,7 @@ class Agent:
         self.started = time.monotonic()
         self.last_loop = time.monotonic()
         self._bundles: dict[str, Bundle] = {}
-        self._changes: queue.SimpleQueue = queue.SimpleQueue()  # status changes and commands from other threads
+        self._changes: queue.SimpleQueue = queue.SimpleQueue()  # commands and reloads from other threads
         self.cameras: dict[str, CameraState] = {}
         for cam in config.cameras:
             bundle = self._bundle(cam)
@@ -88,8 +76,18 @@ class Agent:
                                    bundle.model_info, bundle.calibration)
             detect = self.outbox.get(f"detect/{cam.name}", "ON" if cam.enabled else "OFF") == "ON"
             multiplier = float(self.outbox.get(f"threshold/{cam.name}", str(cam.threshold_multiplier)))
-            self.cameras[cam.name] = CameraState(cam, bundle, tracker, detect, multiplier)
-        self.readers = {name: CameraReader(state.config, self._on_frame, self._on_status)
+            live = not is_file_source(cam.source) or cam.realtime
+            self.cameras[cam.name] = CameraState(cam, bundle, tracker, detect, multiplier, ClipInbox(live))
+        refused = [f"cameras.{cam.name}.fps: {cam.fps:g}, but {self._bundle(cam).path.name} was trained at "
+                   f"{self._bundle(cam).fps:g} fps; clips are always sampled at the model's rate (whatever the "
+                   f"camera delivers, and a box too slow for it skips whole clips): remove fps"
+                   for cam in config.cameras
+                   if cam.fps is not None and not math.isclose(cam.fps, self._bundle(cam).fps, rel_tol=0.01)]
+        if refused:
+            self.outbox.close()
+            raise ConfigError("\n".join(refused))
+        self.readers = {name: CameraReader(state.config, state.bundle.fps, state.bundle.size, self._on_clip,
+                                           self._on_status)
                         for name, state in self.cameras.items()}
         self.health = (HealthServer(config.health.host, config.health.port, self.metrics, self.status)
                        if config.health.port else None)
@@ -120,42 +118,24 @@ class Agent:
                 continue
             state.bundle = bundle
             state.tracker.model, state.tracker.calibration = bundle.model_info, bundle.calibration
+            self.readers[state.config.name].retune(bundle.fps, bundle.size)
             log.info("camera %s scores with %s (threshold %.6g)", state.config.name, bundle.path, bundle.threshold)
 
-    # --- frames in (reader threads) ---------------------------------------------------------------------
+    # --- clips in (reader threads) ----------------------------------------------------------------------
 
-    def _on_frame(self, camera: str, t: float, frame: np.ndarray) -> None:
-        state = self.cameras[camera]
-        item = Frame(t, time.monotonic(), resize(frame, state.bundle.size), frame)
-        live = not is_file_source(state.config.source) or state.config.realtime
-        if not live:  # a file played as fast as it is scored waits for the loop
-            while not self.stop_event.is_set():
-                try:
-                    state.inbox.put(item, timeout=0.2)
-                    return
-                except queue.Full:
-                    pass
-            return
-        while state.inbox.qsize() >= LIVE_BACKLOG:
-            try:
-                state.inbox.get_nowait()
-            except queue.Empty:
-                break
-            state.dropped += 1
-            self.metrics.dropped.labels(camera).inc()
-        state.inbox.put_nowait(item)  # only this reader thread adds to this inbox: there is room
+    def _on_clip(self, camera: str, clip: Clip) -> None:
+        skipped = self.cameras[camera].inbox.put_clip(clip, self.stop_event)
+        if skipped:
+            self.metrics.skipped.labels(camera).inc(skipped)
 
     def _on_status(self, camera: str, status: str, reason: str) -> None:
-        self._changes.put((self._apply_status, camera, status))
+        self.cameras[camera].inbox.put_status(status, reason)  # applied after the clips read before it
 
-    def _apply_status(self, camera: str, status: str) -> None:
-        state = self.cameras[camera]
-        state.status = status
-        self.metrics.online.labels(camera).set(1 if status == "online" else 0)
-        if status == "online":
-            state.window.clear()  # a new stream: never score a clip across the gap
-        else:
-            self._commit(state, state.tracker.close(time.time()))
+    def _apply_status(self, state: CameraState, change: StatusChange) -> None:
+        state.status = change.status
+        self.metrics.online.labels(state.config.name).set(1 if change.status == "online" else 0)
+        if change.status != "online":
+            self._commit(state, state.tracker.close())
         self._publish_status(state)
 
     def _publish_status(self, state: CameraState) -> None:
@@ -179,7 +159,7 @@ class Agent:
                 return
             state.detect = payload.upper() == "ON"
             if not state.detect:
-                self._commit(state, state.tracker.close(time.time()))
+                self._commit(state, state.tracker.close())
             self.outbox.put(f"detect/{camera}", payload.upper())
             self._publish_settings(state)
             self._publish_status(state)
@@ -226,29 +206,33 @@ class Agent:
 
     # --- the inference loop -----------------------------------------------------------------------------
 
-    def _gather(self) -> dict[int, list[tuple[CameraState, Frame]]]:
-        """One new frame per camera into its window; the ready windows grouped by model."""
+    def _gather(self) -> tuple[dict[int, list[tuple[CameraState, Clip]]], bool]:
+        """The next clip of every camera (status changes queued before it applied first), grouped by model;
+        and whether anything was taken at all."""
         ready: dict[int, list] = {}
+        took = False
         for state in self.cameras.values():
-            try:
-                frame = state.inbox.get_nowait()
-            except queue.Empty:
-                continue
-            state.window.append(frame)
-            if state.detect and len(state.window) == 5:
-                ready.setdefault(id(state.bundle), []).append((state, frame))
-        return ready
+            while (item := state.inbox.get()) is not None:
+                took = True
+                if isinstance(item, StatusChange):
+                    self._apply_status(state, item)
+                    continue
+                if state.detect and item[-1].small.shape[0] == state.bundle.size:
+                    ready.setdefault(id(state.bundle), []).append((state, item))
+                break
+        return ready, took
 
     @torch.no_grad()
-    def _score(self, group: list[tuple[CameraState, Frame]]) -> None:
+    def _score(self, group: list[tuple[CameraState, Clip]]) -> None:
         bundle = group[0][0].bundle
-        windows = np.stack([np.stack([f.small for f in state.window]) for state, _ in group])
-        clip, _ = ops.prepare_clip(torch.from_numpy(windows).to(self.device))
-        scores = bundle.model.score(clip)
+        windows = np.stack([np.stack([f.small for f in clip]) for _, clip in group])
+        batch, _ = ops.prepare_clip(torch.from_numpy(windows).to(self.device))
+        scores = bundle.model.score(batch)
         raws = scores.raw.double().cpu().numpy()
         emaps = scores.emap[:, 0].float().cpu().numpy()
         now = time.monotonic()
-        for (state, frame), raw, emap in zip(group, raws, emaps):
+        for (state, clip), raw, emap in zip(group, raws, emaps):
+            frame = clip[-1]  # a clip's score is its last frame's
             calibrated = float(raw) / state.threshold
             state.frames += 1
             state.last_score, state.last_raw = calibrated, float(raw)
@@ -268,14 +252,14 @@ class Agent:
         while not self._changes.empty():
             apply, *args = self._changes.get_nowait()
             apply(*args)
-        ready = self._gather()
+        ready, took = self._gather()
         for group in ready.values():
             try:
                 self._score(group)
             except Exception:  # one model or camera failing must not stop the others
                 names = ", ".join(state.config.name for state, _ in group)
-                log.exception("scoring failed for %s; dropping these frames", names)
-        return bool(ready) or any(not s.inbox.empty() for s in self.cameras.values())
+                log.exception("scoring failed for %s; skipping these clips", names)
+        return took or any(not s.inbox.empty() for s in self.cameras.values())
 
     # --- stats and health -------------------------------------------------------------------------------
 
@@ -284,9 +268,10 @@ class Agent:
         for name, s in self.cameras.items():
             fps = (len(s.times) - 1) / (s.times[-1] - s.times[0]) if len(s.times) > 1 and s.times[-1] > s.times[0] else 0.0
             lat = sorted(s.latencies)
+            reader = self.readers[name]
             cameras[name] = {
-                "status": s.status, "detect": s.detect, "fps": round(fps, 2), "frames": s.frames,
-                "dropped_frames": s.dropped,
+                "status": s.status, "detect": s.detect, "model_fps": s.bundle.fps, "scored_fps": round(fps, 2),
+                "frames": s.frames, "clips_skipped": s.inbox.skipped, "window_restarts": reader.window_restarts,
                 "latency_ms": {"p50": round(1e3 * lat[len(lat) // 2], 1), "p95": round(1e3 * lat[int(len(lat) * 0.95)], 1)}
                 if lat else None,
                 "score": s.last_score, "raw_score": s.last_raw, "threshold": s.threshold,
@@ -299,7 +284,7 @@ class Agent:
         return {
             "device_id": self.config.device_id, "uptime_s": round(time.monotonic() - self.started, 1),
             "versions": {"vad_edge": vad_edge.__version__, "torch": torch.__version__},
-            "kernels": {"cuda": ops.backend()["cuda"], "device": str(self.device)},
+            "kernels": {"cuda": ops.backend()["cuda"], "device": str(self.device), "threads": self.threads},
             "outbox": {"depth": depth, "dropped": self.outbox.dropped()},
             "mqtt": {"connected": self.publisher.connected, "connects": self.publisher.connects},
             "cameras": cameras,
@@ -316,7 +301,8 @@ class Agent:
     def start(self) -> None:
         for state in self.cameras.values():
             self._publish_settings(state)
-            self._publish_status(state)
+            if not state.detect:  # otherwise the reader's first word (online, or why not) is the status
+                self._publish_status(state)
         self.publisher.start()
         if self.health:
             self.health.start()
@@ -358,7 +344,7 @@ class Agent:
         for reader in self.readers.values():
             reader.stop()
         for state in self.cameras.values():
-            self._commit(state, state.tracker.close(time.time()))
+            self._commit(state, state.tracker.close())
         deadline = time.monotonic() + flush_timeout
         while self.publisher.connected and self.outbox.depth() and time.monotonic() < deadline:
             time.sleep(0.05)

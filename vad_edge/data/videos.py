@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from vad_edge.data.sampling import sample_indices
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg"}
 
@@ -23,8 +25,9 @@ class Video:
     name: str
     frames: np.ndarray  # uint8 [T,H,W,3], BGR, resized to the model resolution
     labels: np.ndarray | None = None  # int8 [T], 1 = anomalous frame
-    mask_dir: Path | None = None  # pixel masks, one image per frame, when the dataset has them
+    mask_dir: Path | None = None  # pixel masks, one image per frame of the source, when the dataset has them
     source: Path = field(default_factory=Path)
+    indices: np.ndarray | None = None  # source frame of each kept frame, when sampled to the model's rate
 
 
 def _frame_key(path: Path):
@@ -82,6 +85,18 @@ def read_video_file(path: Path, size: int) -> np.ndarray:
     return np.stack(frames)
 
 
+def native_fps(source: Path) -> float | None:
+    """The frame rate a video file declares; None for frame folders (they record none) or nonsense values."""
+    if source.is_dir():
+        return None
+    capture = cv2.VideoCapture(str(source))
+    try:
+        fps = capture.get(cv2.CAP_PROP_FPS) if capture.isOpened() else 0.0
+    finally:
+        capture.release()
+    return fps if 0 < fps < 1000 else None
+
+
 def _cache_dir() -> Path:
     return Path(os.environ.get("VAD_EDGE_CACHE", Path.home() / ".cache" / "vad-edge")) / "frames"
 
@@ -107,6 +122,18 @@ def load_frames(source: Path, size: int) -> np.ndarray:
     np.save(tmp, frames)
     os.replace(tmp, cache)
     return frames
+
+
+def load_at_rate(source: Path, size: int, fps: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """(frames sampled to `fps`, the source index of each, or None when every frame is kept)."""
+    frames = load_frames(source, size)
+    try:
+        keep = sample_indices(len(frames), native_fps(source), fps)
+    except ValueError as exc:
+        raise DatasetError(f"{source}: {exc}") from None
+    if len(keep) == len(frames):
+        return frames, None
+    return frames[keep], keep
 
 
 def _split_sources(split_dir: Path) -> list[Path]:
@@ -163,8 +190,9 @@ def _labels_from_mat(path: Path, names: list[str], lengths: list[int]) -> list[n
     return labels
 
 
-def load_split(root: str | Path, split: str, size: int, progress: bool = True) -> list[Video]:
-    """All videos of <root>/<split> at size x size, with labels and pixel masks when the dataset has them."""
+def load_split(root: str | Path, split: str, size: int, fps: float, progress: bool = True) -> list[Video]:
+    """All videos of <root>/<split> at size x size and `fps` frames per second (video files are sampled to
+    it, frame folders are taken as recorded at it), with labels and pixel masks when the dataset has them."""
     root = Path(root)
     split_dir = root / split
     if not split_dir.is_dir():
@@ -176,18 +204,20 @@ def load_split(root: str | Path, split: str, size: int, progress: bool = True) -
     for source in tqdm(sources, desc=f"loading {split}", unit="video", disable=not progress):
         name = source.stem if source.is_file() else source.name
         masks = split_dir / "pixel_masks" / name
-        videos.append(Video(name, load_frames(source, size), mask_dir=masks if masks.is_dir() else None,
-                            source=source))
+        frames, indices = load_at_rate(source, size, fps)
+        videos.append(Video(name, frames, mask_dir=masks if masks.is_dir() else None, source=source,
+                            indices=indices))
     if split != "training":
-        labels = load_labels(root, [v.name for v in videos], [len(v.frames) for v in videos])
+        lengths = [len(v.frames) if v.indices is None else len(load_frames(v.source, size)) for v in videos]
+        labels = load_labels(root, [v.name for v in videos], lengths)
         for video, label in zip(videos, labels or []):
-            video.labels = label
+            video.labels = label if video.indices is None else label[video.indices]
     return videos
 
 
-def load_videos(path: str | Path, size: int, progress: bool = True) -> list[Video]:
+def load_videos(path: str | Path, size: int, fps: float, progress: bool = True) -> list[Video]:
     """Footage that is not a labelled dataset: a video file, a folder of frames, or a folder holding video
-    files or frame folders (in name order, which is taken as time order)."""
+    files or frame folders (in name order, which is taken as time order), sampled to `fps`."""
     path = Path(path)
     if path.is_file():
         sources = [path]
@@ -199,8 +229,11 @@ def load_videos(path: str | Path, size: int, progress: bool = True) -> list[Vide
         raise DatasetError(f"{path}: no such file or folder")
     if not sources:
         raise DatasetError(f"{path}: no video files or frame folders")
-    return [Video(s.stem if s.is_file() else s.name, load_frames(s, size), source=s)
-            for s in tqdm(sources, desc="loading footage", unit="video", disable=not progress)]
+    videos = []
+    for source in tqdm(sources, desc="loading footage", unit="video", disable=not progress):
+        frames, indices = load_at_rate(source, size, fps)
+        videos.append(Video(source.stem if source.is_file() else source.name, frames, source=source, indices=indices))
+    return videos
 
 
 def dataset_fingerprint(videos: list[Video]) -> str:

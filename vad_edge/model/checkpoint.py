@@ -17,6 +17,8 @@ from safetensors.torch import load_file, save_file
 from vad_edge.model.network import STD, Profile, build
 
 FORMAT = "vad-edge.checkpoint/1"
+# Checkpoints written before `frame_rate` was recorded were all trained on Ped2, filmed at 10 fps.
+DEFAULT_FRAME_RATE = 10.0
 
 
 class CheckpointError(ValueError):
@@ -92,6 +94,14 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[STD, dic
             raise CheckpointError(f"{path}: {name} holds NaN or infinite values")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
     return model.to(device).eval(), meta
+
+
+def frame_rate(meta: dict) -> float:
+    """Frames per second of the footage the model was trained on: a clip is 5 frames at this spacing."""
+    value = meta.get("frame_rate", DEFAULT_FRAME_RATE)
+    if not isinstance(value, (int, float)) or not 0 < value < 1000:
+        raise CheckpointError(f"frame_rate {value!r} in the metadata is not a frame rate")
+    return float(value)
 
 
 def file_sha256(path: str | Path) -> str:

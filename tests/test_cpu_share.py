@@ -1,0 +1,44 @@
+"""The agent and calibration share the box: thread budgets, and a lower priority on every thread."""
+
+import subprocess
+import sys
+
+import torch
+
+from vad_edge import cpu_share
+
+
+def test_thread_budgets_leave_room_for_the_other_job(monkeypatch):
+    monkeypatch.setattr(cpu_share, "cores", lambda: 2)
+    assert cpu_share.agent_threads() == 1 and cpu_share.calibration_threads() == 1
+    monkeypatch.setattr(cpu_share, "cores", lambda: 8)
+    assert cpu_share.agent_threads() == 7 and cpu_share.calibration_threads() == 4
+    assert cpu_share.agent_threads(3) == 3  # configured
+    before = torch.get_num_threads()
+    try:
+        assert cpu_share.use_threads(1) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_lower_priority_reaches_threads_started_before_it():
+    """os.nice() changes only the calling thread on Linux: threads already running (torch's pool, a reader)
+    kept normal priority. Run in a child process: a test must not lower pytest's own priority."""
+    script = """
+import os, threading
+from vad_edge.cpu_share import lower_priority
+started, done = threading.Event(), threading.Event()
+worker = threading.Thread(target=lambda: (started.set(), done.wait()))
+worker.start(); started.wait()
+base = os.getpriority(os.PRIO_PROCESS, 0)
+lower_priority(7)
+later = threading.Thread(target=done.wait); later.start()
+nices = [int(open(f"/proc/self/task/{t}/stat").read().rsplit(")", 1)[1].split()[16]) for t in os.listdir("/proc/self/task")]
+done.set(); worker.join(); later.join()
+print(base, sorted(set(nices)), len(nices))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split(maxsplit=1)
+    base, rest = int(out[0]), out[1]
+    assert base <= 12, "run from a process that was already lowered"
+    assert rest.startswith(f"[{base + 7}]")  # every thread, the early one and the later one included
+    assert int(rest.split()[-1]) >= 3

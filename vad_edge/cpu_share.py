@@ -1,0 +1,45 @@
+"""How the agent and `vad-edge calibrate` share one box: thread budgets and priority.
+
+Torch's default of one compute thread per core collapses when anything else runs on the box: its threads
+spin at every barrier while one of them waits for a core (on 2 busy cores, scoring fell from 27 to 0.5
+clips/s; benchmarks/README.md). Each command therefore takes a budget of threads that leaves room for the
+other, and calibration lowers its priority on every thread it has, not only the one that asked.
+"""
+
+import os
+
+import torch
+
+
+def cores() -> int:
+    """CPUs this process may run on (a cgroup or taskset limit counts, not the machine's total)."""
+    return len(os.sched_getaffinity(0))
+
+
+def agent_threads(requested: int = 0) -> int:
+    """The agent's budget: as requested, or one less than the cores (at least 1)."""
+    return requested or max(1, cores() - 1)
+
+
+def calibration_threads(requested: int = 0) -> int:
+    """Calibration's budget: as requested, or half the cores (at least 1); it runs beside the agent."""
+    return requested or max(1, cores() // 2)
+
+
+def use_threads(count: int) -> int:
+    """Sets torch's (and so the kernels') compute threads; returns the count in force."""
+    torch.set_num_threads(count)
+    return torch.get_num_threads()
+
+
+def lower_priority(increment: int) -> int:
+    """Raises the nice value of every thread of this process by `increment` (Linux keeps one per thread,
+    and threads made later inherit it from their creator); returns the new nice value of this thread."""
+    target = os.getpriority(os.PRIO_PROCESS, 0) + increment
+    tasks = os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else [str(os.getpid())]
+    for tid in tasks:
+        try:
+            os.setpriority(os.PRIO_PROCESS, int(tid), max(target, os.getpriority(os.PRIO_PROCESS, int(tid))))
+        except (ProcessLookupError, PermissionError):
+            pass  # a thread that just ended; a priority we may not lower is left as it is
+    return os.getpriority(os.PRIO_PROCESS, 0)
