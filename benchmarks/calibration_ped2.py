@@ -127,13 +127,13 @@ def main() -> None:
     else:
         base = Path(args.base) if args.base else checkpoint.shipped("lite")
         size = checkpoint.read_metadata(base)["profile"]["size"]
-        train = load_split(args.data, "training", size)
+        train = load_split(args.data, "training", size, FPS)
         bundle_path = calibrate(train, base, out, "ped2", budget_minutes=args.budget, target_per_hour=args.target,
-                                min_event_frames=args.min_event_frames, cooldown=args.cooldown, fps=FPS)["bundle"]
+                                min_event_frames=args.min_event_frames, cooldown=args.cooldown)["bundle"]
     bundle = load_bundle(bundle_path, torch.device("cpu"))
     report = bundle.meta["calibration"]
     rule = report["event_rule"]
-    test = load_split(args.data, "testing", bundle.model.profile.size)
+    test = load_split(args.data, "testing", bundle.model.profile.size, bundle.fps)
     labels = [v.labels for v in test]
     raw = score_videos(bundle.model, test, desc="scoring test clips")
     site = site_metrics(raw, labels, bundle.threshold, rule["min_event_frames"], rule["cooldown"])

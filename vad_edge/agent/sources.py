@@ -176,9 +176,11 @@ class CameraReader(threading.Thread):
         self.status, self.reason = status, reason
         if status == "online":
             log.info("camera %s online", self.camera.name)
+        elif final:  # a file that played to its end: expected, nothing to retry
+            log.info("camera %s offline: %s", self.camera.name, reason)
         else:
-            retry = "" if final else f"; retrying with back-off (at most {self.backoff_max:.0f} s)"
-            log.warning("camera %s offline: %s%s", self.camera.name, reason, retry)
+            log.warning("camera %s offline: %s; retrying with back-off (at most %.0f s)", self.camera.name, reason,
+                        self.backoff_max)
         self.on_status(self.camera.name, status, reason)
 
     def check_watchdog(self) -> None:
