@@ -3,6 +3,7 @@ a labelled dataset (Ped2) for the given checkpoints.
 
     python benchmarks/model.py --throughput                         # both profiles, CPU (and CUDA)
     python benchmarks/model.py --accuracy --data ../shared/data/ped2 --checkpoint lite.safetensors ...
+    python benchmarks/model.py --training-variants lite             # bf16, channels_last, compile on the CPU
 """
 
 import argparse
@@ -57,6 +58,41 @@ def throughput(devices: list[torch.device]) -> None:
             print(f"| {name} | {device.type} | " + " | ".join(f"{v:.1f}" for v in row) + " |", flush=True)
 
 
+def training_variants(profile: str, seconds: float) -> None:
+    """CPU training step (batch 8) of one profile: float32, bfloat16 autocast, channels_last, torch.compile."""
+    print(f"| {profile} training step on the CPU | clips/s | vs float32 |")
+    print("|---|---:|---:|")
+    base = None
+    for name, bf16, channels_last, compiled in (("float32", False, False, False), ("bf16 autocast", True, False, False),
+                                                ("channels_last", False, True, False),
+                                                ("channels_last + bf16", True, True, False),
+                                                ("torch.compile", False, False, True)):
+        torch.manual_seed(0)
+        model = build(profile)
+        size = model.profile.size
+        clip = torch.rand(8, 15, size, size)
+        if channels_last:
+            model, clip = model.to(memory_format=torch.channels_last), clip.contiguous(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        forward = torch.compile(model) if compiled else model
+
+        def step():
+            model.train()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss, _ = autoencoder_loss(clip, forward(clip))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        try:
+            rate = clips_per_second(step, 8, torch.device("cpu"), seconds)
+        except Exception as exc:  # torch.compile needs a working C++ toolchain and time; report, go on
+            print(f"| {name} | failed: {type(exc).__name__} | |", flush=True)
+            continue
+        base = base or rate
+        print(f"| {name} | {rate:.1f} | {rate / base:.2f}x |", flush=True)
+
+
 def accuracy(data: str, checkpoints: list[str], out: str) -> None:
     print("| model | micro AUC | macro AUC | raw AUC | pixel AUC | frame-diff micro | clips/s | trained |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
@@ -74,6 +110,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--throughput", action="store_true")
     parser.add_argument("--accuracy", action="store_true")
+    parser.add_argument("--training-variants", metavar="PROFILE",
+                        help="CPU training step of PROFILE: float32, bf16 autocast, channels_last, torch.compile")
     parser.add_argument("--data", default="../shared/data/ped2")
     parser.add_argument("--checkpoint", action="append", default=[])
     parser.add_argument("--out", default="bench-out")
@@ -81,6 +119,8 @@ def main() -> None:
     if args.throughput:
         devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
         throughput(devices)
+    if args.training_variants:
+        training_variants(args.training_variants, seconds=20.0)
     if args.accuracy:
         accuracy(args.data, args.checkpoint or [str(checkpoint.shipped("lite"))], args.out)
 

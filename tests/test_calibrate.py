@@ -110,6 +110,15 @@ def test_calibrate_a_synthetic_site_and_the_agent_uses_it(tmp_path, tiny_checkpo
     assert bundle.threshold == pytest.approx(report["threshold"])
     assert bundle.calibration == {"id": report["id"], "created": report["created"]}
 
+    # The adapted model is judged as a checkpoint: `vad-edge eval` takes the bundle.
+    from vad_edge.data.synthetic import write_dataset
+
+    labelled = write_dataset(tmp_path / "labelled", size=64, train_videos=1, test_videos=1, frames=40)
+    assert main(["eval", "--data", str(labelled), "--checkpoint", str(out / "door.safetensors"),
+                 "--out", str(tmp_path / "eval"), "--device", "cpu"]) == 0
+    evaluated = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert evaluated["checkpoint"] == str(out / "door.safetensors") and 0 <= evaluated["auc_micro"] <= 100
+
     # The agent finds the bundle in its state directory with no edit to its config.
     from vad_edge import config
     from vad_edge.agent.runner import Agent

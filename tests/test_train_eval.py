@@ -89,6 +89,36 @@ def test_progress_under_a_budget_counts_its_seconds(tmp_path, dataset, capsys):
     assert "10000" not in err and "20000" not in err
 
 
+def test_init_trains_an_existing_model_further(tmp_path, dataset):
+    first = train(dataset, tmp_path / "first.safetensors", TrainConfig(**TINY), progress=False)
+    config = TrainConfig(**{**TINY, "pretrain_iters": 0, "precision": "bf16"})
+    second = train(dataset, tmp_path / "second.safetensors", config, progress=False, init=first)
+    model, meta = checkpoint.load(second)
+    assert meta["training"]["init"]["sha256"] == checkpoint.file_sha256(first)
+    assert meta["frame_rate"] == 10.0 and meta["training"]["config"]["precision"] == "bf16"
+    with pytest.raises(checkpoint.CheckpointError, match="profile 'tiny', asked to train 'lite'"):
+        train(dataset, tmp_path / "x.safetensors", TrainConfig(**{**TINY, "profile": "lite"}), progress=False,
+              init=first)
+    with pytest.raises(ValueError, match="precision: expected auto, bf16 or fp32"):
+        Trainer(TrainConfig(**{**TINY, "precision": "fp8"}), load_split(dataset, "training", 32, 10.0, progress=False),
+                tmp_path / "y")
+
+
+def test_frame_difference_baseline_scores_frame_t_against_t_minus_lag():
+    from vad_edge.data import Video
+    from vad_edge.eval import frame_difference_scores
+
+    frames = np.zeros((12, 4, 4, 3), np.uint8)
+    frames[6] = 255  # one bright frame
+    lag1, lag4 = (frame_difference_scores([Video("v", frames)], lag=lag)[0] for lag in (1, 4))
+    assert len(lag1) == len(lag4) == 8  # frames 4..11, as the model scores them
+    assert np.flatnonzero(lag1).tolist() == [2, 3]  # frames 6 and 7 differ from their predecessor
+    assert np.flatnonzero(lag4).tolist() == [2, 6]  # frame 6 against 2, frame 10 against 6
+    assert lag1.max() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="lag"):
+        frame_difference_scores([Video("v", frames)], lag=5)
+
+
 def test_bad_resume_file_is_named(tmp_path, dataset):
     bad = tmp_path / "bad.state.pt"
     bad.write_bytes(b"junk")

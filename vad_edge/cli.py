@@ -18,7 +18,7 @@ def _train(args: argparse.Namespace) -> int:
     from vad_edge.train import TrainConfig, train
 
     fields = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if getattr(args, f, None) is not None}
-    path = train(args.data, args.out, TrainConfig(**fields), resume=args.resume)
+    path = train(args.data, args.out, TrainConfig(**fields), resume=args.resume, init=args.init)
     print(f"checkpoint written: {path}")
     return 0
 
@@ -30,7 +30,9 @@ def _eval(args: argparse.Namespace) -> int:
                       device=args.device)
     summary = {k: report[k] for k in ("auc_micro", "auc_macro", "auc_raw", "auc_pixel")}
     if "baseline_framediff" in report:
-        summary["framediff_auc_micro"] = report["baseline_framediff"]["auc_micro"]
+        for lag, key in (("", "baseline_framediff"), ("_lag4", "baseline_framediff_lag4")):
+            for metric in ("auc_micro", "auc_raw"):
+                summary[f"framediff{lag}_{metric}"] = report[key][metric]
     print(json.dumps(summary, indent=2))
     print(f"report and plots in {args.out}")
     return 0
@@ -142,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, help="dataset root (training/frames/<video>/ or video files)")
     train.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
     train.add_argument("--resume", help="training state to continue from (<out>.state.pt)")
+    train.add_argument("--init", help="checkpoint to start from instead of a fresh model (train it further)")
     defaults = TrainConfig()
     for name, field in TrainConfig.__dataclass_fields__.items():
         default = getattr(defaults, name)
@@ -154,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="dataset root with testing/ and labels")
     evaluate.add_argument("--checkpoint", help="checkpoint (default: the shipped lite model)")
     evaluate.add_argument("--out", default="eval-out", help="folder for report.json and the plots")
-    evaluate.add_argument("--baseline", choices=["framediff"], help="also score a frame-difference baseline")
+    evaluate.add_argument("--baseline", choices=["framediff"],
+                          help="also score the frame difference: consecutive frames (lag 1), and the clip's last "
+                               "minus first (lag 4)")
     evaluate.add_argument("--batch", type=int, default=16)
     evaluate.add_argument("--device", default="auto")
     evaluate.set_defaults(func=_eval)

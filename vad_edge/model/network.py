@@ -43,9 +43,10 @@ class BasicBlock(nn.Module):
         return F.leaky_relu(out + self.shortcut(x))
 
 
-def use_kernels(module: nn.Module) -> bool:
-    """The C++/CUDA kernels run when nothing needs a gradient; training goes through the reference ops."""
-    return module.use_kernels and not torch.is_grad_enabled()
+def use_kernels(module: nn.Module, x: torch.Tensor) -> bool:
+    """The C++/CUDA kernels run when nothing needs a gradient; training goes through the reference ops, and so
+    do the bfloat16 activations of CPU autocast (the CPU kernels are float32)."""
+    return module.use_kernels and not torch.is_grad_enabled() and (x.is_cuda or x.dtype == torch.float32)
 
 
 class VarianceAttention(nn.Module):
@@ -58,7 +59,7 @@ class VarianceAttention(nn.Module):
         self.use_kernels = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        impl = ops if use_kernels(self) else reference
+        impl = ops if use_kernels(self, x) else reference
         return impl.variance_attention(self.proj(x), x, self.pool)
 
 
@@ -231,7 +232,7 @@ class STD(nn.Module):
     def score(self, clip: torch.Tensor) -> Scores:
         """The STD anomaly score of each clip: error of FIF_hat + D_hat against F4, times the cluster map."""
         out = self(clip)
-        impl = ops if use_kernels(self) else reference
+        impl = ops if use_kernels(self, out.z) else reference
         cmap, _, _ = impl.cluster_distance(out.z, self.centers.to(out.z.dtype), self.profile.alpha)
         raw, emap = impl.anomaly_score(out.fif_hat, out.d_hat, clip[:, 12:15], cmap)
         return Scores(raw, emap, cmap)
