@@ -151,9 +151,10 @@ def test_commands_apply_live_and_persist(tmp_path, broker, tiny_checkpoint):
     base = "vad-edge/box-test/cameras/door"
     try:
         wait_for(lambda: running.agent.publisher.connected, 20, "the agent to connect")
-        sub.client.publish(f"{base}/detect/set", "OFF", qos=1)
         sub.client.publish(f"{base}/threshold/set", "2.5", qos=1)
-        sub.client.publish(f"{base}/threshold/set", "-3", qos=1)  # rejected, logged
+        for hostile in ("-3", "1e-320", "  2.5  ", "1_000", "nan", "25", "x" * 100_000):  # refused, logged short
+            sub.client.publish(f"{base}/threshold/set", hostile, qos=1)
+        sub.client.publish(f"{base}/detect/set", "OFF", qos=1)  # after them: once applied, they were seen
         wait_for(lambda: b"OFF" in sub.on("/door/detect/state"), 10, "detect/state OFF")
         wait_for(lambda: b"2.5" in sub.on("/door/threshold/state"), 10, "threshold/state 2.5")
         wait_for(lambda: b"disabled" in sub.on("/door/status"), 10, "status disabled")
@@ -163,7 +164,7 @@ def test_commands_apply_live_and_persist(tmp_path, broker, tiny_checkpoint):
     restarted = Agent(config.load(path))
     try:
         state = restarted.cameras["door"]
-        assert state.detect is False and state.multiplier == 2.5
+        assert state.detect is False and state.multiplier == 2.5  # none of the refused values was stored
     finally:
         restarted.outbox.close()
 

@@ -75,7 +75,8 @@ class Camera(Strict):
         "frames per second the clips are sampled at: always the model's own frame rate (10 for the shipped "
         "model), whatever the camera delivers; another value is refused. Leave it out"))
     bundle: Path | None = Field(None, description="calibration bundle or checkpoint; default: model.checkpoint")
-    threshold_multiplier: float = Field(1.0, gt=0, description="multiplies the calibrated threshold")
+    threshold_multiplier: float = Field(1.0, ge=0.05, le=20, description=(
+        "multiplies the calibrated threshold (0.05 to 20; threshold/set changes it live)"))
     min_event_frames: int = Field(3, ge=1, description="consecutive frames above threshold to start an event")
     cooldown: float = Field(3.0, ge=0, description="seconds below threshold before an event ends")
     offline_after: float = Field(5.0, gt=0, description="seconds without a frame before the camera is offline")

@@ -7,13 +7,15 @@ events simply wait in the outbox; every (re)connect replays what is pending, in 
 
 import json
 import logging
+import socket
 import ssl
+import sys
 import threading
 from collections.abc import Callable
 
 import paho.mqtt.client as paho
 
-from vad_edge.agent.outbox import Outbox, Pending
+from vad_edge.agent.outbox import Outbox, Pending, StorageError
 from vad_edge.config import Config
 
 log = logging.getLogger("vad_edge.mqtt")
@@ -27,6 +29,23 @@ class Topics:
 
     def camera(self, camera: str, leaf: str) -> str:
         return f"{self.base}/cameras/{camera}/{leaf}"
+
+
+def connection_failure(exc: BaseException | None) -> str:
+    """One line on why a connection attempt failed: what a person can act on."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: the broker's certificate was not accepted ({exc.verify_message or exc.reason})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed ({exc.reason or exc})"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the broker running, and on this port?)"
+    if isinstance(exc, socket.gaierror):
+        return f"host name not found ({exc.strerror})"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out (host unreachable or a firewall)"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc) or type(exc).__name__
+    return "unknown reason"
 
 
 def make_client(config: Config) -> paho.Client:
@@ -59,12 +78,20 @@ class Publisher:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
+        self.client.on_connect_fail = self._on_connect_fail
+        self._failure: str | None = None  # why the last connection attempt failed, said once per change
         self.connected = False
         self.connects = 0
         self._send_lock = threading.Lock()  # orders replays and new events
-        self._map_lock = threading.Lock()  # guards the mid -> seq map only; never held while calling paho
-        self._inflight: dict[int, int] = {}
-        self._acked_early: set[int] = set()
+        # Each event publish is tied to its own PUBACK by message id. paho's 16-bit ids wrap (every 65,535
+        # publishes, stats and retained state included), so an id means nothing beyond the publish it was
+        # given to: acks seen while no event publish is under way are never remembered.
+        self._map_lock = threading.Lock()  # guards the three below; never held while calling paho
+        self._inflight: dict[int, int] = {}  # mid -> seq of an event publish awaiting its PUBACK
+        self._publishing = False  # an event publish is under way: its PUBACK may beat its mid to the map
+        self._acked_early: set[int] = set()  # acks seen during that publish
+        self._ack_later: set[int] = set()  # seqs acknowledged by the broker that the outbox could not delete yet
+        self.storage_problem: str | None = None
         self._retained: dict[str, bytes | str] = {}
 
     # --- lifecycle --------------------------------------------------------------------------------------
@@ -104,28 +131,64 @@ class Publisher:
                 self._publish_event(pending, replayed=False)
 
     def _publish_event(self, pending: Pending, replayed: bool) -> None:
+        """Called with _send_lock held: one event publish at a time."""
         payload = json.dumps({**pending.event, "replayed": replayed})
-        info = self.client.publish(pending.topic, payload, qos=1)
-        if info.rc != paho.MQTT_ERR_SUCCESS:
-            return  # not sent: it stays in the outbox for the next connect
         with self._map_lock:
-            if info.mid in self._acked_early:  # the PUBACK beat us to the map
-                self._acked_early.discard(info.mid)
-                acked = True
-            else:
-                self._inflight[info.mid] = pending.seq
-                acked = False
+            self._publishing = True
+        info = None
+        try:
+            info = self.client.publish(pending.topic, payload, qos=1)
+        finally:
+            with self._map_lock:
+                self._publishing = False
+                sent = info is not None and info.rc == paho.MQTT_ERR_SUCCESS
+                acked = sent and info.mid in self._acked_early  # the PUBACK beat us to the map
+                self._acked_early.clear()
+                if sent and not acked:
+                    self._inflight[info.mid] = pending.seq
         if acked:
-            self.outbox.ack(pending.seq)
+            self._ack(pending.seq)
+        # Not sent: it stays in the outbox for the next connect.
+
+    def _ack(self, seq: int) -> None:
+        """Deletes an acknowledged event. On a storage failure the seq is kept and retried (retry_acks); were
+        the agent to die first, the event is sent once more on the next start (subscribers dedupe)."""
+        try:
+            self.outbox.ack(seq)
+        except StorageError as exc:
+            if self.storage_problem is None:
+                log.error("%s; retried", exc)
+            self.storage_problem = str(exc)
+            with self._map_lock:
+                self._ack_later.add(seq)
+            return
+        self.storage_problem = None
+
+    def retry_acks(self) -> None:
+        """Called from the agent's loop: the deletions that failed, again."""
+        with self._map_lock:
+            waiting, self._ack_later = sorted(self._ack_later), set()
+        for seq in waiting:
+            self._ack(seq)
 
     # --- paho callbacks (network thread) ----------------------------------------------------------------
 
+    # Every callback catches what it raises: an exception escaping into paho ends its network thread for good.
+
     def _on_connect(self, client, userdata, flags, reason_code, properties=None):
+        try:
+            self._connected(client, reason_code)
+        except Exception:
+            log.exception("handling the connection failed; the next reconnect tries again")
+            client.disconnect()
+
+    def _connected(self, client, reason_code) -> None:
         if reason_code.is_failure:
             log.error("broker %s:%s refused the connection: %s", self.config.mqtt.host, self.config.mqtt.port,
                       reason_code)
             return
         self.connects += 1
+        self._failure = None
         log.info("connected to %s:%s", self.config.mqtt.host, self.config.mqtt.port)
         with self._map_lock:
             self._inflight.clear()
@@ -143,6 +206,15 @@ class Publisher:
                 self._publish_event(item, replayed=True)
             self.connected = True
 
+    def _on_connect_fail(self, client, userdata):
+        # paho calls this inside its `except OSError`, and passes no exception: it is the one being handled.
+        reason = connection_failure(sys.exc_info()[1])
+        if reason != self._failure:
+            self._failure = reason
+            m = self.config.mqtt
+            log.error("cannot connect to the broker %s:%s: %s; retrying every %g s at most", m.host, m.port,
+                      reason, m.reconnect_max_s)
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
         with self._send_lock:
             self.connected = False
@@ -152,15 +224,16 @@ class Publisher:
     def _on_publish(self, client, userdata, mid, reason_code=None, properties=None):
         with self._map_lock:
             seq = self._inflight.pop(mid, None)
-            if seq is None:
+            if seq is None and self._publishing:
                 self._acked_early.add(mid)
         if seq is not None:
-            self.outbox.ack(seq)
+            self._ack(seq)  # never raises
 
     def _on_message(self, client, userdata, message):
         parts = message.topic[len(self.topics.base) + 1:].split("/")
         if len(parts) >= 3 and parts[0] == "cameras":
             try:
-                self.on_command(parts[1], "/".join(parts[2:]), message.payload.decode("utf-8", "replace").strip())
+                # Not stripped: "  2.5  " is not a number a person typed, and is refused as it came.
+                self.on_command(parts[1], "/".join(parts[2:]), message.payload.decode("utf-8", "replace"))
             except Exception:  # a bad command must never take the network thread down
                 log.exception("command on %s failed", message.topic)

@@ -10,8 +10,13 @@ The same database keeps the live settings (detect on/off, threshold multipliers)
 import json
 import sqlite3
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+
+class StorageError(OSError):
+    """The outbox database cannot be written (disk full, I/O error); the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,7 @@ class Pending:
 class Outbox:
     def __init__(self, path: Path, max_events: int = 10000):
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self.max_events = max_events
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
@@ -39,9 +45,18 @@ class Outbox:
             """
         )
 
+    @contextmanager
+    def _writing(self, what: str):
+        """SQLite's write failures as a StorageError that names the file and what was being done."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: cannot {what} ({exc})") from exc
+
     def add(self, topic: str, event: dict) -> Pending:
-        """Assigns the next seq, commits the event (fsynced) and returns it; trims the oldest when full."""
-        with self._lock, self._db:
+        """Assigns the next seq, commits the event (fsynced) and returns it; trims the oldest when full.
+        StorageError when it cannot be written: nothing is stored then, not even the seq."""
+        with self._writing("store an event"), self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             seq = int(self._db.execute("SELECT value FROM meta WHERE key='seq'").fetchone()[0]) + 1
             event = {**event, "seq": seq}
@@ -64,7 +79,7 @@ class Outbox:
                 return
 
     def ack(self, seq: int) -> None:
-        with self._lock:
+        with self._writing("delete an acknowledged event"), self._lock:
             self._db.execute("DELETE FROM events WHERE seq=?", (seq,))
 
     def pending(self) -> list[Pending]:
@@ -85,7 +100,7 @@ class Outbox:
         return row[0] if row else default
 
     def put(self, key: str, value: str) -> None:
-        with self._lock:
+        with self._writing(f"save setting {key}"), self._lock:
             self._db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                              (key, value))
 

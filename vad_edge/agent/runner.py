@@ -17,18 +17,21 @@ import torch
 import vad_edge
 from vad_edge import ops
 from vad_edge.agent.bundle import Bundle, load_bundle
+from vad_edge.agent.commands import CommandError, Settings, parse_detect, parse_multiplier, shown
 from vad_edge.agent.events import EventTracker, Observation
 from vad_edge.agent.health import HealthServer, Metrics, sd_notify, watchdog_interval
 from vad_edge.agent.inbox import ClipInbox, StatusChange
 from vad_edge.agent.mqtt import Publisher
-from vad_edge.agent.outbox import Outbox
+from vad_edge.agent.outbox import Outbox, StorageError
 from vad_edge.agent.snapshot import jpeg, overlay
-from vad_edge.agent.sources import CameraReader, Clip, is_file_source
+from vad_edge.agent.sources import CameraReader, Clip, Frame, is_file_source
 from vad_edge.config import Camera, Config, ConfigError
 from vad_edge.cpu_share import agent_threads, use_threads
 from vad_edge.train import pick_device
 
 log = logging.getLogger("vad_edge.agent")
+
+MAX_UNSTORED = 1000  # events kept in memory while the outbox cannot be written
 
 
 @dataclass
@@ -61,6 +64,10 @@ class Agent:
         self.threads = use_threads(agent_threads(config.model.threads))
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(config.state_dir / "outbox.sqlite", config.outbox.max_events)
+        self.settings = Settings(self.outbox)
+        self.unstored: deque[tuple[str, dict]] = deque()  # (topic, event) not yet in the outbox, in order
+        self.storage_problem: str | None = None  # why the outbox cannot be written, while it cannot
+        self.events_lost = 0  # events dropped from memory after storage failed for too long
         self.metrics = Metrics()
         self.publisher = Publisher(config, self.outbox, self.command)
         self.topics = self.publisher.topics
@@ -74,8 +81,7 @@ class Agent:
             bundle = self._bundle(cam)
             tracker = EventTracker(config.device_id, cam.name, cam.min_event_frames, cam.cooldown,
                                    bundle.model_info, bundle.calibration)
-            detect = self.outbox.get(f"detect/{cam.name}", "ON" if cam.enabled else "OFF") == "ON"
-            multiplier = float(self.outbox.get(f"threshold/{cam.name}", str(cam.threshold_multiplier)))
+            detect, multiplier = self.settings.detect(cam), self.settings.multiplier(cam)
             live = not is_file_source(cam.source) or cam.realtime
             self.cameras[cam.name] = CameraState(cam, bundle, tracker, detect, multiplier, ClipInbox(live))
         refused = [f"cameras.{cam.name}.fps: {cam.fps:g}, but {self._bundle(cam).path.name} was trained at "
@@ -151,31 +157,28 @@ class Agent:
     def _apply_command(self, camera: str, what: str, payload: str) -> None:
         state = self.cameras.get(camera)
         if state is None:
-            log.warning("command %s for unknown camera %r ignored", what, camera)
+            log.warning("command %s for unknown camera %s ignored", shown(what), shown(camera))
             return
-        if what == "detect/set":
-            if payload.upper() not in ("ON", "OFF"):
-                log.warning("detect/set for %s: expected ON or OFF, got %r", camera, payload)
-                return
-            state.detect = payload.upper() == "ON"
-            if not state.detect:
-                self._commit(state, state.tracker.close())
-            self.outbox.put(f"detect/{camera}", payload.upper())
-            self._publish_settings(state)
-            self._publish_status(state)
-        elif what == "recalibrate":
-            self._apply_reload()
-        elif what == "threshold/set":
-            try:
-                value = float(payload)
-            except ValueError:
-                value = -1.0
-            if not (value > 0 and np.isfinite(value)):
-                log.warning("threshold/set for %s: expected a positive number, got %r", camera, payload)
-                return
-            state.multiplier = value
-            self.outbox.put(f"threshold/{camera}", repr(value))
-            self._publish_settings(state)
+        try:
+            if what == "detect/set":
+                state.detect = parse_detect(payload)
+                if not state.detect:
+                    self._commit(state, state.tracker.close())
+                self._publish_settings(state)
+                self._publish_status(state)
+                self.settings.save_detect(camera, state.detect)
+            elif what == "threshold/set":
+                state.multiplier = parse_multiplier(payload)
+                self._publish_settings(state)
+                self.settings.save_multiplier(camera, state.multiplier)
+            elif what == "recalibrate":
+                self._apply_reload()
+            else:
+                log.warning("unknown command %s for camera %s ignored", shown(what), camera)
+        except CommandError as exc:
+            log.warning("%s for %s refused: %s", what, camera, exc)
+        except StorageError as exc:  # applied now, but a restart will not remember it
+            log.error("%s for %s applied but not saved: %s", what, camera, exc)
 
     def _publish_settings(self, state: CameraState) -> None:
         name = state.config.name
@@ -185,16 +188,47 @@ class Agent:
     # --- events out -------------------------------------------------------------------------------------
 
     def _commit(self, state: CameraState, events: list[dict]) -> None:
+        """Hands events on: retained state and snapshot at once, then into the outbox and out over MQTT."""
+        topic = self.topics.camera(state.config.name, "events")
         for event in events:
-            pending = self.outbox.add(self.topics.camera(state.config.name, "events"), event)
             self.metrics.events.labels(state.config.name, event["type"]).inc()
             if event["type"] in ("start", "end"):
                 self.publisher.set_retained(self.topics.camera(state.config.name, "anomaly"),
                                             "ON" if event["type"] == "start" else "OFF")
-                self._publish_snapshot(state, pending.event)
+                self._publish_snapshot(state, event)
+            self.unstored.append((topic, event))
+        self._store_events()
+
+    def _store_events(self) -> None:
+        """Stores waiting events in order; while the state_dir cannot be written (disk full) they wait in
+        memory (bounded) and are retried every pass of the loop."""
+        while self.unstored:
+            topic, event = self.unstored[0]
+            try:
+                pending = self.outbox.add(topic, event)
+            except StorageError as exc:
+                if self.storage_problem is None:
+                    log.error("%s; %d event(s) wait in memory and are retried", exc, len(self.unstored))
+                self.storage_problem = str(exc)
+                self._bound_unstored()
+                return
+            self.unstored.popleft()
+            if self.storage_problem is not None:
+                log.warning("storage works again: storing the %d event(s) that waited", len(self.unstored) + 1)
+                self.storage_problem = None
             self.publisher.send(pending)
             if self.on_event:
                 self.on_event(pending.event)
+
+    def _bound_unstored(self) -> None:
+        """Beyond MAX_UNSTORED events in memory the oldest update goes first (start and end events matter
+        more), then the oldest event; every loss is logged and counted."""
+        while len(self.unstored) > MAX_UNSTORED:
+            updates = [i for i, (_, e) in enumerate(self.unstored) if e["type"] == "update"]
+            _, lost = self.unstored[updates[0] if updates else 0]
+            del self.unstored[updates[0] if updates else 0]
+            self.events_lost += 1
+            log.error("event %s lost: storage has failed for %d events", lost["event_id"], MAX_UNSTORED)
 
     def _publish_snapshot(self, state: CameraState, event: dict) -> None:
         peak = state.tracker.peak
@@ -232,19 +266,24 @@ class Agent:
         emaps = scores.emap[:, 0].float().cpu().numpy()
         now = time.monotonic()
         for (state, clip), raw, emap in zip(group, raws, emaps):
-            frame = clip[-1]  # a clip's score is its last frame's
-            calibrated = float(raw) / state.threshold
-            state.frames += 1
-            state.last_score, state.last_raw = calibrated, float(raw)
-            state.latencies.append(now - frame.arrived)
-            state.times.append(now)
-            self.metrics.frames.labels(state.config.name).inc()
-            self.metrics.score.labels(state.config.name).set(calibrated)
-            self.metrics.latency.labels(state.config.name).observe(now - frame.arrived)
-            obs = Observation(frame.time, calibrated, float(raw), state.threshold, emap, frame.full)
-            self._commit(state, state.tracker.step(obs))
-            if self.on_scored:
-                self.on_scored(state.config.name, obs)
+            try:
+                self._take_score(state, clip[-1], float(raw), emap, now)  # a clip's score is its last frame's
+            except Exception:  # this camera's events or observers failed: the cameras sharing the model go on
+                log.exception("camera %s: handling its score failed; skipping this clip", state.config.name)
+
+    def _take_score(self, state: CameraState, frame: Frame, raw: float, emap: np.ndarray, now: float) -> None:
+        calibrated = raw / state.threshold
+        state.frames += 1
+        state.last_score, state.last_raw = calibrated, raw
+        state.latencies.append(now - frame.arrived)
+        state.times.append(now)
+        self.metrics.frames.labels(state.config.name).inc()
+        self.metrics.score.labels(state.config.name).set(calibrated)
+        self.metrics.latency.labels(state.config.name).observe(now - frame.arrived)
+        obs = Observation(frame.time, calibrated, raw, state.threshold, emap, frame.full)
+        self._commit(state, state.tracker.step(obs))
+        if self.on_scored:
+            self.on_scored(state.config.name, obs)
 
     def step(self) -> bool:
         """One pass of the loop; False when no camera had a new frame."""
@@ -252,6 +291,8 @@ class Agent:
         while not self._changes.empty():
             apply, *args = self._changes.get_nowait()
             apply(*args)
+        self._store_events()  # what waited for storage, before anything newer
+        self.publisher.retry_acks()
         ready, took = self._gather()
         for group in ready.values():
             try:
@@ -286,13 +327,17 @@ class Agent:
             "versions": {"vad_edge": vad_edge.__version__, "torch": torch.__version__},
             "kernels": {"cuda": ops.backend()["cuda"], "device": str(self.device), "threads": self.threads},
             "outbox": {"depth": depth, "dropped": self.outbox.dropped()},
+            "storage": {"ok": self.storage_problem is None, "problem": self.storage_problem,
+                        "events_in_memory": len(self.unstored), "events_lost": self.events_lost},
             "mqtt": {"connected": self.publisher.connected, "connects": self.publisher.connects},
             "cameras": cameras,
         }
 
     def status(self) -> dict:
         stalled = time.monotonic() - self.last_loop > 10
-        return {"healthy": not stalled and not self.stop_event.is_set(), "loop_stalled": stalled,
+        storage_ok = self.storage_problem is None and self.publisher.storage_problem is None
+        return {"healthy": not stalled and storage_ok and not self.stop_event.is_set(), "loop_stalled": stalled,
+                "storage_problem": self.storage_problem or self.publisher.storage_problem,
                 "mqtt_connected": self.publisher.connected, "outbox_depth": self.outbox.depth(),
                 "cameras": {name: s.status for name, s in self.cameras.items()}}
 

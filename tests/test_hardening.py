@@ -1,0 +1,213 @@
+"""Faults the agent must survive without losing or inventing anything (issue 12): message-id wrap-around,
+a full disk, hostile commands, corrupt files. Real mosquitto where MQTT is involved."""
+
+import signal
+
+import pytest
+
+from mqtt_helpers import Broker, wait_for
+from vad_edge import config
+from vad_edge.agent.mqtt import Publisher
+from vad_edge.agent.outbox import Outbox
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Broker(tmp_path / "broker").start()
+    yield b
+    b.stop()
+
+
+def publisher_config(tmp_path, port: int) -> config.Config:
+    return config.Config.model_validate({
+        "device_id": "box", "state_dir": str(tmp_path / "state"), "health": {"port": 0},
+        "mqtt": {"host": "127.0.0.1", "port": port, "keepalive": 60},
+        "cameras": [{"name": "door", "source": "x.mp4"}]})
+
+
+def event(n: int) -> dict:
+    return {"event_id": f"e{n}:start", "type": "start", "camera": "door", "n": n}
+
+
+def test_a_wrapped_message_id_never_acknowledges_an_event_the_broker_did_not_get(tmp_path, broker):
+    """65,535 stats later paho's message ids start again; the ids of those stats must not count as the
+    PUBACKs of new events. Frozen broker: no event may leave the outbox."""
+    cfg = publisher_config(tmp_path, broker.port)
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    publisher = Publisher(cfg, outbox, lambda *a: None)
+    written = []
+    on_publish = publisher.client.on_publish
+    publisher.client.on_publish = lambda *args, **kw: (written.append(1), on_publish(*args, **kw))
+    publisher.start()
+    try:
+        wait_for(lambda: publisher.connected, 20, "the publisher to connect")
+        for _ in range(65_545):  # stats at QoS 0: each gets an id and an on_publish once written
+            publisher.publish_stats({"uptime_s": 1})
+        wait_for(lambda: len(written) >= 65_545, 120, "every stats message written")
+        broker.process.send_signal(signal.SIGSTOP)  # the broker hears but never answers
+        for n in range(20):
+            publisher.send(outbox.add("vad-edge/box/cameras/door/events", event(n)))
+        assert outbox.depth() == 20  # nothing acknowledged: the broker is frozen
+    finally:
+        broker.process.send_signal(signal.SIGCONT)
+        publisher.stop()
+        outbox.close()
+
+
+@pytest.mark.parametrize("payload", ["1e-320", "  2.5  ", "1_000", "-3", "0", "nan", "inf", "25", "0.01", "", "2,5"])
+def test_threshold_commands_outside_the_documented_range_are_refused(payload):
+    from vad_edge.agent.commands import CommandError, parse_multiplier
+
+    with pytest.raises(CommandError, match="expected a plain number from 0.05 to 20"):
+        parse_multiplier(payload)
+
+
+def test_documented_commands_are_accepted_and_logged_payloads_are_cut():
+    from vad_edge.agent.commands import CommandError, parse_detect, parse_multiplier, shown
+
+    assert [parse_multiplier(p) for p in ("2.5", "0.05", "20", ".5", "3")] == [2.5, 0.05, 20.0, 0.5, 3.0]
+    assert parse_detect("ON") is True and parse_detect("OFF") is False
+    with pytest.raises(CommandError):
+        parse_detect(" ON")
+    line = shown("\x1b[2J" + "A" * 1_000_000)
+    assert len(line) < 120 and "\\x1b" in line and "(1000004 characters)" in line
+
+
+def test_a_bad_saved_setting_is_ignored_by_name_and_the_camera_scores(tmp_path, tiny_checkpoint, caplog):
+    from vad_edge.agent.runner import Agent
+
+    state_dir = tmp_path / "state"
+    saved = Outbox(state_dir / "outbox.sqlite")
+    saved.put("threshold/door", "1e-320")  # what an older build accepted and stored
+    saved.put("detect/door", "maybe")
+    saved.close()
+    cfg = config.Config.model_validate({
+        "device_id": "box", "state_dir": str(state_dir), "health": {"port": 0},
+        "model": {"checkpoint": str(tiny_checkpoint), "device": "cpu"},
+        "cameras": [{"name": "door", "source": "rtsp://127.0.0.1:1/none", "threshold_multiplier": 1.5}]})
+    with caplog.at_level("WARNING"):
+        agent = Agent(cfg)
+    try:
+        state = agent.cameras["door"]
+        assert state.multiplier == 1.5 and state.detect is True and state.threshold > 0
+        text = caplog.text
+        assert "saved setting threshold/door ignored" in text and "saved setting detect/door ignored" in text
+    finally:
+        agent.outbox.close()
+
+
+def fill_the_disk(outbox: Outbox) -> None:
+    """SQLite's own limit on the file's pages fails writes exactly as a full disk does (SQLITE_FULL): cap
+    the file at its size, then fill what room is left in it."""
+    import sqlite3
+
+    pages = outbox._db.execute("PRAGMA page_count").fetchone()[0]
+    outbox._db.execute(f"PRAGMA max_page_count = {pages}")
+    for n in range(100_000):
+        try:
+            outbox._db.execute("INSERT INTO meta VALUES (?, ?)", (f"padding{n}", "x" * 100))
+        except sqlite3.OperationalError as exc:
+            assert "full" in str(exc)
+            return
+    raise AssertionError("the outbox never filled up")
+
+
+def free_the_disk(outbox: Outbox) -> None:
+    outbox._db.execute("PRAGMA max_page_count = 1073741823")
+
+
+def start_event(n: int) -> dict:
+    # Larger than a page: storing it needs new pages, which a full disk cannot give.
+    return {"event_id": f"e{n}:start", "type": "start", "camera": "door", "peak_score": 2.0, "region": {},
+            "n": n, "notes": "x" * 8000}
+
+
+def test_events_wait_in_memory_while_the_disk_is_full_and_go_out_in_order(tmp_path, broker, tiny_checkpoint):
+    from mqtt_helpers import Subscriber
+    from vad_edge.agent.runner import Agent
+
+    cfg = publisher_config(tmp_path, broker.port).model_copy(
+        update={"model": config.Model(checkpoint=tiny_checkpoint, device="cpu")})
+    sub = Subscriber(broker.port)
+    agent = Agent(cfg)
+    agent.start()
+    try:
+        wait_for(lambda: agent.publisher.connected, 20, "the agent to connect")
+        state = agent.cameras["door"]
+        agent._commit(state, [start_event(0)])
+        wait_for(lambda: agent.outbox.depth() == 0, 20, "the first event acknowledged")  # its pages are free again
+        fill_the_disk(agent.outbox)
+        agent._commit(state, [start_event(n) for n in range(1, 6)])
+        assert len(agent.unstored) == 5 and agent.storage_problem and "database or disk is full" in agent.storage_problem
+        assert agent.status()["healthy"] is False and "disk is full" in agent.status()["storage_problem"]
+        assert agent.stats()["storage"] == {"ok": False, "problem": agent.storage_problem, "events_in_memory": 5,
+                                            "events_lost": 0}
+        agent.step()  # still full: nothing lost, nothing reordered
+        assert len(agent.unstored) == 5
+        free_the_disk(agent.outbox)
+        agent.step()
+        assert not agent.unstored and agent.storage_problem is None and agent.status()["healthy"]
+        wait_for(lambda: len({e["event_id"] for e in sub.events()}) == 6, 20, "all six events")
+        got = [e for e in sub.events()]
+        assert [e["n"] for e in got] == list(range(6)) and [e["seq"] for e in got] == sorted(e["seq"] for e in got)
+        wait_for(lambda: agent.outbox.depth() == 0, 20, "every event acknowledged")
+    finally:
+        agent.shutdown(flush_timeout=1)
+        sub.close()
+
+
+def test_an_ack_that_cannot_be_stored_never_kills_the_network_thread(tmp_path, broker):
+    from vad_edge.agent.outbox import StorageError
+
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    publisher = Publisher(publisher_config(tmp_path, broker.port), outbox, lambda *a: None)
+    publisher.start()
+    real_ack, failures = outbox.ack, []
+
+    def failing_ack(seq):
+        if len(failures) < 3:
+            failures.append(seq)
+            raise StorageError("outbox.sqlite: cannot delete an acknowledged event (database or disk is full)")
+        real_ack(seq)
+
+    outbox.ack = failing_ack
+    try:
+        wait_for(lambda: publisher.connected, 20, "the publisher to connect")
+        for n in range(3):
+            publisher.send(outbox.add("vad-edge/box/cameras/door/events", event(n)))
+        wait_for(lambda: len(failures) == 3, 20, "three acks to fail")
+        assert publisher.storage_problem and outbox.depth() == 3
+        publisher.send(outbox.add("vad-edge/box/cameras/door/events", event(3)))  # the thread still runs
+        wait_for(lambda: outbox.depth() == 3, 20, "the fourth event acknowledged")
+        publisher.retry_acks()  # space is back
+        assert outbox.depth() == 0 and publisher.storage_problem is None
+    finally:
+        publisher.stop()
+        outbox.close()
+
+
+def test_a_broker_that_cannot_be_reached_is_logged_once_with_the_reason(tmp_path, caplog):
+    import ssl
+
+    from mqtt_helpers import free_port
+    from vad_edge.agent.mqtt import connection_failure
+
+    cfg = publisher_config(tmp_path, free_port()).model_copy(
+        update={"mqtt": config.MQTT(host="127.0.0.1", port=free_port(), reconnect_max_s=1)})
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    publisher = Publisher(cfg, outbox, lambda *a: None)
+    attempts = []
+    on_fail = publisher.client.on_connect_fail
+    publisher.client.on_connect_fail = lambda *a: (attempts.append(1), on_fail(*a))
+    with caplog.at_level("INFO", logger="vad_edge.mqtt"):
+        publisher.start()
+        try:
+            wait_for(lambda: len(attempts) >= 3, 60, "three connection attempts")
+        finally:
+            publisher.stop()
+            outbox.close()
+    lines = [r.getMessage() for r in caplog.records if "cannot connect" in r.getMessage()]
+    assert len(lines) == 1 and "connection refused" in lines[0]
+    mismatch = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    mismatch.verify_message = "Hostname mismatch, certificate is not valid for 'broker.local'"
+    assert "Hostname mismatch" in connection_failure(mismatch)
