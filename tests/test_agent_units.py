@@ -69,8 +69,8 @@ def test_schema_is_json_schema():
 
 # --- outbox -----------------------------------------------------------------------------------------------
 
-def event(kind, i):
-    return {"event_id": f"e{i}:{kind}", "type": kind, "seq": None}
+def event(kind, i, camera="door"):
+    return {"event_id": f"e{i}:{kind}", "type": kind, "seq": None, "camera": camera}
 
 
 def test_outbox_seq_survives_restart_and_order(tmp_path):
@@ -92,6 +92,18 @@ def test_outbox_bound_drops_oldest_updates_first(tmp_path):
     kinds = [p.event["type"] for p in box.pending()]
     assert len(kinds) == 10 and kinds[0] == "start" and box.dropped() == 3
     assert [p.event["event_id"] for p in box.pending()][1] == "e4:update"
+
+
+def test_outbox_remembers_each_cameras_running_event_until_it_ends(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite")
+    box.add("t", event("start", 1, "door"))
+    box.add("t", event("update", 1, "door"))
+    box.add("t", event("start", 2, "yard"))
+    box.add("t", event("end", 2, "yard"))
+    (open_event,) = box.open_events()
+    assert open_event.event["event_id"] == "e1:update" and open_event.seq == 2
+    box.add("t", event("end", 1, "door"))
+    assert box.open_events() == []
 
 
 def test_outbox_settings(tmp_path):

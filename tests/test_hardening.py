@@ -211,3 +211,123 @@ def test_a_broker_that_cannot_be_reached_is_logged_once_with_the_reason(tmp_path
     mismatch = ssl.SSLCertVerificationError(1, "certificate verify failed")
     mismatch.verify_message = "Hostname mismatch, certificate is not valid for 'broker.local'"
     assert "Hostname mismatch" in connection_failure(mismatch)
+
+
+def test_a_corrupt_bundle_takes_only_its_camera_offline(tmp_path, broker, tiny_checkpoint):
+    import shutil
+
+    from vad_edge.agent.runner import Agent
+    from vad_edge.data.synthetic import make_frames, write_video
+
+    state_dir = tmp_path / "state"
+    (state_dir / "calibration").mkdir(parents=True)
+    (state_dir / "calibration" / "yard.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}trunc")
+    video = write_video(tmp_path / "door.mp4", make_frames(30, 64, seed=1)[0])
+    cfg = config.Config.model_validate({
+        "device_id": "box", "state_dir": str(state_dir), "health": {"port": 0},
+        "mqtt": {"host": "127.0.0.1", "port": broker.port},
+        "model": {"checkpoint": str(tiny_checkpoint), "device": "cpu"},
+        "cameras": [{"name": "door", "source": str(video), "realtime": False},
+                    {"name": "yard", "source": str(video), "realtime": False}]})
+    agent = Agent(cfg)
+    assert list(agent.cameras) == ["door"] and "yard.safetensors" in agent.unusable["yard"]
+    stats = agent.stats()["cameras"]["yard"]
+    assert stats["status"] == "offline" and "cannot load its model" in stats["problem"]
+    assert agent.status()["cameras"]["yard"] == "offline"
+    shutil.copy(tiny_checkpoint, state_dir / "calibration" / "yard.safetensors")  # fixed, then reloaded
+    agent._apply_reload()
+    assert not agent.unusable
+    agent.run(until=lambda: all(r.finished for r in agent.readers.values())
+              and all(s.inbox.empty() for s in agent.cameras.values()))
+    assert agent.cameras["door"].frames == agent.cameras["yard"].frames == 26
+
+
+def test_an_event_left_open_by_a_killed_agent_is_ended_on_start(tmp_path, broker, tiny_checkpoint):
+    import paho.mqtt.publish as single
+
+    from mqtt_helpers import Subscriber, retained
+    from vad_edge.agent.runner import Agent
+
+    topic = "vad-edge/box/cameras/door/events"
+    killed = Outbox(tmp_path / "state" / "outbox.sqlite")  # what the killed run left: a delivered start
+    start = killed.add(topic, {"event_id": "abc:start", "type": "start", "camera": "door", "start_time": "t0",
+                               "end_time": None, "frame_time": "t1", "score": 2.0, "peak_score": 2.0})
+    killed.ack(start.seq)
+    killed.close()
+    single.single("vad-edge/box/cameras/door/anomaly", "ON", qos=1, retain=True, hostname="127.0.0.1",
+                  port=broker.port)
+    cfg = publisher_config(tmp_path, broker.port).model_copy(update={
+        "model": config.Model(checkpoint=tiny_checkpoint, device="cpu"),
+        "cameras": [config.Camera(name="door", source="rtsp://127.0.0.1:1/none")]})
+    sub = Subscriber(broker.port)
+    agent = Agent(cfg)
+    agent.start()
+    try:
+        wait_for(lambda: any(e["event_id"] == "abc:end" for e in sub.events()), 20, "the end of the open event")
+        end = next(e for e in sub.events() if e["event_id"] == "abc:end")
+        assert end["type"] == "end" and end["reason"] == "agent restarted" and end["end_time"] == "t1"
+        assert end["seq"] > start.seq and not agent.outbox.open_events()
+        wait_for(lambda: agent.outbox.depth() == 0, 20, "the end acknowledged")
+        assert retained(broker.port, "vad-edge/box/cameras/door/anomaly")["vad-edge/box/cameras/door/anomaly"] == b"OFF"
+    finally:
+        agent.shutdown(flush_timeout=1)
+        sub.close()
+
+
+def test_a_corrupt_outbox_is_moved_aside_loudly_and_a_new_one_starts(tmp_path, caplog):
+    path = tmp_path / "outbox.sqlite"
+    good = Outbox(path)
+    good.add("t", event(1))
+    good.close()
+    path.write_bytes(path.read_bytes()[:700])  # truncated mid-page
+    junk = tmp_path / "junk" / "outbox.sqlite"
+    junk.parent.mkdir()
+    junk.write_bytes(b"this is not a database at all" * 100)
+    for broken in (path, junk):
+        with caplog.at_level("ERROR", logger="vad_edge.outbox"):
+            fresh = Outbox(broken)
+        assert fresh.depth() == 0 and fresh.add("t", event(2)).seq == 1
+        fresh.close()
+        (aside,) = [p for p in broken.parent.iterdir() if ".corrupt-" in p.name and not p.name.endswith(("-wal", "-shm"))]
+        assert f"moved to {aside}" in caplog.text and "OUTBOX CORRUPT" in caplog.text
+
+
+def test_a_locked_outbox_is_named(tmp_path):
+    import sqlite3
+
+    from vad_edge.agent.outbox import StorageError
+
+    path = tmp_path / "outbox.sqlite"
+    Outbox(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=DELETE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StorageError, match="outbox.sqlite: cannot open the outbox .*another vad-edge running"):
+            Outbox(path)
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"state_dir": "FILE"}, "state_dir: .* exists and is not a folder"),
+    ({"mqtt": {"tls": {"enabled": True, "ca_file": "/nonexistent/ca.pem"}}}, "mqtt.tls.ca_file: /nonexistent/ca.pem does not exist"),
+    ({"model": {"device": "cuda:7"}}, "model.device: cuda:7, but"),
+])
+def test_what_the_config_points_at_is_checked_before_start(tmp_path, capsys, change, message):
+    import re
+
+    import yaml
+
+    from vad_edge.cli import main
+
+    if change.get("state_dir") == "FILE":
+        (tmp_path / "a-file").write_text("x")
+        change = {"state_dir": str(tmp_path / "a-file")}
+    cfg = {"device_id": "box", "state_dir": str(tmp_path / "state"), "health": {"port": 0},
+           "cameras": [{"name": "door", "source": "x.mp4"}], **change}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["run", "--config", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err

@@ -209,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vad_edge.agent.outbox import StorageError
     from vad_edge.config import ConfigError
 
     args = build_parser().parse_args(argv)
@@ -219,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error:\n{exc}", file=sys.stderr)
         return 2
     except ValueError as exc:  # bad dataset, checkpoint or argument: one clear line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except StorageError as exc:  # the state folder cannot be used: it names the file
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

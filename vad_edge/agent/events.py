@@ -122,6 +122,13 @@ class EventTracker:
             "replayed": False,
         }
 
+    @staticmethod
+    def interrupted(last: dict, reason: str) -> dict:
+        """The end of an event the agent could not end itself (it was killed): at its last known frame."""
+        event_id = last["event_id"].split(":")[0]
+        return {**last, "event_id": f"{event_id}:end", "seq": None, "type": "end", "end_time": last["frame_time"],
+                "replayed": False, "reason": reason}
+
     def close(self) -> list[dict]:
         """Ends a running event at the last frame seen (the camera went offline, detection was switched off,
         the agent stops); frames above the threshold that had not yet started an event are forgotten."""

@@ -8,11 +8,16 @@ The same database keeps the live settings (detect on/off, threshold multipliers)
 """
 
 import json
+import logging
+import os
 import sqlite3
+import time
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger("vad_edge.outbox")
 
 
 class StorageError(OSError):
@@ -32,7 +37,24 @@ class Outbox:
         self.path = path
         self.max_events = max_events
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        try:
+            self._open()
+        except sqlite3.OperationalError as exc:  # locked by another process, unreadable, ...
+            raise StorageError(f"{path}: cannot open the outbox ({exc}); is another vad-edge running with this "
+                               f"state_dir?") from exc
+        except sqlite3.DatabaseError as exc:  # not a database, or a malformed one: keep it, start afresh
+            aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+            self._db.close()
+            for suffix in ("", "-wal", "-shm"):
+                if Path(f"{path}{suffix}").exists():
+                    os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+            log.error("OUTBOX CORRUPT: %s (%s) was moved to %s for inspection; a new, empty outbox starts now. "
+                      "Events still pending in it were not sent, and the event seq starts again at 1.",
+                      path, exc, aside)
+            self._open()
+
+    def _open(self) -> None:
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=2)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(
@@ -63,6 +85,13 @@ class Outbox:
             self._db.execute("UPDATE meta SET value=? WHERE key='seq'", (str(seq),))
             self._db.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
                              (seq, event["event_id"], event["type"], topic, json.dumps(event)))
+            # The camera's running event, in the same transaction: a start after a crash can end it.
+            key = f"open/{event['camera']}"
+            if event["type"] == "end":
+                self._db.execute("DELETE FROM meta WHERE key=?", (key,))
+            else:
+                self._db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                                 (key, json.dumps({"topic": topic, "event": event})))
             self._trim()
         return Pending(seq, topic, event)
 
@@ -86,6 +115,13 @@ class Outbox:
         with self._lock:
             rows = self._db.execute("SELECT seq, topic, payload FROM events ORDER BY seq").fetchall()
         return [Pending(seq, topic, json.loads(payload)) for seq, topic, payload in rows]
+
+    def open_events(self) -> list[Pending]:
+        """The last stored event of each camera whose anomaly had not ended when the agent last stopped."""
+        with self._lock:
+            rows = self._db.execute("SELECT value FROM meta WHERE key LIKE 'open/%' ORDER BY key").fetchall()
+        return [Pending(record["event"]["seq"], record["topic"], record["event"])
+                for record in map(json.loads, (value for (value,) in rows))]
 
     def depth(self) -> int:
         with self._lock:

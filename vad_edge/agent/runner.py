@@ -16,6 +16,7 @@ import torch
 
 import vad_edge
 from vad_edge import ops
+from vad_edge.agent import preflight
 from vad_edge.agent.bundle import Bundle, load_bundle
 from vad_edge.agent.commands import CommandError, Settings, parse_detect, parse_multiplier, shown
 from vad_edge.agent.events import EventTracker, Observation
@@ -60,9 +61,9 @@ class Agent:
         # Optional observers (the demo's): each committed event; each scored frame (camera, Observation).
         self.on_event = on_event
         self.on_scored = on_scored
+        preflight.check(config)
         self.device = pick_device(config.model.device)
         self.threads = use_threads(agent_threads(config.model.threads))
-        config.state_dir.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(config.state_dir / "outbox.sqlite", config.outbox.max_events)
         self.settings = Settings(self.outbox)
         self.unstored: deque[tuple[str, dict]] = deque()  # (topic, event) not yet in the outbox, in order
@@ -72,31 +73,48 @@ class Agent:
         self.publisher = Publisher(config, self.outbox, self.command)
         self.topics = self.publisher.topics
         self.stop_event = threading.Event()
+        self._started = False  # start() ran: readers run
         self.started = time.monotonic()
         self.last_loop = time.monotonic()
         self._bundles: dict[str, Bundle] = {}
         self._changes: queue.SimpleQueue = queue.SimpleQueue()  # commands and reloads from other threads
         self.cameras: dict[str, CameraState] = {}
+        self.readers: dict[str, CameraReader] = {}
+        self.unusable: dict[str, str] = {}  # camera -> why it cannot score (its bundle): offline, retried on reload
         for cam in config.cameras:
-            bundle = self._bundle(cam)
-            tracker = EventTracker(config.device_id, cam.name, cam.min_event_frames, cam.cooldown,
-                                   bundle.model_info, bundle.calibration)
-            detect, multiplier = self.settings.detect(cam), self.settings.multiplier(cam)
-            live = not is_file_source(cam.source) or cam.realtime
-            self.cameras[cam.name] = CameraState(cam, bundle, tracker, detect, multiplier, ClipInbox(live))
-        refused = [f"cameras.{cam.name}.fps: {cam.fps:g}, but {self._bundle(cam).path.name} was trained at "
-                   f"{self._bundle(cam).fps:g} fps; clips are always sampled at the model's rate (whatever the "
+            self._add_camera(cam)
+        for stale in self.outbox.open_events():  # the agent was killed mid-anomaly: end it, and say why
+            log.warning("event %s of camera %s was never ended (the agent was stopped hard): ending it now",
+                        stale.event["event_id"], stale.event["camera"])
+            self.unstored.append((stale.topic, EventTracker.interrupted(stale.event, "agent restarted")))
+        refused = [f"cameras.{cam.name}.fps: {cam.fps:g}, but {state.bundle.path.name} was trained at "
+                   f"{state.bundle.fps:g} fps; clips are always sampled at the model's rate (whatever the "
                    f"camera delivers, and a box too slow for it skips whole clips): remove fps"
-                   for cam in config.cameras
-                   if cam.fps is not None and not math.isclose(cam.fps, self._bundle(cam).fps, rel_tol=0.01)]
+                   for cam in config.cameras if (state := self.cameras.get(cam.name)) and cam.fps is not None
+                   and not math.isclose(cam.fps, state.bundle.fps, rel_tol=0.01)]
         if refused:
             self.outbox.close()
             raise ConfigError("\n".join(refused))
-        self.readers = {name: CameraReader(state.config, state.bundle.fps, state.bundle.size, self._on_clip,
-                                           self._on_status)
-                        for name, state in self.cameras.items()}
         self.health = (HealthServer(config.health.host, config.health.port, self.metrics, self.status)
                        if config.health.port else None)
+
+    def _add_camera(self, cam: Camera) -> bool:
+        """Sets a camera up to score; a camera whose bundle cannot be loaded stays offline with the reason
+        (the others run) and is tried again on the next reload."""
+        try:
+            bundle = self._bundle(cam)
+        except ValueError as exc:
+            self.unusable[cam.name] = f"cannot load its model: {exc}"
+            log.error("camera %s offline: %s (fix it, then reload: SIGHUP or recalibrate)", cam.name, exc)
+            return False
+        self.unusable.pop(cam.name, None)
+        tracker = EventTracker(self.config.device_id, cam.name, cam.min_event_frames, cam.cooldown,
+                               bundle.model_info, bundle.calibration)
+        detect, multiplier = self.settings.detect(cam), self.settings.multiplier(cam)
+        live = not is_file_source(cam.source) or cam.realtime
+        self.cameras[cam.name] = CameraState(cam, bundle, tracker, detect, multiplier, ClipInbox(live))
+        self.readers[cam.name] = CameraReader(cam, bundle.fps, bundle.size, self._on_clip, self._on_status)
+        return True
 
     def _bundle_path(self, cam: Camera):
         """The camera's bundle: configured, else what `vad-edge calibrate` left for it, else the default model."""
@@ -116,6 +134,12 @@ class Agent:
 
     def _apply_reload(self) -> None:
         self._bundles.clear()
+        for cam in [c for c in self.config.cameras if c.name in self.unusable]:
+            if self._add_camera(cam):
+                log.info("camera %s: its model loads now; starting it", cam.name)
+                self._publish_settings(self.cameras[cam.name])
+                if self._started:
+                    self.readers[cam.name].start()
         for state in self.cameras.values():
             try:
                 bundle = self._bundle(state.config)
@@ -318,6 +342,8 @@ class Agent:
                 "score": s.last_score, "raw_score": s.last_raw, "threshold": s.threshold,
                 "anomaly": s.tracker.active is not None,
             }
+        for name, problem in self.unusable.items():
+            cameras[name] = {"status": "offline", "problem": problem}
         depth = self.outbox.depth()
         self.metrics.outbox_depth.set(depth)
         self.metrics.outbox_dropped.set(self.outbox.dropped())
@@ -339,7 +365,8 @@ class Agent:
         return {"healthy": not stalled and storage_ok and not self.stop_event.is_set(), "loop_stalled": stalled,
                 "storage_problem": self.storage_problem or self.publisher.storage_problem,
                 "mqtt_connected": self.publisher.connected, "outbox_depth": self.outbox.depth(),
-                "cameras": {name: s.status for name, s in self.cameras.items()}}
+                "cameras": {**{name: s.status for name, s in self.cameras.items()},
+                            **{name: "offline" for name in self.unusable}}}
 
     # --- lifecycle --------------------------------------------------------------------------------------
 
@@ -348,11 +375,17 @@ class Agent:
             self._publish_settings(state)
             if not state.detect:  # otherwise the reader's first word (online, or why not) is the status
                 self._publish_status(state)
+        for name in self.unusable:
+            self.publisher.set_retained(self.topics.camera(name, "status"), "offline")
+        for cam in self.config.cameras:  # the true state: no event runs yet, whatever a killed run left retained
+            self.publisher.set_retained(self.topics.camera(cam.name, "anomaly"), "OFF")
+        self._store_events()  # the ends of events a killed run left open
         self.publisher.start()
         if self.health:
             self.health.start()
         for reader in self.readers.values():
             reader.start()
+        self._started = True
 
     def run(self, until=None) -> None:
         """The loop, until stop() (SIGTERM), or until `until()` returns True."""

@@ -1,0 +1,50 @@
+"""Before the agent starts: what the configuration points at must exist and be usable (the state folder,
+TLS files, the compute device). Every problem is named by its key, in one ConfigError, instead of a
+traceback from deep inside SQLite, ssl or torch."""
+
+from pathlib import Path
+
+import torch
+
+from vad_edge.config import Config, ConfigError
+
+
+def _state_dir(path: Path) -> list[str]:
+    if path.exists() and not path.is_dir():
+        return [f"state_dir: {path} exists and is not a folder"]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return [f"state_dir: cannot create {path} ({exc.strerror})"]
+    return []
+
+
+def _tls_files(config: Config) -> list[str]:
+    tls = config.mqtt.tls
+    if not tls.enabled:
+        return []
+    return [f"mqtt.tls.{key}: {path} does not exist" for key, path in
+            (("ca_file", tls.ca_file), ("cert_file", tls.cert_file), ("key_file", tls.key_file))
+            if path is not None and not path.is_file()]
+
+
+def _device(name: str) -> list[str]:
+    if name in ("auto", "cpu"):
+        return []
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        return [f"model.device: {name!r} is not a device (auto, cpu, cuda or cuda:N)"]
+    if device.type != "cuda":
+        return [f"model.device: {name!r}: expected auto, cpu, cuda or cuda:N"]
+    if not torch.cuda.is_available():
+        return [f"model.device: {name}, but torch sees no CUDA device on this box (use auto or cpu)"]
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        return [f"model.device: {name}, but this box has {torch.cuda.device_count()} CUDA device(s)"]
+    return []
+
+
+def check(config: Config) -> None:
+    problems = _state_dir(config.state_dir) + _tls_files(config) + _device(config.model.device)
+    if problems:
+        raise ConfigError("\n".join(problems))
