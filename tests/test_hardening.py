@@ -235,7 +235,7 @@ def test_a_corrupt_bundle_takes_only_its_camera_offline(tmp_path, broker, tiny_c
     assert stats["status"] == "offline" and "cannot load its model" in stats["problem"]
     assert agent.status()["cameras"]["yard"] == "offline"
     shutil.copy(tiny_checkpoint, state_dir / "calibration" / "yard.safetensors")  # fixed, then reloaded
-    agent._apply_reload()
+    agent._apply_bundles(agent._load_bundles())
     assert not agent.unusable
     agent.run(until=lambda: all(r.finished for r in agent.readers.values())
               and all(s.inbox.empty() for s in agent.cameras.values()))
@@ -331,3 +331,34 @@ def test_what_the_config_points_at_is_checked_before_start(tmp_path, capsys, cha
     assert main(["run", "--config", str(tmp_path / "c.yaml")]) == 2
     err = capsys.readouterr().err
     assert re.search(message, err) and "Traceback" not in err
+
+
+def test_a_burst_of_reload_requests_is_merged_and_loaded_off_the_loop(tmp_path, tiny_checkpoint, monkeypatch):
+    import threading
+
+    from vad_edge.agent import runner
+    from vad_edge.agent.runner import Agent
+
+    cfg = config.Config.model_validate({
+        "device_id": "box", "state_dir": str(tmp_path / "state"), "health": {"port": 0},
+        "mqtt": {"host": "127.0.0.1", "port": 1},
+        "model": {"checkpoint": str(tiny_checkpoint), "device": "cpu"},
+        "cameras": [{"name": "door", "source": "rtsp://127.0.0.1:1/none"}]})
+    agent = Agent(cfg)
+    loads, load_bundle = [], runner.load_bundle
+    monkeypatch.setattr(runner, "load_bundle", lambda *a: (loads.append(threading.current_thread().name), load_bundle(*a))[1])
+    agent.reload_interval = 0.5
+    loader = threading.Thread(target=agent._reload_forever, daemon=True)
+    loader.start()
+    try:
+        for _ in range(40):
+            agent._apply_command("door", "recalibrate", "")  # what the loop does with each MQTT command
+        wait_for(lambda: loads, 20, "a reload")
+        wait_for(lambda: not agent._changes.empty(), 20, "the loaded bundles handed to the loop")
+        agent.step()  # the loop only swaps them in
+        assert set(loads) == {loader.name}  # never the scoring loop's thread
+        assert len(loads) <= 2  # 40 requests, merged into one pass (two when the burst straddles it)
+    finally:
+        agent.stop_event.set()
+        loader.join(10)
+        agent.outbox.close()

@@ -33,6 +33,7 @@ from vad_edge.train import pick_device
 log = logging.getLogger("vad_edge.agent")
 
 MAX_UNSTORED = 1000  # events kept in memory while the outbox cannot be written
+RELOAD_INTERVAL = 2.0  # seconds between two reloads of the bundles, however many are asked for
 
 
 @dataclass
@@ -76,13 +77,15 @@ class Agent:
         self._started = False  # start() ran: readers run
         self.started = time.monotonic()
         self.last_loop = time.monotonic()
-        self._bundles: dict[str, Bundle] = {}
+        self.reload_interval = RELOAD_INTERVAL
+        self._reload_wanted = threading.Event()
         self._changes: queue.SimpleQueue = queue.SimpleQueue()  # commands and reloads from other threads
         self.cameras: dict[str, CameraState] = {}
         self.readers: dict[str, CameraReader] = {}
         self.unusable: dict[str, str] = {}  # camera -> why it cannot score (its bundle): offline, retried on reload
+        loaded = self._load_bundles()
         for cam in config.cameras:
-            self._add_camera(cam)
+            self._add_camera(cam, loaded[cam.name])
         for stale in self.outbox.open_events():  # the agent was killed mid-anomaly: end it, and say why
             log.warning("event %s of camera %s was never ended (the agent was stopped hard): ending it now",
                         stale.event["event_id"], stale.event["camera"])
@@ -98,14 +101,12 @@ class Agent:
         self.health = (HealthServer(config.health.host, config.health.port, self.metrics, self.status)
                        if config.health.port else None)
 
-    def _add_camera(self, cam: Camera) -> bool:
-        """Sets a camera up to score; a camera whose bundle cannot be loaded stays offline with the reason
+    def _add_camera(self, cam: Camera, bundle: Bundle | ValueError) -> bool:
+        """Sets a camera up to score; a camera whose bundle could not be loaded stays offline with the reason
         (the others run) and is tried again on the next reload."""
-        try:
-            bundle = self._bundle(cam)
-        except ValueError as exc:
-            self.unusable[cam.name] = f"cannot load its model: {exc}"
-            log.error("camera %s offline: %s (fix it, then reload: SIGHUP or recalibrate)", cam.name, exc)
+        if isinstance(bundle, ValueError):
+            self.unusable[cam.name] = f"cannot load its model: {bundle}"
+            log.error("camera %s offline: %s (fix it, then reload: SIGHUP or recalibrate)", cam.name, bundle)
             return False
         self.unusable.pop(cam.name, None)
         tracker = EventTracker(self.config.device_id, cam.name, cam.min_event_frames, cam.cooldown,
@@ -121,35 +122,54 @@ class Agent:
         calibrated = self.config.state_dir / "calibration" / f"{cam.name}.safetensors"
         return cam.bundle or (calibrated if calibrated.exists() else self.config.model.checkpoint)
 
-    def _bundle(self, cam: Camera) -> Bundle:
-        path = self._bundle_path(cam)
-        key = str(path or "")
-        if key not in self._bundles:
-            self._bundles[key] = load_bundle(path, self.device)
-        return self._bundles[key]
+    def _load_bundles(self) -> dict[str, Bundle | ValueError]:
+        """Every camera's bundle read from disk, or why it could not be (cameras sharing a file share it)."""
+        loaded, by_path = {}, {}
+        for cam in self.config.cameras:
+            path = self._bundle_path(cam)
+            if str(path) not in by_path:
+                try:
+                    by_path[str(path)] = load_bundle(path, self.device)
+                except ValueError as exc:
+                    by_path[str(path)] = exc
+            loaded[cam.name] = by_path[str(path)]
+        return loaded
 
     def reload(self, *_args) -> None:
-        """SIGHUP or the MQTT `recalibrate` command: re-read every camera's bundle (applied by the loop)."""
-        self._changes.put((self._apply_reload,))
+        """SIGHUP or the MQTT `recalibrate` command: re-read every camera's bundle. Requests are merged and
+        served at most every RELOAD_INTERVAL seconds by the loader thread, never by the scoring loop."""
+        self._reload_wanted.set()
 
-    def _apply_reload(self) -> None:
-        self._bundles.clear()
-        for cam in [c for c in self.config.cameras if c.name in self.unusable]:
-            if self._add_camera(cam):
-                log.info("camera %s: its model loads now; starting it", cam.name)
-                self._publish_settings(self.cameras[cam.name])
-                if self._started:
-                    self.readers[cam.name].start()
-        for state in self.cameras.values():
-            try:
-                bundle = self._bundle(state.config)
-            except ValueError as exc:  # a bad new bundle: keep scoring with the old one
-                log.error("camera %s keeps its bundle: %s", state.config.name, exc)
+    def _reload_forever(self) -> None:
+        last = -math.inf
+        while not self.stop_event.is_set():
+            if not self._reload_wanted.wait(0.5):
                 continue
+            if self.stop_event.wait(max(0.0, last + self.reload_interval - time.monotonic())):
+                return
+            self._reload_wanted.clear()  # requests from now on ask for another pass
+            last = time.monotonic()
+            self._changes.put((self._apply_bundles, self._load_bundles()))
+
+    def _apply_bundles(self, loaded: dict[str, Bundle | ValueError]) -> None:
+        """In the loop: swaps the freshly loaded bundles in (a moment's work)."""
+        for cam in self.config.cameras:
+            bundle = loaded[cam.name]
+            if cam.name in self.unusable:
+                if self._add_camera(cam, bundle):
+                    log.info("camera %s: its model loads now; starting it", cam.name)
+                    self._publish_settings(self.cameras[cam.name])
+                    if self._started:
+                        self.readers[cam.name].start()
+                continue
+            if isinstance(bundle, ValueError):  # a bad new bundle: keep scoring with the old one
+                log.error("camera %s keeps its bundle: %s", cam.name, bundle)
+                continue
+            state = self.cameras[cam.name]
             state.bundle = bundle
             state.tracker.model, state.tracker.calibration = bundle.model_info, bundle.calibration
-            self.readers[state.config.name].retune(bundle.fps, bundle.size)
-            log.info("camera %s scores with %s (threshold %.6g)", state.config.name, bundle.path, bundle.threshold)
+            self.readers[cam.name].retune(bundle.fps, bundle.size)
+            log.info("camera %s scores with %s (threshold %.6g)", cam.name, bundle.path, bundle.threshold)
 
     # --- clips in (reader threads) ----------------------------------------------------------------------
 
@@ -196,7 +216,7 @@ class Agent:
                 self._publish_settings(state)
                 self.settings.save_multiplier(camera, state.multiplier)
             elif what == "recalibrate":
-                self._apply_reload()
+                self.reload()
             else:
                 log.warning("unknown command %s for camera %s ignored", shown(what), camera)
         except CommandError as exc:
@@ -385,6 +405,7 @@ class Agent:
             self.health.start()
         for reader in self.readers.values():
             reader.start()
+        threading.Thread(target=self._reload_forever, name="bundle-loader", daemon=True).start()
         self._started = True
 
     def run(self, until=None) -> None:
