@@ -362,3 +362,27 @@ def test_a_burst_of_reload_requests_is_merged_and_loaded_off_the_loop(tmp_path, 
         agent.stop_event.set()
         loader.join(10)
         agent.outbox.close()
+
+
+def test_state_is_owner_only_and_risky_choices_are_explicit(tmp_path, tiny_checkpoint, caplog):
+    import stat
+
+    from vad_edge.agent.runner import Agent
+
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o644)
+    with pytest.raises(config.ConfigError, match="health.*serves health and metrics beyond this box"):
+        config.parse("device_id: box\nhealth: {host: 0.0.0.0}\ncameras: [{name: a, source: x.mp4}]")
+    cfg = config.Config.model_validate({
+        "device_id": "box", "state_dir": str(tmp_path / "state"),
+        "health": {"host": "0.0.0.0", "port": 0, "allow_remote": True},
+        "mqtt": {"username": "box", "password_file": str(secret)},
+        "model": {"checkpoint": str(tiny_checkpoint), "device": "cpu"},
+        "cameras": [{"name": "door", "source": "rtsp://127.0.0.1:1/none"}]})
+    with caplog.at_level("WARNING"):
+        agent = Agent(cfg)
+    agent.outbox.close()
+    assert "can be read by other users (mode 644)" in caplog.text
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert mode(tmp_path / "state") == 0o700 and mode(tmp_path / "state" / "outbox.sqlite") == 0o600

@@ -91,9 +91,22 @@ class Model(Strict):
         "decoding and a calibration beside the agent"))
 
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
 class Health(Strict):
     host: str = Field("127.0.0.1", description="address of the /healthz and /metrics server")
     port: int = Field(9108, ge=0, le=65535, description="its port; 0 disables it")
+    allow_remote: bool = Field(False, description=(
+        "serve /healthz and /metrics beyond this box (a host other than loopback): they tell anyone who can "
+        "reach the port the cameras, their state and the outbox depth"))
+
+    @model_validator(mode="after")
+    def _loopback_unless_allowed(self):
+        if self.host not in LOOPBACK and not self.allow_remote:
+            raise ValueError(f"host {self.host!r} serves health and metrics beyond this box: set allow_remote: "
+                             f"true to mean it, or keep 127.0.0.1")
+        return self
 
 
 class Outbox(Strict):

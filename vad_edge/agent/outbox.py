@@ -56,6 +56,9 @@ class Outbox:
     def _open(self) -> None:
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=2)
         self._db.execute("PRAGMA journal_mode=WAL")
+        for suffix in ("", "-wal", "-shm"):  # events and settings are the agent's alone (older builds: 0644)
+            if Path(f"{self.path}{suffix}").exists():
+                os.chmod(f"{self.path}{suffix}", 0o600)
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(
             """

@@ -1,12 +1,21 @@
 """Before the agent starts: what the configuration points at must exist and be usable (the state folder,
 TLS files, the compute device). Every problem is named by its key, in one ConfigError, instead of a
-traceback from deep inside SQLite, ssl or torch."""
+traceback from deep inside SQLite, ssl or torch. Risky but allowed choices (a readable secret, health
+served beyond the box) are warned about."""
 
+import logging
+import os
+import stat
 from pathlib import Path
 
 import torch
 
-from vad_edge.config import Config, ConfigError
+from vad_edge.config import LOOPBACK, Config, ConfigError
+
+log = logging.getLogger("vad_edge.preflight")
+
+# Everything the agent creates (outbox, settings, calibration bundles) is its own: no group or other access.
+STATE_UMASK = 0o077
 
 
 def _state_dir(path: Path) -> list[str]:
@@ -44,7 +53,19 @@ def _device(name: str) -> list[str]:
     return []
 
 
+def _warnings(config: Config) -> None:
+    secret = config.mqtt.password_file
+    if secret is not None and secret.is_file() and secret.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("mqtt.password_file %s can be read by other users (mode %o): chmod 600 it", secret,
+                    stat.S_IMODE(secret.stat().st_mode))
+    if config.health.port and config.health.host not in LOOPBACK:
+        log.warning("health.host %s: /healthz and /metrics are served beyond this box (allow_remote)",
+                    config.health.host)
+
+
 def check(config: Config) -> None:
+    os.umask(STATE_UMASK)
     problems = _state_dir(config.state_dir) + _tls_files(config) + _device(config.model.device)
     if problems:
         raise ConfigError("\n".join(problems))
+    _warnings(config)
