@@ -120,6 +120,8 @@ install_files() {
   run install -m 0644 "$FW/systemd/vad-edge.service" "$FW/systemd/vad-edge-performance.service" \
       "$ROOT/etc/systemd/system/"
   run install -m 0644 "$FW/mosquitto/vad-edge.conf" "$ROOT/etc/mosquitto/conf.d/vad-edge.conf"
+  run install -m 0644 "$FW/mosquitto/acl" "$ROOT/etc/mosquitto/vad-edge.d/acl"
+  broker_credentials
   local bridge="$ROOT/etc/mosquitto/vad-edge.d/bridge.conf"
   if [ -n "$CENTRAL" ]; then
     say "bridge to the central broker $CENTRAL"
@@ -132,6 +134,30 @@ install_files() {
     fi
   elif [ ! -e "$bridge" ]; then
     say "no --central: the box broker will not bridge until $bridge is written (see the README)"
+  fi
+}
+
+# The agent's password on the box broker: generated once, kept across upgrades. The agent reads it from
+# /etc/vad-edge/mqtt-password (config.yaml's mqtt.password_file); mosquitto gets its hash.
+broker_credentials() {
+  local secret="$ROOT/etc/vad-edge/mqtt-password" passwd="$ROOT/etc/mosquitto/vad-edge.d/passwd"
+  if [ "$DRY_RUN" = 1 ]; then
+    echo "+ generate the agent's broker password: $secret (once) and its hash in $passwd"
+    return
+  fi
+  if [ -s "$secret" ]; then
+    say "keeping the agent's broker password ($secret)"
+  else
+    say "generating the agent's broker password ($secret)"
+    (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '/+=\n' > "$secret")
+  fi
+  chmod 0640 "$secret"
+  if command -v mosquitto_passwd >/dev/null 2>&1 || [ -x /usr/bin/mosquitto_passwd ]; then
+    # -U hashes a user:password file in place: the password never appears on a command line.
+    (umask 077 && printf 'vad-edge:%s\n' "$(cat "$secret")" > "$passwd")
+    PATH="$PATH:/usr/bin" mosquitto_passwd -U "$passwd"
+  else
+    say "mosquitto_passwd not found (apt-get install mosquitto): write $passwd before the box broker starts"
   fi
 }
 
@@ -194,7 +220,11 @@ install_system() {
   for group in video render; do
     if getent group "$group" >/dev/null 2>&1; then system usermod -aG "$group" vad-edge; fi
   done
-  system chown root:vad-edge /etc/vad-edge /etc/vad-edge/config.yaml
+  system chown root:vad-edge /etc/vad-edge /etc/vad-edge/config.yaml /etc/vad-edge/mqtt-password
+  if getent group mosquitto >/dev/null 2>&1; then
+    system chown root:mosquitto /etc/mosquitto/vad-edge.d/passwd
+    system chmod 0640 /etc/mosquitto/vad-edge.d/passwd
+  fi
   system chown vad-edge:vad-edge /var/lib/vad-edge
   system systemctl daemon-reload
   system systemctl enable vad-edge-performance.service vad-edge.service

@@ -112,6 +112,13 @@ def test_install_into_a_throwaway_root_upgrade_rollback_and_uninstall(tmp_path):
     run_installer("--torch", torch_req, "--central", "127.0.0.1:18883", env=env)
     assert not (root / "tmp").exists(), "the kernels were installed under DESTDIR instead of into the wheel"
     assert "address 127.0.0.1:18883" in (root / "etc/mosquitto/vad-edge.d/bridge.conf").read_text()
+    # The agent's broker password, generated: readable by root and the service's group only, hashed for mosquitto.
+    secret = root / "etc/vad-edge/mqtt-password"
+    password = secret.read_text().strip()
+    assert len(password) >= 24 and secret.stat().st_mode & 0o777 == 0o640
+    hashed = (root / "etc/mosquitto/vad-edge.d/passwd").read_text()
+    assert hashed.startswith("vad-edge:$") and password not in hashed
+    assert (root / "etc/mosquitto/vad-edge.d/acl").exists()
     vad_edge = root / "opt/vad-edge/venv/bin/vad-edge"
     info = subprocess.run([str(vad_edge), "info"], capture_output=True, text=True, check=True)
     assert json.loads(info.stdout)["cpu"] is True
@@ -130,6 +137,7 @@ def test_install_into_a_throwaway_root_upgrade_rollback_and_uninstall(tmp_path):
     config_file.write_text(config_file.read_text() + "# mine\n")
     again = run_installer("--torch", torch_req, env=env)
     assert "keeping the existing /etc/vad-edge/config.yaml" in again.stdout
+    assert secret.read_text().strip() == password  # an upgrade keeps the password the agent and broker share
     assert config_file.read_text().endswith("# mine\n")
     second = installed_release(root, "venv")
     assert second != first and installed_release(root, "previous") == first
@@ -143,6 +151,9 @@ def test_install_into_a_throwaway_root_upgrade_rollback_and_uninstall(tmp_path):
     assert "nothing to roll back" in run_installer("--rollback", env=env, check=False).stderr
 
 
+AGENT_PASSWORD = "agent-secret"
+
+
 def box_broker(tmp_path: Path, central_port: int) -> Broker:
     """mosquitto with the shipped box configuration; only ports, paths and TLS differ (TLS is tested in
     the agent's tests)."""
@@ -153,6 +164,11 @@ def box_broker(tmp_path: Path, central_port: int) -> Broker:
     conf = conf.replace("listener 1883 127.0.0.1", f"listener {box.port} 127.0.0.1")
     conf = conf.replace("persistence_location /var/lib/mosquitto/", f"persistence_location {store}/")
     conf = conf.replace("include_dir /etc/mosquitto/vad-edge.d", f"include_dir {tmp_path / 'box' / 'd'}")
+    conf = conf.replace("password_file /etc/mosquitto/vad-edge.d/passwd", f"password_file {tmp_path / 'box' / 'passwd'}")
+    conf = conf.replace("acl_file /etc/mosquitto/vad-edge.d/acl", f"acl_file {FW / 'mosquitto' / 'acl'}")
+    passwd = tmp_path / "box" / "passwd"
+    passwd.write_text(f"vad-edge:{AGENT_PASSWORD}\n")  # hashed in place, as install.sh does
+    subprocess.run(["mosquitto_passwd", "-U", str(passwd)], check=True)
     bridge = (FW / "mosquitto/bridge.conf").read_text()
     bridge = bridge.replace("address central.example.com:8883", f"address 127.0.0.1:{central_port}")
     bridge = "\n".join(line for line in bridge.splitlines() if not line.startswith(("bridge_capath", "bridge_tls")))
@@ -172,9 +188,23 @@ def test_box_broker_bridges_to_central_and_survives_its_outage(tmp_path):
     box = box_broker(tmp_path, central.port).start()
     watcher = Subscriber(central.port, "vad-edge/#", session="central-watcher")
     agent = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="agent-on-box")
+    agent.username_pw_set("vad-edge", AGENT_PASSWORD)
     agent.connect("127.0.0.1", box.port)
     agent.loop_start()
     try:
+        # Nobody else on the box may connect: no anonymous client, no wrong password.
+        for user in (None, ("vad-edge", "guess")):
+            stranger, answers = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"x{user is None}"), []
+            stranger.on_connect = lambda c, u, f, reason, p=None: answers.append(reason)
+            if user:
+                stranger.username_pw_set(*user)
+            stranger.connect("127.0.0.1", box.port)
+            stranger.loop_start()
+            wait_for(lambda: answers, 10, "the broker's answer")
+            stranger.loop_stop()
+            assert answers[0].is_failure, f"{user} was let in"
+        # The agent may not publish commands: this one never reaches the central broker.
+        agent.publish("vad-edge/box/cameras/gate/detect/set", "OFF", qos=1).wait_for_publish(5)
         topic = "vad-edge/box/cameras/gate/events"
         wait_for(lambda: agent.publish(topic, json.dumps({"event_id": "e0"}), qos=1).wait_for_publish(5) is None
                  and watcher.on("/events"), 30, "the first event at the central broker")
@@ -187,11 +217,13 @@ def test_box_broker_bridges_to_central_and_survives_its_outage(tmp_path):
         wait_for(lambda: {json.loads(p)["event_id"] for p in watcher.on("/events")} >= {"e0", "e1", "e2", "e3"},
                  60, "the events queued on the box to reach the central broker")
 
-        # Commands flow the other way.
-        commands = Subscriber(box.port, "vad-edge/+/cameras/+/detect/set")
+        # Commands flow the other way, from the central side only.
+        assert not watcher.on("/detect/set"), "the agent's own command was let through"
+        commands = Subscriber(box.port, "vad-edge/+/cameras/+/detect/set", auth=("vad-edge", AGENT_PASSWORD))
         time.sleep(1)
-        watcher.client.publish("vad-edge/box/cameras/gate/detect/set", "OFF", qos=1)
+        watcher.client.publish("vad-edge/box/cameras/gate/detect/set", "ON", qos=1)
         wait_for(lambda: commands.on("/detect/set"), 30, "the command to reach the box")
+        assert commands.on("/detect/set") == [b"ON"]
         commands.close()
     finally:
         agent.loop_stop()

@@ -383,6 +383,6 @@ def test_state_is_owner_only_and_risky_choices_are_explicit(tmp_path, tiny_check
     with caplog.at_level("WARNING"):
         agent = Agent(cfg)
     agent.outbox.close()
-    assert "can be read by other users (mode 644)" in caplog.text
+    assert "can be read by every user (mode 644)" in caplog.text
     mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
     assert mode(tmp_path / "state") == 0o700 and mode(tmp_path / "state" / "outbox.sqlite") == 0o600

@@ -55,8 +55,8 @@ def _device(name: str) -> list[str]:
 
 def _warnings(config: Config) -> None:
     secret = config.mqtt.password_file
-    if secret is not None and secret.is_file() and secret.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("mqtt.password_file %s can be read by other users (mode %o): chmod 600 it", secret,
+    if secret is not None and secret.is_file() and secret.stat().st_mode & stat.S_IRWXO:
+        log.warning("mqtt.password_file %s can be read by every user (mode %o): chmod o-rwx it", secret,
                     stat.S_IMODE(secret.stat().st_mode))
     if config.health.port and config.health.host not in LOOPBACK:
         log.warning("health.host %s: /healthz and /metrics are served beyond this box (allow_remote)",
