@@ -386,3 +386,27 @@ def test_state_is_owner_only_and_risky_choices_are_explicit(tmp_path, tiny_check
     assert "can be read by every user (mode 644)" in caplog.text
     mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
     assert mode(tmp_path / "state") == 0o700 and mode(tmp_path / "state" / "outbox.sqlite") == 0o600
+
+
+def test_one_cameras_failure_never_drops_another_cameras_clip(tmp_path, tiny_checkpoint):
+    """Two cameras share a model and so a batch: a camera whose score cannot be handled (a threshold of zero,
+    as a stored 1e-320 once made) loses its clip, the other is scored."""
+    import numpy as np
+
+    from vad_edge.agent.runner import Agent
+    from vad_edge.agent.sources import Frame
+
+    cfg = config.Config.model_validate({
+        "device_id": "box", "state_dir": str(tmp_path / "state"), "health": {"port": 0},
+        "mqtt": {"host": "127.0.0.1", "port": 1},
+        "model": {"checkpoint": str(tiny_checkpoint), "device": "cpu"},
+        "cameras": [{"name": "door", "source": "rtsp://127.0.0.1:1/a"}, {"name": "yard", "source": "rtsp://127.0.0.1:1/b"}]})
+    agent = Agent(cfg)
+    try:
+        agent.cameras["door"].multiplier = 0.0  # what validation now refuses
+        frame = np.zeros((32, 32, 3), np.uint8)
+        clip = tuple(Frame(float(t), 0.0, frame, frame) for t in range(5))
+        agent._score([(agent.cameras["door"], clip), (agent.cameras["yard"], clip)])
+        assert agent.cameras["door"].frames == 0 and agent.cameras["yard"].frames == 1
+    finally:
+        agent.outbox.close()
