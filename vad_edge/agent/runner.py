@@ -444,7 +444,14 @@ class Agent:
             reader.stop()
         for state in self.cameras.values():
             self._commit(state, state.tracker.close())
+        # No reader may still be inside OpenCV when the interpreter finalises: that aborts the process
+        # (SIGABRT instead of a clean exit). A stopped reader leaves at its next frame or wait.
         deadline = time.monotonic() + flush_timeout
+        for reader in self.readers.values():
+            if reader.ident is not None:
+                reader.join(max(0.0, deadline - time.monotonic()))
+                if reader.is_alive():
+                    log.warning("camera %s: its reader did not stop in time", reader.camera.name)
         while self.publisher.connected and self.outbox.depth() and time.monotonic() < deadline:
             time.sleep(0.05)
         self.publisher.publish_stats(self.stats())  # the final tally
