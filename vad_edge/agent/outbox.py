@@ -45,9 +45,8 @@ class Outbox:
         except sqlite3.DatabaseError as exc:  # not a database, or a malformed one: keep it, start afresh
             aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
             self._db.close()
-            for suffix in ("", "-wal", "-shm"):
-                if Path(f"{path}{suffix}").exists():
-                    os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+            for file in self._files():
+                os.replace(file, f"{aside}{file.name[len(path.name):]}")
             log.error("OUTBOX CORRUPT: %s (%s) was moved to %s for inspection; a new, empty outbox starts now. "
                       "Events still pending in it were not sent, and the event seq starts again at 1.",
                       path, exc, aside)
@@ -56,9 +55,8 @@ class Outbox:
     def _open(self) -> None:
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=2)
         self._db.execute("PRAGMA journal_mode=WAL")
-        for suffix in ("", "-wal", "-shm"):  # events and settings are the agent's alone (older builds: 0644)
-            if Path(f"{self.path}{suffix}").exists():
-                os.chmod(f"{self.path}{suffix}", 0o600)
+        for file in self._files():  # events and settings are the agent's alone (older builds: 0644)
+            file.chmod(0o600)
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(
             """
@@ -69,6 +67,10 @@ class Outbox:
             INSERT OR IGNORE INTO meta VALUES ('seq', '0'), ('dropped', '0');
             """
         )
+
+    def _files(self) -> list[Path]:
+        """The database and SQLite's WAL and shared-memory files beside it, those that exist."""
+        return [file for suffix in ("", "-wal", "-shm") if (file := Path(f"{self.path}{suffix}")).exists()]
 
     @contextmanager
     def _writing(self, what: str):

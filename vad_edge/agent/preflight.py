@@ -14,15 +14,14 @@ from vad_edge.config import LOOPBACK, Config, ConfigError
 
 log = logging.getLogger("vad_edge.preflight")
 
-# Everything the agent creates (outbox, settings, calibration bundles) is its own: no group or other access.
-STATE_UMASK = 0o077
-
-
 def _state_dir(path: Path) -> list[str]:
+    """The folder exists, is the agent's alone (outbox, settings, calibration bundles: mode 0700) and usable."""
     if path.exists() and not path.is_dir():
         return [f"state_dir: {path} exists and is not a folder"]
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.stat().st_uid == os.geteuid():  # one an older build made 0755 (the unit sets it under systemd)
+            path.chmod(0o700)
     except OSError as exc:
         return [f"state_dir: cannot create {path} ({exc.strerror})"]
     return []
@@ -64,7 +63,6 @@ def _warnings(config: Config) -> None:
 
 
 def check(config: Config) -> None:
-    os.umask(STATE_UMASK)
     problems = _state_dir(config.state_dir) + _tls_files(config) + _device(config.model.device)
     if problems:
         raise ConfigError("\n".join(problems))

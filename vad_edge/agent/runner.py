@@ -74,7 +74,7 @@ class Agent:
         self.publisher = Publisher(config, self.outbox, self.command)
         self.topics = self.publisher.topics
         self.stop_event = threading.Event()
-        self._started = False  # start() ran: readers run
+        self._readers_running = False  # start() ran
         self.started = time.monotonic()
         self.last_loop = time.monotonic()
         self.reload_interval = RELOAD_INTERVAL
@@ -159,7 +159,7 @@ class Agent:
                 if self._add_camera(cam, bundle):
                     log.info("camera %s: its model loads now; starting it", cam.name)
                     self._publish_settings(self.cameras[cam.name])
-                    if self._started:
+                    if self._readers_running:
                         self.readers[cam.name].start()
                 continue
             if isinstance(bundle, ValueError):  # a bad new bundle: keep scoring with the old one
@@ -268,9 +268,9 @@ class Agent:
         """Beyond MAX_UNSTORED events in memory the oldest update goes first (start and end events matter
         more), then the oldest event; every loss is logged and counted."""
         while len(self.unstored) > MAX_UNSTORED:
-            updates = [i for i, (_, e) in enumerate(self.unstored) if e["type"] == "update"]
-            _, lost = self.unstored[updates[0] if updates else 0]
-            del self.unstored[updates[0] if updates else 0]
+            drop = next((i for i, (_, e) in enumerate(self.unstored) if e["type"] == "update"), 0)
+            _, lost = self.unstored[drop]
+            del self.unstored[drop]
             self.events_lost += 1
             log.error("event %s lost: storage has failed for %d events", lost["event_id"], MAX_UNSTORED)
 
@@ -406,7 +406,7 @@ class Agent:
         for reader in self.readers.values():
             reader.start()
         threading.Thread(target=self._reload_forever, name="bundle-loader", daemon=True).start()
-        self._started = True
+        self._readers_running = True
 
     def run(self, until=None) -> None:
         """The loop, until stop() (SIGTERM), or until `until()` returns True."""

@@ -152,7 +152,6 @@ class CameraReader(threading.Thread):
         self.status: str | None = None  # nothing said yet: the first state is announced, not a default
         self.reason = ""
         self.finished = False  # a video file that played to its end (and does not loop)
-        self.frames_read = 0  # frames kept on the model's grid
         self.window_restarts = 0  # partial or full windows given up because the frames broke
         self._window: deque[Frame] = deque(maxlen=CLIP_FRAMES)
         self._grid = FrameGrid(fps)
@@ -259,7 +258,6 @@ class CameraReader(threading.Thread):
                     if delay > 0 and self._stopping.wait(delay):
                         return "stopped"
                 self._last_frame = time.monotonic()
-                self.frames_read += 1
                 self._set_status("online", "frames arriving")
                 if offer is Offer.NEW_RUN:
                     self._restart_window()

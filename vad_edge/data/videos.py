@@ -124,16 +124,17 @@ def load_frames(source: Path, size: int) -> np.ndarray:
     return frames
 
 
-def load_at_rate(source: Path, size: int, fps: float) -> tuple[np.ndarray, np.ndarray | None]:
-    """(frames sampled to `fps`, the source index of each, or None when every frame is kept)."""
+def load_at_rate(source: Path, size: int, fps: float) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """(frames sampled to `fps`, the source index of each or None when every frame is kept, the number of
+    frames in the source: what its labels count)."""
     frames = load_frames(source, size)
     try:
         keep = sample_indices(len(frames), native_fps(source), fps)
     except ValueError as exc:
         raise DatasetError(f"{source}: {exc}") from None
     if len(keep) == len(frames):
-        return frames, None
-    return frames[keep], keep
+        return frames, None, len(frames)
+    return frames[keep], keep, len(frames)
 
 
 def _split_sources(split_dir: Path) -> list[Path]:
@@ -200,15 +201,15 @@ def load_split(root: str | Path, split: str, size: int, fps: float, progress: bo
     sources = _split_sources(split_dir)
     if not sources:
         raise DatasetError(f"{split_dir}: no videos (frame folders under frames/ or video files)")
-    videos = []
+    videos, lengths = [], []
     for source in tqdm(sources, desc=f"loading {split}", unit="video", disable=not progress):
         name = source.stem if source.is_file() else source.name
         masks = split_dir / "pixel_masks" / name
-        frames, indices = load_at_rate(source, size, fps)
+        frames, indices, length = load_at_rate(source, size, fps)
         videos.append(Video(name, frames, mask_dir=masks if masks.is_dir() else None, source=source,
                             indices=indices))
+        lengths.append(length)
     if split != "training":
-        lengths = [len(v.frames) if v.indices is None else len(load_frames(v.source, size)) for v in videos]
         labels = load_labels(root, [v.name for v in videos], lengths)
         for video, label in zip(videos, labels or []):
             video.labels = label if video.indices is None else label[video.indices]
@@ -231,7 +232,7 @@ def load_videos(path: str | Path, size: int, fps: float, progress: bool = True) 
         raise DatasetError(f"{path}: no video files or frame folders")
     videos = []
     for source in tqdm(sources, desc="loading footage", unit="video", disable=not progress):
-        frames, indices = load_at_rate(source, size, fps)
+        frames, indices, _ = load_at_rate(source, size, fps)
         videos.append(Video(source.stem if source.is_file() else source.name, frames, source=source, indices=indices))
     return videos
 
