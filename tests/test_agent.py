@@ -150,14 +150,17 @@ def test_commands_apply_live_and_persist(tmp_path, broker, tiny_checkpoint):
     running = RunningAgent(path)
     base = "vad-edge/box-test/cameras/door"
     try:
-        wait_for(lambda: running.agent.publisher.connected, 20, "the agent to connect")
+        # The agent replays its retained state after subscribing to commands on the same connection: once
+        # the subscriber sees it, commands published now reach the agent ("connected" alone raced this).
+        wait_for(lambda: b"ON" in sub.on("/door/detect/state"), 60, "the agent's state after it subscribed")
         sub.client.publish(f"{base}/threshold/set", "2.5", qos=1)
         for hostile in ("-3", "1e-320", "  2.5  ", "1_000", "nan", "25", "x" * 100_000):  # refused, logged short
             sub.client.publish(f"{base}/threshold/set", hostile, qos=1)
         sub.client.publish(f"{base}/detect/set", "OFF", qos=1)  # after them: once applied, they were seen
-        wait_for(lambda: b"OFF" in sub.on("/door/detect/state"), 10, "detect/state OFF")
-        wait_for(lambda: b"2.5" in sub.on("/door/threshold/state"), 10, "threshold/state 2.5")
-        wait_for(lambda: b"disabled" in sub.on("/door/status"), 10, "status disabled")
+        # Hang guards, not speed limits: a loaded CI box took more than 10 s here.
+        wait_for(lambda: b"OFF" in sub.on("/door/detect/state"), 60, "detect/state OFF")
+        wait_for(lambda: b"2.5" in sub.on("/door/threshold/state"), 60, "threshold/state 2.5")
+        wait_for(lambda: b"disabled" in sub.on("/door/status"), 60, "status disabled")
     finally:
         running.stop()
         sub.close()
