@@ -1,10 +1,11 @@
-"""What each term of STD's score is worth, per checkpoint, on a labelled test split (Ped2), against the
+"""What each term of the score is worth, per checkpoint, on a labelled test split (Ped2), against the
 no-learning baselines. Same protocol as `vad-edge eval` (clip t-4..t scores frame t; micro: per-video
 min-max of 1/S, pooled; macro: mean per-video AUC; raw: pooled, no normalisation, as a live box sees it).
 
-Terms, from one forward pass: E = mean_rgb (FIF^ + D^ - F4)^2 (the paper's error), the appearance error
-(FIF^ - F0)^2, the motion error (F0 + D^ - F4)^2, and the cluster map C; each frame score is the mean
-over pixels.
+From one forward pass per clip, the frame score of each term is its mean over pixels
+(vad_edge.ops.reference.score_terms): the paper's E·C, E = mean_rgb (FIF^ + D^ - F4)^2; the appearance
+error (FIF^ - F0)^2; the motion error (F0 + D^ - F4)^2; the cluster map C. The standardised fusion (and its
+leave-one-term-out variants) is fitted on the training split's clips only: no test label chooses anything.
 
     python benchmarks/ablation.py --data ../shared/data/ped2 --checkpoint a.safetensors [--checkpoint b ...]
 """
@@ -12,36 +13,29 @@ over pixels.
 import argparse
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from tqdm import tqdm
 
-from vad_edge import ops
-from vad_edge.data import ClipDataset, load_split
+from vad_edge.data import load_split
 from vad_edge.eval import frame_difference_scores, frame_metrics
-from vad_edge.model import checkpoint
-from vad_edge.ops import reference
+from vad_edge.model import checkpoint, fusion
+from vad_edge.model.scoring import term_means
 
 
-@torch.no_grad()
-def term_scores(model, videos) -> dict[str, list[np.ndarray]]:
-    model.eval()
-    terms = {"E·C (paper, shipped)": [], "E": [], "appearance": [], "motion": [], "cluster map": []}
-    loader = torch.utils.data.DataLoader(ClipDataset(videos), batch_size=16, shuffle=False)
-    for frames in tqdm(loader, desc="scoring terms", unit="batch"):
-        clip, _ = ops.prepare_clip(frames)
-        out = model(clip)
-        cmap, _, _ = reference.cluster_distance(out.z, model.centers, model.profile.alpha)
-        first, last = clip[:, 0:3], clip[:, 12:15]
-        error = (out.fif_hat + out.d_hat - last).pow(2).mean(dim=1, keepdim=True)
-        upsampled = F.interpolate(cmap, size=error.shape[-2:], mode="nearest")
-        per_clip = {"E·C (paper, shipped)": error * upsampled, "E": error,
-                    "appearance": (out.fif_hat - first).pow(2), "motion": (first + out.d_hat - last).pow(2),
-                    "cluster map": cmap}
-        for name, value in per_clip.items():
-            terms[name].append(value.flatten(1).mean(dim=1).double().numpy())
-    lengths = np.cumsum([len(v.frames) - 4 for v in videos])[:-1]
-    return {name: np.split(np.concatenate(parts), lengths) for name, parts in terms.items()}
+def rows_for(model, meta, data) -> tuple[dict[str, list[np.ndarray]], list]:
+    fps = checkpoint.frame_rate(meta)
+    normal = load_split(data, "training", model.profile.size, fps)
+    videos = load_split(data, "testing", model.profile.size, fps)
+    standardised = fusion.fit("standardised", np.concatenate(term_means(model, normal, desc="training clips")))
+    terms = term_means(model, videos, desc="test clips")
+    mu = standardised.normal_means
+    rows = {"E·C (paper)": [t[:, 3] for t in terms],
+            "appearance": [t[:, 0] for t in terms],
+            "motion": [t[:, 1] for t in terms],
+            "cluster map": [t[:, 2] for t in terms],
+            "standardised a + m + c": [standardised.score(t) for t in terms]}
+    for dropped, name in enumerate(("appearance", "motion", "cluster")):
+        weights = [0.0 if i == dropped else 1.0 / mu[i] for i in range(3)] + [0.0]
+        rows[f"standardised without {name}"] = [t @ np.array(weights) for t in terms]
+    return rows, videos
 
 
 def main() -> None:
@@ -55,13 +49,12 @@ def main() -> None:
     baselines_done = False
     for path in paths:
         model, meta = checkpoint.load(path)
-        videos = load_split(args.data, "testing", model.profile.size, checkpoint.frame_rate(meta))
-        labels = [v.labels for v in videos]
-        rows = term_scores(model, videos)
+        rows, videos = rows_for(model, meta, args.data)
         if not baselines_done:
             rows["frame difference, lag 1 (no learning)"] = frame_difference_scores(videos, lag=1)
             rows["frame difference, lag 4 (no learning)"] = frame_difference_scores(videos, lag=4)
             baselines_done = True
+        labels = [v.labels for v in videos]
         for name, scores in rows.items():
             m = frame_metrics(scores, labels)
             print(f"| {path} | {name} | {m['auc_micro']:.1f} | {m['auc_macro']:.1f} | {m['auc_raw']:.1f} |", flush=True)

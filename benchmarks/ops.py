@@ -64,10 +64,12 @@ def cases(n: int, device: torch.device):
         yield ("cluster_distance", f"D=512 {size}x{size} K=32", lambda z=z: ops.cluster_distance(z, centers),
                lambda z=z: reference.cluster_distance(z, centers), nbytes(z) + 4 * n * size * size * 4)
     for size in (256, 128):
-        images = [rand(n, 3, size, size) for _ in range(3)]
+        images = [rand(n, 3, size, size) for _ in range(4)]
         cmap = rand(n, 1, size // 8, size // 8).abs()
+        w = (2e3, 1.3e4, 2e2, 0.0)  # the standardised fusion's shape
         yield ("anomaly_score", f"{size}x{size}, cmap {size // 8}x{size // 8}",
-               lambda i=images, c=cmap: ops.anomaly_score(*i, c), lambda i=images, c=cmap: reference.anomaly_score(*i, c),
+               lambda i=images, c=cmap: ops.anomaly_score(*i, c, w),
+               lambda i=images, c=cmap: reference.anomaly_score(*i, c, w),
                nbytes(*images, cmap) + n * size * size * 4)
 
 

@@ -35,6 +35,11 @@ FrameStrides frame_strides(const std::vector<int64_t>& s) {
   return FrameStrides{s[0], s[1], s[2], s[3], s[4]};
 }
 
+vad_edge::ScoreWeights score_weights(const std::vector<float>& w) {
+  if (w.size() != 4) throw py::value_error("score weights: expected 4 values (appearance, motion, cluster, paper)");
+  return vad_edge::ScoreWeights{w[0], w[1], w[2], w[3]};
+}
+
 std::vector<std::string> split_archs(const std::string& archs) {
   std::vector<std::string> out;
   std::string cur;
@@ -70,12 +75,15 @@ void register_cpu(py::module_& m) {
     vad_edge::cluster_distance_cpu(ptr<const float>(z), ptr<const float>(centers), ptr<float>(cmap),
                                    ptr<int64_t>(nearest), ptr<float>(dmin), N, D, P, K, alpha, threads);
   });
-  m.def("anomaly_score_cpu", [](std::uintptr_t fif_hat, std::uintptr_t d_hat, std::uintptr_t lif,
-                                std::uintptr_t cmap, std::uintptr_t score, std::uintptr_t emap, int64_t N, int64_t H,
-                                int64_t W, int64_t h, int64_t w, int threads) {
+  m.def("anomaly_score_cpu", [](std::uintptr_t fif_hat, std::uintptr_t d_hat, std::uintptr_t first,
+                                std::uintptr_t last, std::uintptr_t cmap, const std::vector<float>& weights,
+                                std::uintptr_t score, std::uintptr_t emap, int64_t N, int64_t H, int64_t W, int64_t h,
+                                int64_t w, int threads) {
+    const auto wt = score_weights(weights);
     py::gil_scoped_release release;
-    vad_edge::anomaly_score_cpu(ptr<const float>(fif_hat), ptr<const float>(d_hat), ptr<const float>(lif),
-                                ptr<const float>(cmap), ptr<float>(score), ptr<float>(emap), N, H, W, h, w, threads);
+    vad_edge::anomaly_score_cpu(ptr<const float>(fif_hat), ptr<const float>(d_hat), ptr<const float>(first),
+                                ptr<const float>(last), ptr<const float>(cmap), wt, ptr<float>(score),
+                                ptr<float>(emap), N, H, W, h, w, threads);
   });
 }
 
@@ -99,13 +107,14 @@ void register_cuda(py::module_& m) {
                                     ptr<int64_t>(nearest), ptr<void>(dmin), static_cast<DType>(dtype), N, D, P, K,
                                     alpha, stream_of(stream));
   });
-  m.def("anomaly_score_cuda", [](std::uintptr_t fif_hat, std::uintptr_t d_hat, std::uintptr_t lif,
-                                 std::uintptr_t cmap, std::uintptr_t score, std::uintptr_t emap,
-                                 std::uintptr_t workspace, int dtype, int64_t N, int64_t H, int64_t W, int64_t h,
-                                 int64_t w, std::uintptr_t stream) {
-    vad_edge::anomaly_score_cuda(ptr<const void>(fif_hat), ptr<const void>(d_hat), ptr<const void>(lif),
-                                 ptr<const void>(cmap), ptr<void>(score), ptr<void>(emap), ptr<float>(workspace),
-                                 static_cast<DType>(dtype), N, H, W, h, w, stream_of(stream));
+  m.def("anomaly_score_cuda", [](std::uintptr_t fif_hat, std::uintptr_t d_hat, std::uintptr_t first,
+                                 std::uintptr_t last, std::uintptr_t cmap, const std::vector<float>& weights,
+                                 std::uintptr_t score, std::uintptr_t emap, std::uintptr_t workspace, int dtype,
+                                 int64_t N, int64_t H, int64_t W, int64_t h, int64_t w, std::uintptr_t stream) {
+    vad_edge::anomaly_score_cuda(ptr<const void>(fif_hat), ptr<const void>(d_hat), ptr<const void>(first),
+                                 ptr<const void>(last), ptr<const void>(cmap), score_weights(weights),
+                                 ptr<void>(score), ptr<void>(emap), ptr<float>(workspace), static_cast<DType>(dtype),
+                                 N, H, W, h, w, stream_of(stream));
   });
   m.attr("ANOMALY_SCORE_BLOCKS") = vad_edge::kAnomalyScoreBlocks;
 }

@@ -3,12 +3,13 @@
 import json
 import struct
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from vad_edge.model import PROFILES, build
-from vad_edge.model import checkpoint
+from vad_edge.model import checkpoint, fusion
 from vad_edge.model.losses import autoencoder_loss, cluster_loss, gradient_loss
 from vad_edge.ops import reference
 
@@ -180,3 +181,71 @@ def test_checkpoint_rejects_non_finite_weights(tmp_path, tiny):
 def test_profiles_are_consistent():
     for profile in PROFILES.values():
         assert profile.size % 16 == 0 and profile.latent_dim == 16 * profile.base
+
+
+# --- fusion: how the terms become one score -----------------------------------------------------------------
+
+def test_standardised_fusion_divides_each_term_by_its_normal_mean():
+    terms = np.array([[2.0, 0.1, 4.0, 9.0], [4.0, 0.3, 6.0, 1.0]])
+    fused = fusion.fit("standardised", terms)
+    assert fused.normal_means[:3] == pytest.approx((3.0, 0.2, 5.0))
+    assert fused.weights == pytest.approx((1 / 3, 5.0, 0.2, 0.0))
+    # On its own normal footage each term averages 1: the mean score is 3, whatever the terms' units.
+    assert fused.score(terms).mean() == pytest.approx(3.0)
+    assert fusion.fit("paper", terms) is fusion.PAPER
+
+
+@pytest.mark.parametrize("terms,message", [
+    (np.array([[0.0, 1.0, 1.0, 1.0]]), "each must be > 0"),
+    (np.array([[np.nan, 1.0, 1.0, 1.0]]), "each must be > 0"),
+])
+def test_fusion_fit_refuses_degenerate_footage(terms, message):
+    with pytest.raises(fusion.FusionError, match=message):
+        fusion.fit("standardised", terms)
+    with pytest.raises(fusion.FusionError, match="expected one of standardised, paper"):
+        fusion.fit("median", terms)
+
+
+def test_kernel_score_is_the_fusion_of_the_term_means(tiny):
+    """The score the box computes (kernel) equals the fusion applied to the per-clip term means, the
+    quantity thresholds and the fit are computed from."""
+    clip = clip_batch(3, 32)
+    with torch.no_grad():
+        terms = tiny.score_terms(clip).double().numpy()
+        tiny.fusion = fusion.fit("standardised", terms)
+        fast = tiny.score(clip).raw.double().numpy()
+        tiny.set_use_kernels(False)
+        slow = tiny.score(clip).raw.double().numpy()
+    np.testing.assert_allclose(fast, tiny.fusion.score(terms), rtol=1e-5)
+    np.testing.assert_allclose(slow, tiny.fusion.score(terms), rtol=1e-5)
+    tiny.fusion = fusion.PAPER
+    with torch.no_grad():
+        np.testing.assert_allclose(tiny.score(clip).raw.double().numpy(), terms[:, 3], rtol=1e-5)
+
+
+def test_checkpoint_keeps_its_fusion(tmp_path, tiny):
+    tiny.fusion = fusion.fit("standardised", np.array([[1.0, 2.0, 4.0, 8.0]]))
+    loaded, meta = checkpoint.load(checkpoint.save(tiny, tmp_path / "f.safetensors", {}))
+    assert loaded.fusion == tiny.fusion and meta["fusion"]["name"] == "standardised"
+
+
+def test_checkpoint_without_fusion_scores_as_the_paper(tmp_path, tiny):
+    path = checkpoint.save(tiny, tmp_path / "old.safetensors", {})
+    rewrite_metadata(path, lambda meta: meta.pop("fusion"))
+    loaded, _ = checkpoint.load(path)
+    assert loaded.fusion == fusion.PAPER
+
+
+def test_checkpoint_with_bad_fusion_is_refused(tmp_path, tiny):
+    path = checkpoint.save(tiny, tmp_path / "bad.safetensors", {})
+    rewrite_metadata(path, lambda meta: meta.update(fusion={"name": "standardised", "weights": {"motion": -1}}))
+    with pytest.raises(checkpoint.CheckpointError, match="bad.safetensors: fusion metadata .* malformed"):
+        checkpoint.load(path)
+
+
+def rewrite_metadata(path, change):
+    from safetensors.torch import load_file, save_file
+
+    meta = checkpoint.read_metadata(path)
+    change(meta)
+    save_file(load_file(str(path)), str(path), metadata={"vad_edge": json.dumps(meta)})

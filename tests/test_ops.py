@@ -146,29 +146,47 @@ def test_cluster_distance_alpha_and_inputs(device, gen):
 # --- anomaly_score ----------------------------------------------------------------------------------------
 
 SCORE_CASES = [(1, 256, 256, 32, 32), (8, 128, 128, 16, 16), (3, 24, 36, 3, 4), (2, 5, 7, 5, 7)]
+# The paper's score, each term alone, the standardised fusion's shape, and all four at once.
+WEIGHTS = [reference.PAPER_WEIGHTS, (1, 0, 0, 0), (0, 1, 0, 0), (0, 0, 1, 0), (2e3, 1.3e4, 2e2, 0),
+           (0.3, 1.7, 2.5, 0.9)]
 
 
+@pytest.mark.parametrize("weights", WEIGHTS)
 @pytest.mark.parametrize("n,big_h,big_w,h,w", SCORE_CASES)
-def test_anomaly_score_matches_reference(device, gen, n, big_h, big_w, h, w):
-    images = [randn(gen, n, 3, big_h, big_w, device=device) for _ in range(3)]
+def test_anomaly_score_matches_reference(device, gen, n, big_h, big_w, h, w, weights):
+    images = [randn(gen, n, 3, big_h, big_w, device=device) for _ in range(4)]
     cmap = randn(gen, n, 1, h, w, device=device).abs()
-    score, emap = ops.anomaly_score(*images, cmap)
-    ref_score, ref_emap = reference.anomaly_score(*as64(*images, cmap))
+    score, emap = ops.anomaly_score(*images, cmap, weights)
+    ref_score, ref_emap = reference.anomaly_score(*as64(*images, cmap), weights)
+    scale = max(weights)
     assert score.shape == (n,) and emap.shape == (n, 1, big_h, big_w)
-    assert_close(score, ref_score, atol=1e-6)
-    assert_close(emap, ref_emap, atol=1e-5)
+    assert_close(score, ref_score, atol=1e-6 * scale, rtol=1e-5)
+    assert_close(emap, ref_emap, atol=1e-5 * scale, rtol=1e-5)
+
+
+def test_anomaly_score_terms_are_what_they_say(gen):
+    """Each term on a case worked by hand: the paper's score is E * C, appearance compares FIF^ with F0."""
+    ones = torch.ones(1, 3, 2, 2)
+    fif_hat, d_hat, first, last = 3 * ones, 0.5 * ones, ones, 2 * ones
+    cmap = torch.full((1, 1, 1, 1), 0.25)
+    terms = reference.score_terms(fif_hat, d_hat, first, last, cmap)
+    assert terms[0, :, 0, 0].tolist() == [4.0, 0.25, 0.25, 0.25 * 2.25]
+    for weights, want in ((reference.PAPER_WEIGHTS, 0.5625), ((1, 0, 0, 0), 4.0), ((0, 2, 4, 0), 1.5)):
+        score, _ = ops.anomaly_score(fif_hat, d_hat, first, last, cmap, weights)
+        assert score.item() == pytest.approx(want)
 
 
 def test_anomaly_score_non_contiguous(device, gen):
-    """The model's own case: the last frame is a channel slice of the 15-channel clip."""
+    """The model's own case: the first and last frames are channel slices of the 15-channel clip."""
     clip = randn(gen, 2, 15, 16, 16, device=device)
     fif_hat, d_hat = randn(gen, 2, 3, 16, 16, device=device), randn(gen, 2, 3, 16, 16, device=device)
     cmap = randn(gen, 2, 1, 16, 2, device=device).abs().transpose(2, 3)  # [2,1,2,16] view
-    lif = clip[:, 12:15]
-    assert not lif.is_contiguous() and not cmap.is_contiguous()
-    score, emap = ops.anomaly_score(fif_hat, d_hat, lif, cmap)
-    ref_score, ref_emap = reference.anomaly_score(*as64(fif_hat, d_hat, lif, cmap))
-    assert_close(score, ref_score, atol=1e-6)
+    first, last = clip[:, 0:3], clip[:, 12:15]
+    assert not last.is_contiguous() and not cmap.is_contiguous()
+    weights = (0.5, 2.0, 1.0, 1.5)
+    score, emap = ops.anomaly_score(fif_hat, d_hat, first, last, cmap, weights)
+    ref_score, ref_emap = reference.anomaly_score(*as64(fif_hat, d_hat, first, last, cmap), weights)
+    assert_close(score, ref_score, atol=1e-5)
     assert_close(emap, ref_emap, atol=1e-5)
 
 
@@ -195,10 +213,11 @@ def test_half_precision_on_cuda(gen, dtype):
     assert_close(cmap, ref_cmap, atol=tol, rtol=tol)
     assert_close(dmin, ref_dmin, atol=tol, rtol=tol)
 
-    images = [randn(gen, 2, 3, 256, 256, device=cuda, dtype=dtype) for _ in range(3)]
+    images = [randn(gen, 2, 3, 256, 256, device=cuda, dtype=dtype) for _ in range(4)]
     cmap = randn(gen, 2, 1, 32, 32, device=cuda, dtype=dtype).abs()
-    score, emap = ops.anomaly_score(*images, cmap)
-    ref_score, ref_emap = reference.anomaly_score(*as64(*images, cmap))
+    weights = (0.5, 2.0, 1.0, 1.5)
+    score, emap = ops.anomaly_score(*images, cmap, weights)
+    ref_score, ref_emap = reference.anomaly_score(*as64(*images, cmap), weights)
     assert_close(score, ref_score, atol=tol, rtol=tol)
     assert_close(emap, ref_emap, atol=tol * 10, rtol=tol)
 
@@ -214,6 +233,10 @@ def test_half_precision_rejected_on_cpu(dtype):
 
 def _img(*shape, dtype=torch.float32):
     return torch.zeros(*shape, dtype=dtype)
+
+
+def _imgs(*shape, count=4):
+    return [_img(*shape) for _ in range(count)]
 
 
 BAD_INPUTS = {
@@ -242,16 +265,24 @@ BAD_INPUTS = {
     "centers empty": (lambda: ops.cluster_distance(_img(1, 8, 4, 4), _img(0, 8)), "centers: expected a non-empty"),
     "alpha negative": (lambda: ops.cluster_distance(_img(1, 8, 4, 4), _img(3, 8), alpha=-1), "alpha: expected a finite"),
     "alpha nan": (lambda: ops.cluster_distance(_img(1, 8, 4, 4), _img(3, 8), alpha=float("nan")), "alpha: expected"),
-    "score channels": (lambda: ops.anomaly_score(_img(1, 1, 8, 8), _img(1, 1, 8, 8), _img(1, 1, 8, 8), _img(1, 1, 2, 2)),
-                       "lif: expected 3 .RGB. channels"),
-    "score shapes": (lambda: ops.anomaly_score(_img(1, 3, 8, 4), _img(1, 3, 8, 8), _img(1, 3, 8, 8), _img(1, 1, 2, 2)),
+    "score channels": (lambda: ops.anomaly_score(*_imgs(1, 1, 8, 8), _img(1, 1, 2, 2)),
+                       "last: expected 3 .RGB. channels"),
+    "score shapes": (lambda: ops.anomaly_score(_img(1, 3, 8, 4), *_imgs(1, 3, 8, 8, count=3), _img(1, 1, 2, 2)),
                      "fif_hat: expected the same shape"),
-    "cmap batch": (lambda: ops.anomaly_score(_img(2, 3, 8, 8), _img(2, 3, 8, 8), _img(2, 3, 8, 8), _img(1, 1, 2, 2)),
-                   r"cmap: expected shape \[2,1,h,w\]"),
-    "cmap not dividing": (lambda: ops.anomaly_score(_img(1, 3, 8, 8), _img(1, 3, 8, 8), _img(1, 3, 8, 8),
-                                                    _img(1, 1, 3, 2)), "cmap: 3 must divide H"),
-    "cmap dtype": (lambda: ops.anomaly_score(_img(1, 3, 8, 8), _img(1, 3, 8, 8), _img(1, 3, 8, 8),
-                                             _img(1, 1, 2, 2, dtype=torch.float64)), "cmap: expected the same dtype"),
+    "cmap batch": (lambda: ops.anomaly_score(*_imgs(2, 3, 8, 8), _img(1, 1, 2, 2)), r"cmap: expected shape \[2,1,h,w\]"),
+    "cmap not dividing": (lambda: ops.anomaly_score(*_imgs(1, 3, 8, 8), _img(1, 1, 3, 2)), "cmap: 3 must divide H"),
+    "cmap dtype": (lambda: ops.anomaly_score(*_imgs(1, 3, 8, 8), _img(1, 1, 2, 2, dtype=torch.float64)),
+                   "cmap: expected the same dtype"),
+    "weights count": (lambda: ops.anomaly_score(*_imgs(1, 3, 8, 8), _img(1, 1, 2, 2), (1, 0, 0)),
+                      "weights: expected 4 numbers"),
+    "weights negative": (lambda: ops.anomaly_score(*_imgs(1, 3, 8, 8), _img(1, 1, 2, 2), (1, -1, 0, 0)),
+                         "weights: expected finite numbers >= 0"),
+    "weights nan": (lambda: ops.anomaly_score(*_imgs(1, 3, 8, 8), _img(1, 1, 2, 2), (1, float("nan"), 0, 0)),
+                    "weights: expected finite numbers >= 0"),
+    "weights all zero": (lambda: ops.anomaly_score(*_imgs(1, 3, 8, 8), _img(1, 1, 2, 2), (0, 0, 0, 0)),
+                         "not all 0"),
+    "weights text": (lambda: ops.anomaly_score(*_imgs(1, 3, 8, 8), _img(1, 1, 2, 2), "abcd"),
+                     "weights: expected 4 numbers"),
     "requires grad": (lambda: ops.variance_attention(_img(1, 2, 4, 4).requires_grad_(), _img(1, 2, 4, 4), 2),
                       "p: requires grad, but the kernels have no backward"),
 }
@@ -288,7 +319,7 @@ def test_ops_trace_under_torch_compile(gen):
         clip, diff = ops.prepare_clip(frames)
         attended = ops.variance_attention(diff, diff, 2)
         cmap, _, _ = ops.cluster_distance(latent, centers)
-        return ops.anomaly_score(clip[:, :3], attended, clip[:, 12:15], cmap)
+        return ops.anomaly_score(clip[:, :3], attended, clip[:, :3], clip[:, 12:15], cmap, (1.0, 2.0, 0.5, 1.0))
 
     frames = random_frames(gen, 2, 16, 16, "cpu")
     centers, latent = randn(gen, 4, 8), randn(gen, 2, 8, 2, 2)

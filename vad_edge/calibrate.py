@@ -33,8 +33,8 @@ from tqdm import tqdm
 import vad_edge
 from vad_edge.data.sampling import FrameGrid, Offer
 from vad_edge.data.videos import DatasetError, Video, as_bgr, load_videos, resize
-from vad_edge.model import checkpoint
-from vad_edge.model.scoring import score_statistics, score_videos
+from vad_edge.model import checkpoint, fusion
+from vad_edge.model.scoring import score_statistics, term_means
 from vad_edge.train import TrainConfig, Trainer, pick_device
 
 HOLDOUT_FRACTION = 0.25
@@ -260,8 +260,11 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
         trainer.load_state(trainer.state_path)
     trainer.run(progress)
 
-    held_scores = score_videos(trainer.model, holdout, progress=progress, desc="scoring hold-out")
-    fit_scores = score_videos(trainer.model, fit, progress=progress, desc="scoring fit part")
+    # The hold-out, footage the model did not train on, fits the fusion (the site's own normal term means)
+    # and chooses the threshold; one pass gives both.
+    held_terms = term_means(trainer.model, holdout, progress=progress, desc="scoring hold-out")
+    trainer.model.fusion = fusion.fit(trainer.model.fusion.name, np.concatenate(held_terms))
+    held_scores = [trainer.model.fusion.score(t) for t in held_terms]
     choice = choose_threshold(held_scores, target_per_hour, min_event_frames, cooldown, fps, seed)
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     total_frames = quality["frames"]
@@ -282,12 +285,13 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
         "footage": {"seconds": total_frames / fps, "fit_frames": sum(len(v.frames) for v in fit),
                     "holdout_frames": sum(len(v.frames) for v in holdout), "quality": quality},
         "holdout_score_stats": score_statistics(np.concatenate(held_scores)),
+        "fusion": trainer.model.fusion.to_metadata(),
         "base_checkpoint": {"path": str(base_path), "sha256": checkpoint.file_sha256(base_path)},
         "training_minutes": round(trainer.elapsed / 60, 2),
         "versions": {"vad_edge": vad_edge.__version__, "torch": torch.__version__},
     }
     meta = {**base_meta,  # checkpoint.save writes format and profile afresh
-            "score_stats": score_statistics(np.concatenate(fit_scores)), "calibration": calibration}
+            "score_stats": calibration["holdout_score_stats"], "calibration": calibration}
     checkpoint.save(trainer.model, bundle_path, meta, dtype=torch.float16)
     report = {"bundle": str(bundle_path), **calibration}
     (out_dir / f"{camera}.report.json").write_text(json.dumps(report, indent=2))

@@ -27,7 +27,7 @@ def _eval(args: argparse.Namespace) -> int:
     from vad_edge.eval import evaluate
 
     report = evaluate(args.data, args.checkpoint, args.out, baseline=args.baseline, batch=args.batch,
-                      device=args.device)
+                      device=args.device, fusion_name=args.fusion)
     summary = {k: report[k] for k in ("auc_micro", "auc_macro", "auc_raw", "auc_pixel")}
     if "baseline_framediff" in report:
         for lag, key in (("", "baseline_framediff"), ("_lag4", "baseline_framediff_lag4")):
@@ -35,6 +35,25 @@ def _eval(args: argparse.Namespace) -> int:
                 summary[f"framediff{lag}_{metric}"] = report[key][metric]
     print(json.dumps(summary, indent=2))
     print(f"report and plots in {args.out}")
+    return 0
+
+
+def _fuse(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from vad_edge.data import load_split
+    from vad_edge.model import checkpoint, fusion
+    from vad_edge.model.scoring import score_statistics, term_means
+
+    model, meta = checkpoint.load(args.checkpoint)
+    videos = load_split(args.data, "training", model.profile.size, checkpoint.frame_rate(meta))
+    terms = np.concatenate(term_means(model, videos, desc="scoring normal clips"))
+    model.fusion = fusion.fit(args.fusion, terms)
+    meta["score_stats"] = score_statistics(model.fusion.score(terms))  # the default threshold follows the score
+    meta.get("metrics", {}).pop("ped2", None)  # measured with the old score
+    path = checkpoint.save(model, args.out, meta, dtype=checkpoint.stored_dtype(args.checkpoint))
+    print(json.dumps(model.fusion.to_metadata(), indent=2))
+    print(f"checkpoint written: {path}")
     return 0
 
 
@@ -134,6 +153,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from vad_edge.model.fusion import FUSIONS
+    from vad_edge.model.network import PROFILES
     from vad_edge.train import TrainConfig
 
     parser = argparse.ArgumentParser(prog="vad-edge", description="Video anomaly detection appliance (STD).")
@@ -146,11 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", help="training state to continue from (<out>.state.pt)")
     train.add_argument("--init", help="checkpoint to start from instead of a fresh model (train it further)")
     defaults = TrainConfig()
-    for name, field in TrainConfig.__dataclass_fields__.items():
+    choices = {"profile": list(PROFILES), "precision": ["auto", "bf16", "fp32"], "fusion": list(FUSIONS)}
+    for name in TrainConfig.__dataclass_fields__:
         default = getattr(defaults, name)
         kind = float if name == "max_minutes" else type(default)
         train.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
-                           help=f"default: {default}")
+                           choices=choices.get(name), help=f"default: {default}")
     train.set_defaults(func=_train)
 
     evaluate = sub.add_parser("eval", help="frame/pixel ROC-AUC on <data>/testing (STD protocol), with plots")
@@ -160,9 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--baseline", choices=["framediff"],
                           help="also score the frame difference: consecutive frames (lag 1), and the clip's last "
                                "minus first (lag 4)")
-    evaluate.add_argument("--batch", type=int, default=16)
-    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--fusion", choices=list(FUSIONS),
+                          help="score with this fusion instead of the checkpoint's (fitted on <data>/training "
+                               "when the checkpoint has no fit of it)")
+    evaluate.add_argument("--batch", type=int, default=16, help="clips per forward pass")
+    evaluate.add_argument("--device", default="auto", help="cpu, cuda or auto (a GPU when there is one)")
     evaluate.set_defaults(func=_eval)
+
+    fuse = sub.add_parser("fuse", help="refit how a checkpoint's terms become one score, on normal footage")
+    fuse.add_argument("--checkpoint", required=True, help="checkpoint to refit (its weights are kept)")
+    fuse.add_argument("--data", required=True, help="dataset root whose training/ holds normal footage")
+    fuse.add_argument("--fusion", choices=list(FUSIONS), default="standardised", help="default: standardised")
+    fuse.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
+    fuse.set_defaults(func=_fuse)
 
     run = sub.add_parser("run", help="run the agent: cameras in, anomaly events out over MQTT")
     run.add_argument("--config", default="/etc/vad-edge/config.yaml", help="device configuration (YAML)")

@@ -19,8 +19,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from vad_edge.data import Video, load_split
 from vad_edge.data.videos import DatasetError, list_frames
-from vad_edge.model import checkpoint
-from vad_edge.model.scoring import score_videos
+from vad_edge.model import checkpoint, fusion
+from vad_edge.model.scoring import score_videos, term_means
 
 PIXEL_GRID = 64
 
@@ -141,12 +141,19 @@ def plot_report(out: Path, videos: list[Video], curves: dict[str, list[np.ndarra
 
 
 def evaluate(data: str | Path, checkpoint_path: str | Path | None = None, out: str | Path = "eval-out",
-             baseline: str | None = None, batch: int = 16, device: str = "auto", progress: bool = True) -> dict:
-    """Scores <data>/testing, writes report.json and PNG plots into out, returns the report."""
+             baseline: str | None = None, batch: int = 16, device: str = "auto", progress: bool = True,
+             fusion_name: str | None = None) -> dict:
+    """Scores <data>/testing with a checkpoint or calibration bundle, writes report.json and PNG plots into
+    out, returns the report. fusion_name: score with that fusion instead of the checkpoint's; it is fitted
+    on <data>/training (normal clips, no labels) unless the checkpoint holds a fit of it."""
     from vad_edge.train import pick_device
 
     checkpoint_path = Path(checkpoint_path) if checkpoint_path else checkpoint.shipped("lite")
     model, meta = checkpoint.load(checkpoint_path, pick_device(device))
+    if fusion_name is not None and fusion_name != model.fusion.name:
+        normal = load_split(data, "training", model.profile.size, checkpoint.frame_rate(meta), progress=progress)
+        terms = term_means(model, normal, progress=progress, desc="fitting the fusion")
+        model.fusion = fusion.fit(fusion_name, np.concatenate(terms))
     videos = load_split(data, "testing", model.profile.size, checkpoint.frame_rate(meta), progress=progress)
     if any(v.labels is None for v in videos):
         raise DatasetError(f"{data}: no frame labels (labels.json or an ano_pred .mat) for the testing split")
@@ -160,6 +167,7 @@ def evaluate(data: str | Path, checkpoint_path: str | Path | None = None, out: s
         "data": str(data),
         "checkpoint": str(checkpoint_path),
         "profile": model.profile.name,
+        "fusion": model.fusion.to_metadata(),
         "model": frame_metrics(raw, [v.labels for v in videos]),
         "auc_pixel": pixel_auc(maps, videos),
         "clips_per_second": sum(len(r) for r in raw) / seconds,

@@ -26,10 +26,10 @@ from tqdm import tqdm
 import vad_edge
 from vad_edge import ops
 from vad_edge.data import ClipDataset, Video, dataset_fingerprint, load_split
-from vad_edge.model import checkpoint
+from vad_edge.model import checkpoint, fusion
 from vad_edge.model.losses import autoencoder_loss, cluster_loss
 from vad_edge.model.network import STD, Outputs, build
-from vad_edge.model.scoring import score_statistics, score_videos
+from vad_edge.model.scoring import score_statistics, term_means
 
 STAGES = ("pretrain", "kmeans", "finetune", "done")
 
@@ -50,6 +50,7 @@ class TrainConfig:
     save_every: int = 250
     fps: float = 10.0  # frame rate of the clips: video files are sampled to it (Ped2's frames are 10 fps)
     precision: str = "auto"  # auto: bfloat16 autocast where the hardware has it (CUDA; CPUs with AVX-512 BF16)
+    fusion: str = "standardised"  # how the terms become one score (model/fusion.py): standardised or paper
 
 
 def pick_device(name: str) -> torch.device:
@@ -258,7 +259,11 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, resume: str | 
         trainer.load_state(Path(resume))
     trainer.run(progress)
 
-    train_scores = np.concatenate(score_videos(trainer.model, videos, progress=progress, desc="training scores"))
+    # One pass over the training clips fits the fusion (the terms' normal means) and gives the scores whose
+    # statistics set the default threshold.
+    terms = np.concatenate(term_means(trainer.model, videos, progress=progress, desc="training scores"))
+    trainer.model.fusion = fusion.fit(config.fusion, terms)
+    train_scores = trainer.model.fusion.score(terms)
     metadata = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "vad_edge_version": vad_edge.__version__,

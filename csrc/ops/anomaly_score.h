@@ -3,11 +3,19 @@
 
 namespace vad_edge {
 
-// fif_hat, d_hat, lif: [N, 3, H, W] contiguous; cmap: [N, 1, h, w] contiguous, h divides H and w divides W
-// emap:  [N, 1, H, W] = mean_rgb (fif_hat + d_hat - lif)^2 * up_nearest(cmap)
+// The weights of the score's four per-pixel terms, each a mean over RGB (see vad_edge.ops.reference):
+// appearance (fif_hat - first)^2, motion (first + d_hat - last)^2, cluster up(cmap), and the paper's
+// (fif_hat + d_hat - last)^2 * up(cmap). The paper's score is {0, 0, 0, 1}.
+struct ScoreWeights {
+  float appearance, motion, cluster, paper;
+};
+
+// fif_hat, d_hat, first, last: [N, 3, H, W] contiguous; cmap: [N, 1, h, w] contiguous, h | H and w | W.
+// emap:  [N, 1, H, W] = weighted sum of the terms, up() = nearest upsampling of cmap to H x W
 // score: [N] = mean over pixels of emap
-void anomaly_score_cpu(const float* fif_hat, const float* d_hat, const float* lif, const float* cmap, float* score,
-                       float* emap, int64_t N, int64_t H, int64_t W, int64_t h, int64_t w, int num_threads);
+void anomaly_score_cpu(const float* fif_hat, const float* d_hat, const float* first, const float* last,
+                       const float* cmap, ScoreWeights weights, float* score, float* emap, int64_t N, int64_t H,
+                       int64_t W, int64_t h, int64_t w, int num_threads);
 
 // Number of partial sums per sample that anomaly_score_cuda needs in its workspace.
 constexpr int64_t kAnomalyScoreBlocks = 64;
@@ -15,8 +23,25 @@ constexpr int64_t kAnomalyScoreBlocks = 64;
 // Same contract for float32 / float16 / bfloat16 tensors (all of `dtype`), float32 accumulation.
 // workspace: float32 [N, kAnomalyScoreBlocks], per-block partial sums (summed in a fixed order, so the
 // score is deterministic).
-void anomaly_score_cuda(const void* fif_hat, const void* d_hat, const void* lif, const void* cmap, void* score,
-                        void* emap, float* workspace, DType dtype, int64_t N, int64_t H, int64_t W, int64_t h,
-                        int64_t w, StreamHandle stream);
+void anomaly_score_cuda(const void* fif_hat, const void* d_hat, const void* first, const void* last,
+                        const void* cmap, ScoreWeights weights, void* score, void* emap, float* workspace,
+                        DType dtype, int64_t N, int64_t H, int64_t W, int64_t h, int64_t w, StreamHandle stream);
+
+// One pixel's weighted score from its RGB values (host and device share it, so both compute the same sum).
+template <typename Load>
+VAD_EDGE_HOST_DEVICE inline float weighted_score(const ScoreWeights& wt, Load load, float cluster) {
+  float appearance = 0.0f, motion = 0.0f, paper = 0.0f;
+  for (int c = 0; c < 3; ++c) {
+    float fif, d, f0, f4;
+    load(c, fif, d, f0, f4);
+    const float ra = fif - f0, rm = f0 + d - f4, rp = fif + d - f4;
+    appearance += ra * ra;
+    motion += rm * rm;
+    paper += rp * rp;
+  }
+  constexpr float third = 1.0f / 3.0f;
+  return wt.appearance * appearance * third + wt.motion * motion * third + wt.cluster * cluster +
+         wt.paper * paper * third * cluster;
+}
 
 }  // namespace vad_edge

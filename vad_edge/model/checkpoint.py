@@ -14,6 +14,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from vad_edge.model import fusion
 from vad_edge.model.network import STD, Profile, build
 
 FORMAT = "vad-edge.checkpoint/1"
@@ -28,7 +29,8 @@ class CheckpointError(ValueError):
 def save(model: STD, path: str | Path, metadata: dict, dtype: torch.dtype = torch.float32) -> Path:
     """Writes atomically (temporary file, then rename). Floating-point weights are stored as `dtype`."""
     path = Path(path)
-    meta = {**metadata, "format": FORMAT, "profile": dataclasses.asdict(model.profile)}
+    meta = {**metadata, "format": FORMAT, "profile": dataclasses.asdict(model.profile),
+            "fusion": model.fusion.to_metadata()}
     tensors = {
         name: (t.detach().to(dtype) if t.is_floating_point() else t.detach()).cpu().contiguous()
         for name, t in model.state_dict().items()
@@ -93,7 +95,19 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[STD, dic
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"{path}: {name} holds NaN or infinite values")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
+    try:
+        model.fusion = fusion.from_metadata(meta.get("fusion"))
+    except fusion.FusionError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
     return model.to(device).eval(), meta
+
+
+def stored_dtype(path: str | Path) -> torch.dtype:
+    """The floating-point type a checkpoint stores its weights in (shipped ones are float16)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.get_tensor("centers").dtype
 
 
 def frame_rate(meta: dict) -> float:

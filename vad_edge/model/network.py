@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vad_edge import ops
+from vad_edge.model.fusion import PAPER, Fusion
 from vad_edge.ops import reference
 
 
@@ -186,8 +187,8 @@ class Outputs:
 
 @dataclass
 class Scores:
-    raw: torch.Tensor  # [N] S = mean_p E(p) C(p); higher is more anomalous
-    emap: torch.Tensor  # [N,1,H,W] localisation map E(p) C(p)
+    raw: torch.Tensor  # [N] S = mean_p of the fused map; higher is more anomalous
+    emap: torch.Tensor  # [N,1,H,W] localisation map: the fused per-pixel score (model/fusion.py)
     cmap: torch.Tensor  # [N,1,h,w] cluster map C(p)
 
 
@@ -202,6 +203,7 @@ class STD(nn.Module):
         # Overwritten by the K-means initialisation before they are used.
         self.centers = nn.Parameter(torch.rand(profile.clusters, profile.latent_dim))
         self.use_kernels = True
+        self.fusion: Fusion = PAPER  # how the terms become one score; checkpoints record theirs
 
     def autoencoder_parameters(self) -> list[nn.Parameter]:
         return [p for name, p in self.named_parameters() if name != "centers"]
@@ -230,12 +232,20 @@ class STD(nn.Module):
                 module.use_kernels = enabled
 
     def score(self, clip: torch.Tensor) -> Scores:
-        """The STD anomaly score of each clip: error of FIF_hat + D_hat against F4, times the cluster map."""
+        """The anomaly score of each clip: the appearance, motion and cluster terms fused as self.fusion says."""
         out = self(clip)
         impl = ops if use_kernels(self, out.z) else reference
         cmap, _, _ = impl.cluster_distance(out.z, self.centers.to(out.z.dtype), self.profile.alpha)
-        raw, emap = impl.anomaly_score(out.fif_hat, out.d_hat, clip[:, 12:15], cmap)
+        raw, emap = impl.anomaly_score(out.fif_hat, out.d_hat, clip[:, 0:3], clip[:, 12:15], cmap,
+                                       self.fusion.weights)
         return Scores(raw, emap, cmap)
+
+    def score_terms(self, clip: torch.Tensor) -> torch.Tensor:
+        """[N,4] per-clip means of the score's four terms (reference.score_terms), to fit a fusion on."""
+        out = self(clip)
+        cmap, _, _ = reference.cluster_distance(out.z, self.centers.to(out.z.dtype), self.profile.alpha)
+        terms = reference.score_terms(out.fif_hat, out.d_hat, clip[:, 0:3], clip[:, 12:15], cmap)
+        return terms.flatten(2).mean(dim=2)
 
 
 def build(profile: str | Profile) -> STD:

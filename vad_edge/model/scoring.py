@@ -40,6 +40,26 @@ def score_videos(model: STD, videos: list[Video], batch: int = 16, keep_maps: bo
     return per_video
 
 
+@torch.no_grad()
+def term_means(model: STD, videos: list[Video], batch: int = 16, progress: bool = True,
+               desc: str = "scoring terms") -> list[np.ndarray]:
+    """Per video, the per-clip means of the score's four terms ([T-4, 4] float64): what a fusion is fitted
+    on, and (fusion.score) the scores themselves, from one pass."""
+    model.eval()
+    device = device_of(model)
+    dataset = ClipDataset(videos)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False)
+    parts = []
+    bar = tqdm(total=len(dataset), desc=desc, unit="clip", disable=not progress)
+    for frames in loader:
+        clip, _ = ops.prepare_clip(frames.to(device))
+        parts.append(model.score_terms(clip).double().cpu())
+        bar.update(len(frames))
+    bar.close()
+    lengths = [len(v.frames) - 4 for v in videos]
+    return np.split(torch.cat(parts).numpy(), np.cumsum(lengths)[:-1])
+
+
 def score_statistics(scores: np.ndarray) -> dict:
     """Summary of raw scores on normal footage: what thresholds are chosen from."""
     scores = np.asarray(scores, dtype=np.float64)

@@ -71,26 +71,30 @@ def cluster_distance(
 
 
 def anomaly_score(
-    fif_hat: torch.Tensor, d_hat: torch.Tensor, lif: torch.Tensor, cmap: torch.Tensor
+    fif_hat: torch.Tensor, d_hat: torch.Tensor, first: torch.Tensor, last: torch.Tensor, cmap: torch.Tensor,
+    weights: tuple[float, float, float, float] = reference.PAPER_WEIGHTS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """STD's fused score: E(p) = mean_rgb (fif_hat + d_hat - lif)^2 times the nearest-upsampled cluster map.
+    """STD's fused score: a weighted sum of four per-pixel terms, each a mean over RGB (see
+    reference.score_terms): appearance (fif_hat - first)^2, motion (first + d_hat - last)^2, the cluster map
+    and the paper's (fif_hat + d_hat - last)^2 times the cluster map, upsampled (nearest).
 
-    fif_hat, d_hat, lif [N,3,H,W]; cmap [N,1,h,w] with h | H and w | W.
-    Returns (score [N] = mean_p E(p) cmap(p), emap [N,1,H,W] = E cmap, the localisation map).
+    fif_hat, d_hat, first, last [N,3,H,W]; cmap [N,1,h,w] with h | H and w | W; weights: 4 finite numbers
+    >= 0, not all 0 (the default, (0, 0, 0, 1), is the paper's score).
+    Returns (score [N] = mean over pixels of emap, emap [N,1,H,W], the localisation map).
     """
-    names = ["lif", "fif_hat", "d_hat"]
-    images = [lif, fif_hat, d_hat]
+    names = ["last", "first", "fif_hat", "d_hat"]
+    images = [last, first, fif_hat, d_hat]
     for name, image in zip(names, images):
         _checks.tensor(name, image, "[N,3,H,W]")
         if image.shape[1] != 3:
             raise ValueError(f"{name}: expected 3 (RGB) channels [N,3,H,W], got shape {tuple(image.shape)}")
     _checks.tensor("cmap", cmap, "[N,1,h,w]")
-    _checks.float_dtype("lif", lif)
+    _checks.float_dtype("last", last)
     _checks.same("device", names + ["cmap"], images + [cmap], lambda t: t.device)
     _checks.same("dtype", names + ["cmap"], images + [cmap], lambda t: t.dtype)
     _checks.same("shape", names, images, lambda t: tuple(t.shape))
-    if cmap.shape[0] != lif.shape[0] or cmap.shape[1] != 1:
-        raise ValueError(f"cmap: expected shape [{lif.shape[0]},1,h,w], got {tuple(cmap.shape)}")
-    _checks.divides("cmap", cmap.shape[2], lif.shape[2], "H (cmap's h must divide it)")
-    _checks.divides("cmap", cmap.shape[3], lif.shape[3], "W (cmap's w must divide it)")
-    return _kernels.anomaly_score(fif_hat, d_hat, lif, cmap)
+    if cmap.shape[0] != last.shape[0] or cmap.shape[1] != 1:
+        raise ValueError(f"cmap: expected shape [{last.shape[0]},1,h,w], got {tuple(cmap.shape)}")
+    _checks.divides("cmap", cmap.shape[2], last.shape[2], "H (cmap's h must divide it)")
+    _checks.divides("cmap", cmap.shape[3], last.shape[3], "W (cmap's w must divide it)")
+    return _kernels.anomaly_score(fif_hat, d_hat, first, last, cmap, _checks.score_weights("weights", weights))

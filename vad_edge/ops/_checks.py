@@ -64,3 +64,16 @@ def positive_float(name: str, value) -> float:
 def divides(name: str, factor: int, size: int, what: str) -> None:
     if size % factor:
         raise ValueError(f"{name}: {factor} must divide {what} ({size})")
+
+
+def score_weights(name: str, value) -> list[float]:
+    """Four finite numbers >= 0, not all zero: the weights of the score's terms."""
+    try:
+        weights = [float(v) for v in value]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected 4 numbers (appearance, motion, cluster, paper), got {value!r}") from None
+    if len(weights) != 4 or any(isinstance(v, bool) for v in value):
+        raise ValueError(f"{name}: expected 4 numbers (appearance, motion, cluster, paper), got {value!r}")
+    if not all(math.isfinite(v) and v >= 0 for v in weights) or not any(weights):
+        raise ValueError(f"{name}: expected finite numbers >= 0, not all 0, got {value!r}")
+    return weights

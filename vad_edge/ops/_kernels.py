@@ -100,24 +100,24 @@ def _cluster_distance(
 
 
 def _anomaly_score(
-    fif_hat: torch.Tensor, d_hat: torch.Tensor, lif: torch.Tensor, cmap: torch.Tensor
+    fif_hat: torch.Tensor, d_hat: torch.Tensor, first: torch.Tensor, last: torch.Tensor, cmap: torch.Tensor,
+    weights: list[float],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    if _use_reference(lif.device):
-        return reference.anomaly_score(fif_hat, d_hat, lif, cmap)
-    fif_hat, d_hat, lif, cmap = (t.contiguous() for t in (fif_hat, d_hat, lif, cmap))
-    n, _, big_h, big_w = lif.shape
+    if _use_reference(last.device):
+        return reference.anomaly_score(fif_hat, d_hat, first, last, cmap, tuple(weights))
+    fif_hat, d_hat, first, last, cmap = (t.contiguous() for t in (fif_hat, d_hat, first, last, cmap))
+    n, _, big_h, big_w = last.shape
     h, w = cmap.shape[-2:]
-    score = torch.empty((n,), dtype=lif.dtype, device=lif.device)
-    emap = torch.empty((n, 1, big_h, big_w), dtype=lif.dtype, device=lif.device)
-    pointers = (fif_hat.data_ptr(), d_hat.data_ptr(), lif.data_ptr(), cmap.data_ptr(), score.data_ptr(),
-                emap.data_ptr())
-    if lif.is_cuda:
-        workspace = torch.empty((n, _C.ANOMALY_SCORE_BLOCKS), dtype=torch.float32, device=lif.device)
-        with torch.cuda.device(lif.device):
-            _C.anomaly_score_cuda(*pointers, workspace.data_ptr(), _DTYPE_CODES[lif.dtype], n, big_h, big_w, h, w,
-                                  _stream(lif.device))
+    score = torch.empty((n,), dtype=last.dtype, device=last.device)
+    emap = torch.empty((n, 1, big_h, big_w), dtype=last.dtype, device=last.device)
+    inputs = (fif_hat.data_ptr(), d_hat.data_ptr(), first.data_ptr(), last.data_ptr(), cmap.data_ptr(), weights)
+    if last.is_cuda:
+        workspace = torch.empty((n, _C.ANOMALY_SCORE_BLOCKS), dtype=torch.float32, device=last.device)
+        with torch.cuda.device(last.device):
+            _C.anomaly_score_cuda(*inputs, score.data_ptr(), emap.data_ptr(), workspace.data_ptr(),
+                                  _DTYPE_CODES[last.dtype], n, big_h, big_w, h, w, _stream(last.device))
     else:
-        _C.anomaly_score_cpu(*pointers, n, big_h, big_w, h, w, _threads())
+        _C.anomaly_score_cpu(*inputs, score.data_ptr(), emap.data_ptr(), n, big_h, big_w, h, w, _threads())
     return score, emap
 
 
@@ -137,9 +137,9 @@ def _cluster_distance_fake(z, centers, alpha):
     return z.new_empty((n, 1, h, w)), z.new_empty((n, h, w), dtype=torch.int64), z.new_empty((n, h, w))
 
 
-def _anomaly_score_fake(fif_hat, d_hat, lif, cmap):
-    n, _, h, w = lif.shape
-    return lif.new_empty((n,)), lif.new_empty((n, 1, h, w))
+def _anomaly_score_fake(fif_hat, d_hat, first, last, cmap, weights):
+    n, _, h, w = last.shape
+    return last.new_empty((n,)), last.new_empty((n, 1, h, w))
 
 
 def _register(name, impl, fake):

@@ -47,10 +47,29 @@ def cluster_distance(
     return cmap, nearest.view(n, h, w), dmin.view(n, h, w)
 
 
+# Weights of the score's four per-pixel terms (appearance, motion, cluster, paper); see score_terms.
+PAPER_WEIGHTS = (0.0, 0.0, 0.0, 1.0)
+
+
+def score_terms(
+    fif_hat: torch.Tensor, d_hat: torch.Tensor, first: torch.Tensor, last: torch.Tensor, cmap: torch.Tensor
+) -> torch.Tensor:
+    """[N,4,H,W] per-pixel terms of the anomaly score, each a mean over RGB:
+    appearance (fif_hat - first)^2, motion (first + d_hat - last)^2, cluster cmap_up, and the paper's
+    (fif_hat + d_hat - last)^2 * cmap_up; cmap_up is the cluster map upsampled (nearest) to H x W."""
+    cmap_up = F.interpolate(cmap, size=last.shape[-2:], mode="nearest")
+    appearance = (fif_hat - first).pow(2).mean(dim=1, keepdim=True)
+    motion = (first + d_hat - last).pow(2).mean(dim=1, keepdim=True)
+    paper = (fif_hat + d_hat - last).pow(2).mean(dim=1, keepdim=True) * cmap_up
+    return torch.cat([appearance, motion, cmap_up, paper], dim=1)
+
+
 def anomaly_score(
-    fif_hat: torch.Tensor, d_hat: torch.Tensor, lif: torch.Tensor, cmap: torch.Tensor
+    fif_hat: torch.Tensor, d_hat: torch.Tensor, first: torch.Tensor, last: torch.Tensor, cmap: torch.Tensor,
+    weights: tuple[float, float, float, float] = PAPER_WEIGHTS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> (score [N] = mean_p E(p) cmap_up(p), emap [N,1,H,W] = E cmap_up), E = mean_rgb (fif_hat + d_hat - lif)^2."""
-    error = (fif_hat + d_hat - lif).pow(2).mean(dim=1, keepdim=True)
-    emap = error * F.interpolate(cmap, size=error.shape[-2:], mode="nearest")
+    """-> (score [N] = mean_p emap(p), emap [N,1,H,W] = sum_t weights[t] * score_terms[t](p))."""
+    terms = score_terms(fif_hat, d_hat, first, last, cmap)
+    w = torch.tensor(weights, dtype=terms.dtype, device=terms.device).view(1, 4, 1, 1)
+    emap = (terms * w).sum(dim=1, keepdim=True)
     return emap.flatten(1).mean(dim=1), emap

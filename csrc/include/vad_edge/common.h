@@ -4,6 +4,13 @@
 
 #include <cstdint>
 
+// Small helpers that CPU and CUDA code share.
+#ifdef __CUDACC__
+#define VAD_EDGE_HOST_DEVICE __host__ __device__
+#else
+#define VAD_EDGE_HOST_DEVICE
+#endif
+
 namespace vad_edge {
 
 // Element type of a floating-point tensor. The numbers are part of the Python <-> C++ contract

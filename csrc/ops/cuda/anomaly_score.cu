@@ -11,7 +11,8 @@ constexpr int kThreads = 256;
 // map and leaves one partial sum of it in the workspace.
 template <typename T>
 __global__ void error_map_kernel(const T* __restrict__ fif_hat, const T* __restrict__ d_hat,
-                                 const T* __restrict__ lif, const T* __restrict__ cmap, T* __restrict__ emap,
+                                 const T* __restrict__ first, const T* __restrict__ last,
+                                 const T* __restrict__ cmap, ScoreWeights weights, T* __restrict__ emap,
                                  float* __restrict__ partials, int64_t H, int64_t W, int64_t h, int64_t w) {
   __shared__ float scratch[kThreads / 32];
   const int64_t n = blockIdx.y, plane = H * W, sy = H / h, sx = W / w;
@@ -19,15 +20,15 @@ __global__ void error_map_kernel(const T* __restrict__ fif_hat, const T* __restr
   float sum = 0.0f;
   for (int64_t pix = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; pix < plane;
        pix += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    float e = 0.0f;
-#pragma unroll
-    for (int c = 0; c < 3; ++c) {
+    const auto load = [&](int c, float& fif, float& d, float& f0, float& f4) {
       const int64_t i = rgb + c * plane + pix;
-      const float r = cuda::to_float(fif_hat[i]) + cuda::to_float(d_hat[i]) - cuda::to_float(lif[i]);
-      e += r * r;
-    }
+      fif = cuda::to_float(fif_hat[i]);
+      d = cuda::to_float(d_hat[i]);
+      f0 = cuda::to_float(first[i]);
+      f4 = cuda::to_float(last[i]);
+    };
     const int64_t y = pix / W, x = pix % W;
-    const float v = e * (1.0f / 3.0f) * cuda::to_float(cmap[(n * h + y / sy) * w + x / sx]);
+    const float v = weighted_score(weights, load, cuda::to_float(cmap[(n * h + y / sy) * w + x / sx]));
     emap[n * plane + pix] = cuda::from_float<T>(v);
     sum += v;
   }
@@ -48,16 +49,17 @@ __global__ void finish_score_kernel(const float* __restrict__ partials, T* __res
 
 }  // namespace
 
-void anomaly_score_cuda(const void* fif_hat, const void* d_hat, const void* lif, const void* cmap, void* score,
-                        void* emap, float* workspace, DType dtype, int64_t N, int64_t H, int64_t W, int64_t h,
-                        int64_t w, StreamHandle stream) {
+void anomaly_score_cuda(const void* fif_hat, const void* d_hat, const void* first, const void* last,
+                        const void* cmap, ScoreWeights weights, void* score, void* emap, float* workspace,
+                        DType dtype, int64_t N, int64_t H, int64_t W, int64_t h, int64_t w, StreamHandle stream) {
   const cudaStream_t s = cuda::as_stream(stream);
   cuda::dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     const dim3 grid(static_cast<unsigned int>(kAnomalyScoreBlocks), static_cast<unsigned int>(N));
     error_map_kernel<T><<<grid, kThreads, 0, s>>>(static_cast<const T*>(fif_hat), static_cast<const T*>(d_hat),
-                                                  static_cast<const T*>(lif), static_cast<const T*>(cmap),
-                                                  static_cast<T*>(emap), workspace, H, W, h, w);
+                                                  static_cast<const T*>(first), static_cast<const T*>(last),
+                                                  static_cast<const T*>(cmap), weights, static_cast<T*>(emap),
+                                                  workspace, H, W, h, w);
     cuda::check_launch("anomaly_score (error map)");
     finish_score_kernel<T><<<cuda::blocks_for(N, kThreads), kThreads, 0, s>>>(workspace, static_cast<T*>(score),
                                                                                N, H * W);
