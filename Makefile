@@ -7,10 +7,14 @@ TORCH  ?= torch==2.13.0
 # AUTO builds the CUDA kernels when nvcc is found; ON requires it; OFF skips it.
 VAD_EDGE_CUDA ?= AUTO
 export VAD_EDGE_CUDA
+# The development build also compiles the CUDA kernels for the CPU (vad_edge._cuda_emulated), so the tests
+# run every CUDA kernel on machines without a GPU.
+VAD_EDGE_CUDA_EMULATION ?= ON
+export VAD_EDGE_CUDA_EMULATION
 
 SOURCES := pyproject.toml CMakeLists.txt $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: setup test demo bench gpu-check clean
+.PHONY: setup test demo bench gpu-session gpu-session-tiny clean
 
 setup: $(VENV)/.installed
 
@@ -31,14 +35,16 @@ demo: setup
 bench: setup
 	$(BIN)/python benchmarks/ops.py
 
-# On a GPU machine with torch, nvcc, pybind11 and scikit-build-core already installed and no network (the
-# lent device machine, a Jetson): build with the CUDA kernels required, then run the kernel tests (CUDA ones
-# included) and the kernel benchmark with that machine's own Python.
-gpu-check:
-	VAD_EDGE_CUDA=ON $(PYTHON) -m pip install --quiet --no-build-isolation --no-deps -e .
-	$(PYTHON) -c "import vad_edge, sys; b = vad_edge.ops.backend(); print(b); sys.exit(b['cuda_device'] is None)"
-	$(PYTHON) -m pytest -ra tests/test_ops.py
-	$(PYTHON) benchmarks/ops.py
+# The prepared run for a borrowed GPU machine (torch, nvcc, pybind11, scikit-build-core, OpenCV; no network):
+# build with CUDA (sm_90), kernel tests, compute-sanitizer, kernel and model benchmarks, then train and
+# evaluate `paper` on Ped2 in the minutes left; <= 8 files in OUT. Ped2 travels as data/ped2-video (copy
+# ../shared/data/ped2-video there). `make gpu-session-tiny` runs the same steps on a CPU in a minute (CI).
+OUT ?= gpu-out
+gpu-session:
+	$(PYTHON) benchmarks/gpu_session.py --out $(OUT)
+
+gpu-session-tiny: setup
+	$(BIN)/python benchmarks/gpu_session.py --tiny --out $(OUT)
 
 clean:
 	rm -rf build $(VENV)

@@ -4,9 +4,11 @@ a labelled dataset (Ped2) for the given checkpoints.
     python benchmarks/model.py --throughput                         # both profiles, CPU (and CUDA)
     python benchmarks/model.py --accuracy --data ../shared/data/ped2 --checkpoint lite.safetensors ...
     python benchmarks/model.py --training-variants lite             # bf16, channels_last, compile on the CPU
+    python benchmarks/model.py --scoring --device cuda [--json out.json] # profile x dtype x batch, kernels vs reference
 """
 
 import argparse
+import json
 import time
 
 import torch
@@ -93,6 +95,34 @@ def training_variants(profile: str, seconds: float) -> None:
         print(f"| {name} | {rate:.1f} | {rate / base:.2f}x |", flush=True)
 
 
+def scoring(device: torch.device, profiles: list[str], dtypes: list[str], batches: list[int],
+            seconds: float) -> list[dict]:
+    """Scoring throughput (forward pass and fused score) of each profile x dtype x batch, with the kernels
+    and with the pure-torch reference ops; batch-1 latency in ms."""
+    rows = []
+    print("| profile | dtype | batch | kernels clips/s | reference clips/s | kernels speed-up | ms per batch |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for name in profiles:
+        model = build(name).to(device).eval()
+        for dtype_name in dtypes:
+            dtype = getattr(torch, dtype_name)
+            model = model.to(dtype)
+            for batch in batches:
+                clip = torch.rand(batch, 15, model.profile.size, model.profile.size, device=device, dtype=dtype)
+                measured = {}
+                for path in ("kernels", "reference"):
+                    model.set_use_kernels(path == "kernels")
+                    with torch.no_grad():
+                        measured[path] = clips_per_second(lambda: model.score(clip), batch, device, seconds)
+                model.set_use_kernels(True)
+                row = {"profile": name, "dtype": dtype_name, "batch": batch, "kernels_clips_per_s": measured["kernels"],
+                       "reference_clips_per_s": measured["reference"], "ms_per_batch": 1e3 * batch / measured["kernels"]}
+                rows.append(row)
+                print(f"| {name} | {dtype_name} | {batch} | {measured['kernels']:.1f} | {measured['reference']:.1f} | "
+                      f"{measured['kernels'] / measured['reference']:.2f}x | {row['ms_per_batch']:.2f} |", flush=True)
+    return rows
+
+
 def accuracy(data: str, checkpoints: list[str], out: str) -> None:
     print("| model | micro AUC | macro AUC | raw AUC | pixel AUC | frame-diff micro | clips/s | trained |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
@@ -112,6 +142,13 @@ def main() -> None:
     parser.add_argument("--accuracy", action="store_true")
     parser.add_argument("--training-variants", metavar="PROFILE",
                         help="CPU training step of PROFILE: float32, bf16 autocast, channels_last, torch.compile")
+    parser.add_argument("--scoring", action="store_true", help="scoring throughput: profile x dtype x batch")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--profiles", default="paper,lite")
+    parser.add_argument("--dtypes", default="float32,float16,bfloat16")
+    parser.add_argument("--batches", default="1,32,128")
+    parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
+    parser.add_argument("--json", help="also write the --scoring rows here")
     parser.add_argument("--data", default="../shared/data/ped2")
     parser.add_argument("--checkpoint", action="append", default=[])
     parser.add_argument("--out", default="bench-out")
@@ -121,6 +158,12 @@ def main() -> None:
         throughput(devices)
     if args.training_variants:
         training_variants(args.training_variants, seconds=20.0)
+    if args.scoring:
+        rows = scoring(torch.device(args.device), args.profiles.split(","), args.dtypes.split(","),
+                       [int(b) for b in args.batches.split(",")], args.seconds)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=2)
     if args.accuracy:
         accuracy(args.data, args.checkpoint or [str(checkpoint.shipped("lite"))], args.out)
 

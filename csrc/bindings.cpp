@@ -12,6 +12,10 @@
 #include "ops/prepare_clip.h"
 #include "ops/variance_attention.h"
 
+#if defined(VAD_EDGE_WITH_CUDA) && !defined(VAD_EDGE_CUDA_EMULATION)
+#include <cuda_runtime.h>
+#endif
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -40,6 +44,7 @@ vad_edge::ScoreWeights score_weights(const std::vector<float>& w) {
   return vad_edge::ScoreWeights{w[0], w[1], w[2], w[3]};
 }
 
+#ifndef VAD_EDGE_CUDA_EMULATION
 std::vector<std::string> split_archs(const std::string& archs) {
   std::vector<std::string> out;
   std::string cur;
@@ -87,41 +92,88 @@ void register_cpu(py::module_& m) {
   });
 }
 
+#endif  // VAD_EDGE_CUDA_EMULATION
+
 #ifdef VAD_EDGE_WITH_CUDA
+// Runs a CUDA launcher for `device` without the GIL, so other Python threads go on while it enqueues.
+template <typename Fn>
+void on_device(int device, Fn&& launch) {
+  py::gil_scoped_release release;
+#ifdef VAD_EDGE_CUDA_EMULATION
+  (void)device;
+#else
+  // The module links its own static CUDA runtime, whose current device is not torch's: set it every call.
+  const cudaError_t err = cudaSetDevice(device);
+  if (err != cudaSuccess) {
+    throw std::runtime_error("cudaSetDevice(" + std::to_string(device) + "): " + cudaGetErrorString(err));
+  }
+#endif
+  launch();
+}
+
 void register_cuda(py::module_& m) {
   m.def("prepare_clip_cuda", [](std::uintptr_t frames, const std::vector<int64_t>& strides, int64_t N, int64_t H,
-                                int64_t W, bool bgr, std::uintptr_t clip, std::uintptr_t diff, std::uintptr_t stream) {
-    vad_edge::prepare_clip_cuda(ptr<const uint8_t>(frames), frame_strides(strides), N, H, W, bgr, ptr<float>(clip),
-                                ptr<float>(diff), stream_of(stream));
+                                int64_t W, bool bgr, std::uintptr_t clip, std::uintptr_t diff, int device,
+                                std::uintptr_t stream) {
+    const FrameStrides s = frame_strides(strides);
+    on_device(device, [&] {
+      vad_edge::prepare_clip_cuda(ptr<const uint8_t>(frames), s, N, H, W, bgr, ptr<float>(clip), ptr<float>(diff),
+                                  stream_of(stream));
+    });
   });
   m.def("variance_attention_cuda", [](std::uintptr_t p, std::uintptr_t x, std::uintptr_t out,
                                       std::uintptr_t workspace, int dtype, int64_t N, int64_t C, int64_t H, int64_t W,
-                                      int64_t pool, std::uintptr_t stream) {
-    vad_edge::variance_attention_cuda(ptr<const void>(p), ptr<const void>(x), ptr<void>(out), ptr<float>(workspace),
-                                      static_cast<DType>(dtype), N, C, H, W, pool, stream_of(stream));
+                                      int64_t pool, int device, std::uintptr_t stream) {
+    on_device(device, [&] {
+      vad_edge::variance_attention_cuda(ptr<const void>(p), ptr<const void>(x), ptr<void>(out), ptr<float>(workspace),
+                                        static_cast<DType>(dtype), N, C, H, W, pool, stream_of(stream));
+    });
   });
   m.def("cluster_distance_cuda", [](std::uintptr_t z, std::uintptr_t centers, std::uintptr_t cmap,
                                     std::uintptr_t nearest, std::uintptr_t dmin, int dtype, int64_t N, int64_t D,
-                                    int64_t P, int64_t K, float alpha, std::uintptr_t stream) {
-    vad_edge::cluster_distance_cuda(ptr<const void>(z), ptr<const float>(centers), ptr<void>(cmap),
-                                    ptr<int64_t>(nearest), ptr<void>(dmin), static_cast<DType>(dtype), N, D, P, K,
-                                    alpha, stream_of(stream));
+                                    int64_t P, int64_t K, float alpha, int device, std::uintptr_t stream) {
+    on_device(device, [&] {
+      vad_edge::cluster_distance_cuda(ptr<const void>(z), ptr<const float>(centers), ptr<void>(cmap),
+                                      ptr<int64_t>(nearest), ptr<void>(dmin), static_cast<DType>(dtype), N, D, P, K,
+                                      alpha, stream_of(stream));
+    });
   });
   m.def("anomaly_score_cuda", [](std::uintptr_t fif_hat, std::uintptr_t d_hat, std::uintptr_t first,
                                  std::uintptr_t last, std::uintptr_t cmap, const std::vector<float>& weights,
                                  std::uintptr_t score, std::uintptr_t emap, std::uintptr_t workspace, int dtype,
-                                 int64_t N, int64_t H, int64_t W, int64_t h, int64_t w, std::uintptr_t stream) {
-    vad_edge::anomaly_score_cuda(ptr<const void>(fif_hat), ptr<const void>(d_hat), ptr<const void>(first),
-                                 ptr<const void>(last), ptr<const void>(cmap), score_weights(weights),
-                                 ptr<void>(score), ptr<void>(emap), ptr<float>(workspace), static_cast<DType>(dtype),
-                                 N, H, W, h, w, stream_of(stream));
+                                 int64_t N, int64_t H, int64_t W, int64_t h, int64_t w, int device,
+                                 std::uintptr_t stream) {
+    const auto wt = score_weights(weights);
+    on_device(device, [&] {
+      vad_edge::anomaly_score_cuda(ptr<const void>(fif_hat), ptr<const void>(d_hat), ptr<const void>(first),
+                                   ptr<const void>(last), ptr<const void>(cmap), wt, ptr<void>(score),
+                                   ptr<void>(emap), ptr<float>(workspace), static_cast<DType>(dtype), N, H, W, h, w,
+                                   stream_of(stream));
+    });
   });
   m.attr("ANOMALY_SCORE_BLOCKS") = vad_edge::kAnomalyScoreBlocks;
+#ifndef VAD_EDGE_CUDA_EMULATION
+  // (driver, runtime) as CUDA numbers them (13000 = 13.0). A driver older than the runtime this module
+  // links fails every launch; the Python layer says so in words.
+  m.def("cuda_versions", [] {
+    int driver = 0, runtime = 0;
+    if (cudaDriverGetVersion(&driver) != cudaSuccess) driver = 0;
+    if (cudaRuntimeGetVersion(&runtime) != cudaSuccess) runtime = 0;
+    return std::make_pair(driver, runtime);
+  });
+#endif
 }
 #endif
 
 }  // namespace
 
+#ifdef VAD_EDGE_CUDA_EMULATION
+// The CUDA launchers over kernels compiled for the host (csrc/emulation): for tests without a GPU.
+PYBIND11_MODULE(_cuda_emulated, m) {
+  m.doc() = "vad-edge CUDA kernels run on the CPU by an emulation of blocks, barriers and warps (tests only)";
+  register_cuda(m);
+}
+#else
 PYBIND11_MODULE(_C, m) {
   m.doc() = "vad-edge C++/CUDA kernels (raw pointers; use vad_edge.ops, which checks the arguments)";
   register_cpu(m);
@@ -143,3 +195,4 @@ PYBIND11_MODULE(_C, m) {
   m.attr("OPENMP_MAX_THREADS") = 1;
 #endif
 }
+#endif

@@ -2,16 +2,38 @@ import pytest
 import torch
 
 import vad_edge
+from vad_edge.ops import _emulation
 
 CUDA_KERNELS = vad_edge.ops.backend()["cuda"] and torch.cuda.is_available()
 
-# Every kernel test runs on the CPU, and on the GPU when this machine has one and the build has CUDA.
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA_KERNELS, reason="no CUDA GPU or CPU-only build"))]
+# Every kernel test runs on the CPU kernels, on the CUDA kernels run on the CPU (csrc/emulation: every
+# development build has them), and on the GPU when this machine has one and the build has CUDA.
+DEVICES = [
+    "cpu",
+    pytest.param("cuda-emulated", marks=pytest.mark.skipif(
+        not _emulation.available(), reason="built without VAD_EDGE_CUDA_EMULATION=ON (make setup turns it on)")),
+    pytest.param("cuda", marks=pytest.mark.skipif(not CUDA_KERNELS, reason="no CUDA GPU or CPU-only build")),
+]
+
+
+def _tensors_on(name: str):
+    """The device of a test's tensors. "cuda-emulated": CPU tensors, with every op on its CUDA path."""
+    if name == "cuda-emulated":
+        with _emulation.cuda_on_cpu():
+            yield torch.device("cpu")
+    else:
+        yield torch.device(name)
 
 
 @pytest.fixture(params=DEVICES)
 def device(request):
-    return torch.device(request.param)
+    yield from _tensors_on(request.param)
+
+
+@pytest.fixture(params=DEVICES[1:])
+def cuda_device(request):
+    """Where the CUDA kernels run: emulated on the CPU, and a GPU when there is one."""
+    yield from _tensors_on(request.param)
 
 
 @pytest.fixture

@@ -1,12 +1,14 @@
 """Each kernel against its pure-torch reference (computed in float64) on fresh random inputs: the model's
 own shapes, odd sizes, non-contiguous views, and every kind of bad input."""
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from vad_edge import ops
-from vad_edge.ops import reference
+from vad_edge.ops import _emulation, reference
 
 HALF_DTYPES = [torch.float16, torch.bfloat16]
 
@@ -190,36 +192,70 @@ def test_anomaly_score_non_contiguous(device, gen):
     assert_close(emap, ref_emap, atol=1e-5)
 
 
-# --- half precision (CUDA only) ---------------------------------------------------------------------------
+# --- half precision (the CUDA kernels: emulated on the CPU, and on a GPU when there is one) ----------------
 
-cuda_only = pytest.mark.skipif(not ops.backend()["cuda"] or not torch.cuda.is_available(),
-                               reason="no CUDA GPU or CPU-only build")
+# (shape, pool) of variance attention, (n, d, h, w, k) of the cluster distance, (n, H, W, h, w) of the score:
+# one of the model's own shapes and one odd one each (K not a multiple of the 32-centre chunk, D not of the
+# 64-channel tile).
+HALF_CASES = [((2, 64, 32, 32), 8, (2, 512, 8, 8, 32), (2, 64, 64, 8, 8)),
+              ((3, 7, 12, 18), 3, (1, 70, 3, 5, 33), (3, 12, 20, 3, 4))]
 
 
-@cuda_only
 @pytest.mark.parametrize("dtype", HALF_DTYPES)
-def test_half_precision_on_cuda(gen, dtype):
-    cuda = torch.device("cuda")
+@pytest.mark.parametrize("case", range(len(HALF_CASES)))
+def test_half_precision_on_cuda_kernels(cuda_device, gen, dtype, case):
+    (shape, pool, (n, d, h, w, k), (sn, sh, sw, ch, cw)) = HALF_CASES[case]
     tol = 2e-2 if dtype == torch.bfloat16 else 5e-3
-    p, x = randn(gen, 2, 64, 128, 128, device=cuda, dtype=dtype), randn(gen, 2, 64, 128, 128, device=cuda, dtype=dtype)
-    out = ops.variance_attention(p, x, 8)
+    p, x = randn(gen, *shape, device=cuda_device, dtype=dtype), randn(gen, *shape, device=cuda_device, dtype=dtype)
+    out = ops.variance_attention(p, x, pool)
     assert out.dtype == dtype
-    assert_close(out, reference.variance_attention(*as64(p, x), 8), atol=tol, rtol=tol)
+    assert_close(out, reference.variance_attention(*as64(p, x), pool), atol=tol, rtol=tol)
 
-    z, centers = randn(gen, 2, 512, 32, 32, device=cuda, dtype=dtype), random_centers(gen, 32, 512, cuda)
+    z, centers = randn(gen, n, d, h, w, device=cuda_device, dtype=dtype), random_centers(gen, k, d, cuda_device)
     cmap, _, dmin = ops.cluster_distance(z, centers)
     ref_cmap, _, ref_dmin = reference.cluster_distance(*as64(z, centers))
     assert cmap.dtype == dmin.dtype == dtype
     assert_close(cmap, ref_cmap, atol=tol, rtol=tol)
     assert_close(dmin, ref_dmin, atol=tol, rtol=tol)
 
-    images = [randn(gen, 2, 3, 256, 256, device=cuda, dtype=dtype) for _ in range(4)]
-    cmap = randn(gen, 2, 1, 32, 32, device=cuda, dtype=dtype).abs()
+    images = [randn(gen, sn, 3, sh, sw, device=cuda_device, dtype=dtype) for _ in range(4)]
+    cmap = randn(gen, sn, 1, ch, cw, device=cuda_device, dtype=dtype).abs()
     weights = (0.5, 2.0, 1.0, 1.5)
     score, emap = ops.anomaly_score(*images, cmap, weights)
     ref_score, ref_emap = reference.anomaly_score(*as64(*images, cmap), weights)
     assert_close(score, ref_score, atol=tol, rtol=tol)
     assert_close(emap, ref_emap, atol=tol * 10, rtol=tol)
+
+
+# --- defects a read of the kernels found, one test each ------------------------------------------------------
+
+def test_a_non_finite_latent_is_never_a_perfect_match(device, gen):
+    """NaN or inf anywhere in a latent gives NaN, never the distance 0 ("perfectly normal"); a component
+    near 1e20 (its square overflows float32) still normalises to a unit vector."""
+    z = randn(gen, 1, 12, 2, 3, device=device)
+    z[0, 4, 0, 1] = float("nan")
+    z[0, 7, 1, 0] = float("inf")
+    z[0, 2, 1, 2] = 1e20
+    centers = random_centers(gen, 5, 12, device)
+    cmap, _, dmin = ops.cluster_distance(z, centers)
+    assert torch.isnan(cmap[0, 0, 0, 1]) and torch.isnan(dmin[0, 0, 1])
+    assert torch.isnan(cmap[0, 0, 1, 0]) and torch.isnan(dmin[0, 1, 0])
+    ref_cmap, _, ref_dmin = reference.cluster_distance(*as64(z.cpu(), centers.cpu()))
+    finite = torch.isfinite(ref_cmap)
+    assert finite.sum() == 4  # float64 normalises the 1e20 component: its pixel is compared too
+    assert_close(cmap[finite], ref_cmap[finite], atol=2e-5)
+    assert_close(dmin[finite[:, 0]], ref_dmin[finite[:, 0]], atol=2e-5)
+
+
+@pytest.mark.parametrize("channels", [12281, 12288, 12300])
+def test_variance_attention_takes_any_number_of_channels(device, gen, channels):
+    """The CUDA kernel once kept a float per channel in 48 KiB of shared memory and failed to launch from
+    12,281 channels on; it keeps nothing per channel now."""
+    # Small p: a variance summed over 12k channels of unit noise saturates the softmax, where float32 and
+    # float64 rightly differ by more than the tolerance.
+    p, x = randn(gen, 1, channels, 2, 4, device=device) * 0.01, randn(gen, 1, channels, 2, 4, device=device)
+    out = ops.variance_attention(p, x, 2)
+    assert_close(out, reference.variance_attention(*as64(p, x), 2), atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", HALF_DTYPES)
@@ -334,3 +370,41 @@ def test_backend_reports_the_build():
     assert isinstance(info["cuda"], bool) and isinstance(info["openmp"], bool)
     assert info["cuda_archs"] == [] if not info["cuda"] else all(a[:2].isdigit() for a in info["cuda_archs"])
     assert info["version"]
+
+
+# --- the CUDA launchers check what they index by, whoever calls them ---------------------------------------
+
+emulated_only = pytest.mark.skipif(not _emulation.available(), reason="built without VAD_EDGE_CUDA_EMULATION=ON")
+
+
+@emulated_only
+@pytest.mark.parametrize("call,message", [
+    (lambda m: m.variance_attention_cuda(0, 0, 0, 0, 0, 1, 4, 6, 6, 4, 0, 0), "pool 4 must divide H and W"),
+    (lambda m: m.variance_attention_cuda(0, 0, 0, 0, 0, 70000, 4, 8, 8, 2, 0, 0), "N must be 1 to 65535"),
+    (lambda m: m.anomaly_score_cuda(0, 0, 0, 0, 0, [0, 0, 0, 1], 0, 0, 0, 0, 1, 8, 8, 3, 4, 0, 0), "must divide H x W"),
+    (lambda m: m.anomaly_score_cuda(0, 0, 0, 0, 0, [0, 0, 1], 0, 0, 0, 0, 1, 8, 8, 2, 2, 0, 0), "expected 4 values"),
+    (lambda m: m.cluster_distance_cuda(0, 0, 0, 0, 0, 0, 65536, 4, 4, 2, 25.0, 0, 0), "N must be 1 to 65535"),
+    (lambda m: m.prepare_clip_cuda(0, [0, 0, 0, 0, 0], 1, 0, 4, True, 0, 0, 0, 0), "H x W must be 1 to"),
+])
+def test_cuda_launchers_refuse_what_would_read_out_of_bounds(call, message):
+    from vad_edge import _cuda_emulated
+
+    with pytest.raises(ValueError, match=message):
+        call(_cuda_emulated)
+
+
+def test_a_driver_older_than_the_runtime_is_named():
+    from vad_edge.ops._kernels import driver_problem
+
+    assert driver_problem(13000, 13000) is None and driver_problem(13020, 13000) is None
+    message = driver_problem(12040, 13000)
+    assert "built with CUDA 13.0" in message and "supports CUDA 12.4 at most" in message
+    assert "no CUDA driver" in driver_problem(0, 13000)
+
+
+def test_ci_runs_the_cuda_kernels():
+    """CI must not skip the emulated CUDA tests: its build has the emulation."""
+    if os.environ.get("CI"):
+        assert _emulation.available(), "CI built vad_edge without VAD_EDGE_CUDA_EMULATION=ON"
+    else:
+        pytest.skip("only CI requires the emulation")

@@ -12,9 +12,6 @@ from vad_edge.ops._kernels import backend
 
 __all__ = ["prepare_clip", "variance_attention", "cluster_distance", "anomaly_score", "backend", "reference"]
 
-# The CUDA variance kernel keeps one float per channel in shared memory (48 KiB).
-_MAX_CUDA_CHANNELS = 12288
-
 
 def prepare_clip(frames: torch.Tensor, bgr: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 [N,5,H,W,3] window -> (clip float32 [N,15,H,W] RGB in [0,1], diff float32 [N,3,H,W] = frame4 - frame0).
@@ -46,8 +43,6 @@ def variance_attention(p: torch.Tensor, x: torch.Tensor, pool: int) -> torch.Ten
     pool = _checks.positive_int("pool", pool)
     _checks.divides("pool", pool, x.shape[2], "H")
     _checks.divides("pool", pool, x.shape[3], "W")
-    if x.is_cuda and x.shape[1] > _MAX_CUDA_CHANNELS:
-        raise ValueError(f"x: at most {_MAX_CUDA_CHANNELS} channels on CUDA, got {x.shape[1]}")
     return _kernels.variance_attention(p, x, pool)
 
 

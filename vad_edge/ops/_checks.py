@@ -6,10 +6,17 @@ import numbers
 
 import torch
 
+from vad_edge.ops import _emulation
+
 # What the CUDA kernels read; the CPU kernels read float32 only.
 CUDA_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # The CUDA kernels put the batch on the grid's y axis.
 MAX_CUDA_BATCH = 65535
+
+
+def cuda_rules(value: torch.Tensor) -> bool:
+    """True where the CUDA kernels will run: a CUDA tensor, or any tensor under the CPU emulation (tests)."""
+    return value.is_cuda or _emulation.active()
 
 
 def tensor(name: str, value, layout: str) -> torch.Tensor:
@@ -23,7 +30,7 @@ def tensor(name: str, value, layout: str) -> torch.Tensor:
         raise ValueError(f"{name}: expected a non-empty tensor {layout}, got shape {tuple(value.shape)}")
     if value.device.type not in ("cpu", "cuda"):
         raise ValueError(f"{name}: expected a CPU or CUDA tensor, got device {value.device}")
-    if value.is_cuda and layout.startswith("[N,") and value.shape[0] > MAX_CUDA_BATCH:
+    if cuda_rules(value) and layout.startswith("[N,") and value.shape[0] > MAX_CUDA_BATCH:
         raise ValueError(f"{name}: at most {MAX_CUDA_BATCH} samples per call on CUDA, got {value.shape[0]}")
     if value.requires_grad and torch.is_grad_enabled():
         raise ValueError(
@@ -35,7 +42,7 @@ def tensor(name: str, value, layout: str) -> torch.Tensor:
 
 def float_dtype(name: str, value: torch.Tensor) -> None:
     """float32 on CPU; float32, float16 or bfloat16 on CUDA."""
-    allowed = CUDA_FLOAT_DTYPES if value.device.type == "cuda" else (torch.float32,)
+    allowed = CUDA_FLOAT_DTYPES if cuda_rules(value) else (torch.float32,)
     if value.dtype not in allowed:
         names = ", ".join(str(d).removeprefix("torch.") for d in allowed)
         raise ValueError(f"{name}: expected dtype {names} on {value.device.type}, got {value.dtype}")

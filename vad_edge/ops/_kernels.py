@@ -4,11 +4,13 @@ torch.library so that torch.compile can trace through them.
 Outputs are allocated here; the extension only sees addresses, sizes and the current CUDA stream.
 """
 
+import contextlib
 import warnings
+from dataclasses import dataclass
 
 import torch
 
-from vad_edge.ops import reference
+from vad_edge.ops import _emulation, reference
 
 try:
     from vad_edge import _C
@@ -37,8 +39,54 @@ def _use_reference(device: torch.device) -> bool:
     return True
 
 
-def _stream(device: torch.device) -> int:
-    return torch.cuda.current_stream(device).cuda_stream
+@dataclass
+class _Cuda:
+    """Where a CUDA launcher runs: the module holding it, the device index and stream it takes, and the
+    context to launch in."""
+
+    module: object
+    device: int
+    stream: int
+    context: contextlib.AbstractContextManager
+
+
+def _cuda(t: torch.Tensor) -> _Cuda | None:
+    """The CUDA launch for t's device, or None for the C++ CPU kernels."""
+    if t.is_cuda:
+        _check_cuda_driver()
+        return _Cuda(_C, t.device.index, torch.cuda.current_stream(t.device).cuda_stream, torch.cuda.device(t.device))
+    if _emulation.active():
+        return _Cuda(_emulation.module, 0, 0, contextlib.nullcontext())
+    return None
+
+
+_driver_checked = False
+
+
+def _check_cuda_driver() -> None:
+    """The module links its own CUDA runtime: a driver older than it would fail every launch with a
+    cryptic error. Say it in words, once, at the first CUDA call."""
+    global _driver_checked
+    if _driver_checked:
+        return
+    message = driver_problem(*_C.cuda_versions())
+    if message:
+        raise RuntimeError(message)
+    _driver_checked = True
+
+
+def driver_problem(driver: int, runtime: int) -> str | None:
+    """Why the CUDA kernels cannot run with this driver, or None. Versions as CUDA numbers them (12040)."""
+    def name(v: int) -> str:
+        return f"{v // 1000}.{v % 1000 // 10}"
+
+    if driver == 0:
+        return "vad_edge CUDA kernels: no CUDA driver found (is the NVIDIA driver installed and loaded?)"
+    if driver < runtime:
+        return (f"vad_edge CUDA kernels: built with CUDA {name(runtime)}, but the driver supports CUDA "
+                f"{name(driver)} at most; update the NVIDIA driver or rebuild vad-edge with a CUDA "
+                f"{name(driver)} toolkit (VAD_EDGE_CUDA=ON pip install .)")
+    return None
 
 
 def _threads() -> int:
@@ -52,9 +100,9 @@ def _prepare_clip(frames: torch.Tensor, bgr: bool) -> tuple[torch.Tensor, torch.
     clip = torch.empty((n, 15, h, w), dtype=torch.float32, device=frames.device)
     diff = torch.empty((n, 3, h, w), dtype=torch.float32, device=frames.device)
     args = (frames.data_ptr(), list(frames.stride()), n, h, w, bgr, clip.data_ptr(), diff.data_ptr())
-    if frames.is_cuda:
-        with torch.cuda.device(frames.device):
-            _C.prepare_clip_cuda(*args, _stream(frames.device))
+    if cuda := _cuda(frames):
+        with cuda.context:
+            cuda.module.prepare_clip_cuda(*args, cuda.device, cuda.stream)
     else:
         _C.prepare_clip_cpu(*args, _threads())
     return clip, diff
@@ -66,12 +114,12 @@ def _variance_attention(p: torch.Tensor, x: torch.Tensor, pool: int) -> torch.Te
     p, x = p.contiguous(), x.contiguous()
     n, c, h, w = x.shape
     out = torch.empty_like(x)
-    if x.is_cuda:
+    if cuda := _cuda(x):
         workspace = torch.empty((n, (h // pool) * (w // pool)), dtype=torch.float32, device=x.device)
-        with torch.cuda.device(x.device):
-            _C.variance_attention_cuda(
+        with cuda.context:
+            cuda.module.variance_attention_cuda(
                 p.data_ptr(), x.data_ptr(), out.data_ptr(), workspace.data_ptr(), _DTYPE_CODES[x.dtype],
-                n, c, h, w, pool, _stream(x.device),
+                n, c, h, w, pool, cuda.device, cuda.stream,
             )
     else:
         _C.variance_attention_cpu(p.data_ptr(), x.data_ptr(), out.data_ptr(), n, c, h, w, pool, _threads())
@@ -91,9 +139,10 @@ def _cluster_distance(
     nearest = torch.empty((n, h, w), dtype=torch.int64, device=z.device)
     dmin = torch.empty((n, h, w), dtype=z.dtype, device=z.device)
     pointers = (z.data_ptr(), centers.data_ptr(), cmap.data_ptr(), nearest.data_ptr(), dmin.data_ptr())
-    if z.is_cuda:
-        with torch.cuda.device(z.device):
-            _C.cluster_distance_cuda(*pointers, _DTYPE_CODES[z.dtype], n, d, h * w, k, alpha, _stream(z.device))
+    if cuda := _cuda(z):
+        with cuda.context:
+            cuda.module.cluster_distance_cuda(*pointers, _DTYPE_CODES[z.dtype], n, d, h * w, k, alpha, cuda.device,
+                                              cuda.stream)
     else:
         _C.cluster_distance_cpu(*pointers, n, d, h * w, k, alpha, _threads())
     return cmap, nearest, dmin
@@ -111,11 +160,11 @@ def _anomaly_score(
     score = torch.empty((n,), dtype=last.dtype, device=last.device)
     emap = torch.empty((n, 1, big_h, big_w), dtype=last.dtype, device=last.device)
     inputs = (fif_hat.data_ptr(), d_hat.data_ptr(), first.data_ptr(), last.data_ptr(), cmap.data_ptr(), weights)
-    if last.is_cuda:
-        workspace = torch.empty((n, _C.ANOMALY_SCORE_BLOCKS), dtype=torch.float32, device=last.device)
-        with torch.cuda.device(last.device):
-            _C.anomaly_score_cuda(*inputs, score.data_ptr(), emap.data_ptr(), workspace.data_ptr(),
-                                  _DTYPE_CODES[last.dtype], n, big_h, big_w, h, w, _stream(last.device))
+    if cuda := _cuda(last):
+        workspace = torch.empty((n, cuda.module.ANOMALY_SCORE_BLOCKS), dtype=torch.float32, device=last.device)
+        with cuda.context:
+            cuda.module.anomaly_score_cuda(*inputs, score.data_ptr(), emap.data_ptr(), workspace.data_ptr(),
+                                           _DTYPE_CODES[last.dtype], n, big_h, big_w, h, w, cuda.device, cuda.stream)
     else:
         _C.anomaly_score_cpu(*inputs, score.data_ptr(), emap.data_ptr(), n, big_h, big_w, h, w, _threads())
     return score, emap
@@ -170,4 +219,8 @@ def backend() -> dict:
         "cuda_version": _C.CUDA_VERSION,
         "cuda_archs": list(_C.CUDA_ARCHS),
         "cuda_device": torch.cuda.get_device_name() if _C.WITH_CUDA and torch.cuda.is_available() else None,
+        # Why the CUDA kernels cannot run on this machine's driver, if they cannot (a CUDA 12 driver under a
+        # CUDA 13 build, say); None otherwise.
+        "cuda_driver_problem": driver_problem(*_C.cuda_versions()) if _C.WITH_CUDA and torch.cuda.is_available()
+        else None,
     }

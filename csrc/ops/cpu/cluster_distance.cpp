@@ -29,19 +29,19 @@ void cluster_distance_cpu(const float* z, const float* centers, float* cmap, int
 #pragma omp parallel num_threads(num_threads)
   {
     std::vector<float> dots(K * kTile);
-    std::vector<float> sumsq(kTile);
+    std::vector<double> sumsq(kTile);  // double: a component near 1e20 squares past float's range
     std::vector<double> dist(K);
 #pragma omp for collapse(2) schedule(static)
     for (int64_t n = 0; n < N; ++n) {
       for (int64_t tile = 0; tile < tiles; ++tile) {
         const int64_t p0 = tile * kTile, len = std::min(kTile, P - p0);
         std::fill(dots.begin(), dots.end(), 0.0f);
-        std::fill(sumsq.begin(), sumsq.end(), 0.0f);
+        std::fill(sumsq.begin(), sumsq.end(), 0.0);
         // The z / |z| . c_k products, as a small matrix product: D x len latents against D x K centres.
         for (int64_t d = 0; d < D; ++d) {
           const float* zrow = z + (n * D + d) * P + p0;
           const float* crow = centers_t.data() + d * K;
-          for (int64_t j = 0; j < len; ++j) sumsq[j] += zrow[j] * zrow[j];
+          for (int64_t j = 0; j < len; ++j) sumsq[j] += static_cast<double>(zrow[j]) * zrow[j];
           for (int64_t k = 0; k < K; ++k) {
             const float c = crow[k];
             float* acc = dots.data() + k * kTile;
@@ -50,7 +50,7 @@ void cluster_distance_cpu(const float* z, const float* centers, float* cmap, int
         }
         for (int64_t j = 0; j < len; ++j) {
           // |z/|z| - c|^2 = |z|^2/|z|^2 - 2 z.c/|z| + |c|^2, with F.normalize's eps on |z|.
-          const double inv_norm = 1.0 / std::max(std::sqrt(static_cast<double>(sumsq[j])), 1e-12);
+          const double inv_norm = 1.0 / std::max(std::sqrt(sumsq[j]), 1e-12);
           const double unit_sq = sumsq[j] * inv_norm * inv_norm;
           int64_t best = 0;
           for (int64_t k = 0; k < K; ++k) {

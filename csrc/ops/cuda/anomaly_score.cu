@@ -13,13 +13,12 @@ template <typename T>
 __global__ void error_map_kernel(const T* __restrict__ fif_hat, const T* __restrict__ d_hat,
                                  const T* __restrict__ first, const T* __restrict__ last,
                                  const T* __restrict__ cmap, ScoreWeights weights, T* __restrict__ emap,
-                                 float* __restrict__ partials, int64_t H, int64_t W, int64_t h, int64_t w) {
+                                 float* __restrict__ partials, int H, int W, int h, int w) {
   __shared__ float scratch[kThreads / 32];
-  const int64_t n = blockIdx.y, plane = H * W, sy = H / h, sx = W / w;
-  const int64_t rgb = n * 3 * plane;
+  const int plane = H * W, sy = H / h, sx = W / w;
+  const int64_t n = blockIdx.y, rgb = n * 3 * plane;
   float sum = 0.0f;
-  for (int64_t pix = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; pix < plane;
-       pix += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  for (int pix = blockIdx.x * blockDim.x + threadIdx.x; pix < plane; pix += gridDim.x * blockDim.x) {
     const auto load = [&](int c, float& fif, float& d, float& f0, float& f4) {
       const int64_t i = rgb + c * plane + pix;
       fif = cuda::to_float(fif_hat[i]);
@@ -27,7 +26,7 @@ __global__ void error_map_kernel(const T* __restrict__ fif_hat, const T* __restr
       f0 = cuda::to_float(first[i]);
       f4 = cuda::to_float(last[i]);
     };
-    const int64_t y = pix / W, x = pix % W;
+    const int y = pix / W, x = pix % W;
     const float v = weighted_score(weights, load, cuda::to_float(cmap[(n * h + y / sy) * w + x / sx]));
     emap[n * plane + pix] = cuda::from_float<T>(v);
     sum += v;
@@ -52,17 +51,19 @@ __global__ void finish_score_kernel(const float* __restrict__ partials, T* __res
 void anomaly_score_cuda(const void* fif_hat, const void* d_hat, const void* first, const void* last,
                         const void* cmap, ScoreWeights weights, void* score, void* emap, float* workspace,
                         DType dtype, int64_t N, int64_t H, int64_t W, int64_t h, int64_t w, StreamHandle stream) {
-  const cudaStream_t s = cuda::as_stream(stream);
+  cuda::require(N >= 1 && N <= cuda::kMaxGridY, "anomaly_score: N must be 1 to 65535 (the grid's y), got " + std::to_string(N));
+  cuda::require_plane(H, W, "anomaly_score");
+  cuda::require(h >= 1 && w >= 1 && H % h == 0 && W % w == 0, "anomaly_score: the cluster map's h x w must divide H x W");
   cuda::dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     const dim3 grid(static_cast<unsigned int>(kAnomalyScoreBlocks), static_cast<unsigned int>(N));
-    error_map_kernel<T><<<grid, kThreads, 0, s>>>(static_cast<const T*>(fif_hat), static_cast<const T*>(d_hat),
-                                                  static_cast<const T*>(first), static_cast<const T*>(last),
-                                                  static_cast<const T*>(cmap), weights, static_cast<T*>(emap),
-                                                  workspace, H, W, h, w);
+    cuda::launch(error_map_kernel<T>, grid, kThreads, 0, stream, static_cast<const T*>(fif_hat),
+                 static_cast<const T*>(d_hat), static_cast<const T*>(first), static_cast<const T*>(last),
+                 static_cast<const T*>(cmap), weights, static_cast<T*>(emap), workspace, static_cast<int>(H), static_cast<int>(W),
+                 static_cast<int>(h), static_cast<int>(w));
     cuda::check_launch("anomaly_score (error map)");
-    finish_score_kernel<T><<<cuda::blocks_for(N, kThreads), kThreads, 0, s>>>(workspace, static_cast<T*>(score),
-                                                                               N, H * W);
+    cuda::launch(finish_score_kernel<T>, cuda::blocks_for(N, kThreads), kThreads, 0, stream,
+                 static_cast<const float*>(workspace), static_cast<T*>(score), N, H * W);
     cuda::check_launch("anomaly_score (sum)");
   });
 }

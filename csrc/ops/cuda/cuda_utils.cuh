@@ -1,10 +1,18 @@
-// Helpers shared by the CUDA kernels: element conversion, dtype dispatch, launch checks.
+// Helpers shared by the CUDA kernels: element conversion, dtype dispatch, launches and their checks.
 #pragma once
 
+#ifdef VAD_EDGE_CUDA_EMULATION  // the kernels compiled for the host, for tests (csrc/emulation)
+#include "emulation/cuda_emulation.h"
+#else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+// Dynamic shared memory, declared so that the host emulation can provide it.
+#define VAD_EDGE_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+#endif
 
+#include <algorithm>
+#include <cfloat>
 #include <stdexcept>
 #include <string>
 
@@ -33,9 +41,37 @@ inline void check_launch(const char* what) {
   if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
 }
 
-inline unsigned int blocks_for(int64_t n, int threads) {
-  return static_cast<unsigned int>((n + threads - 1) / threads);
+// Launches kernel on grid x block threads with shared_bytes of dynamic shared memory, on stream.
+template <typename... Params, typename... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes, StreamHandle stream,
+            Args... args) {
+#ifdef VAD_EDGE_CUDA_EMULATION
+  (void)stream;
+  emulation::launch(kernel, grid, block, shared_bytes, static_cast<Params>(args)...);
+#else
+  kernel<<<grid, block, shared_bytes, as_stream(stream)>>>(static_cast<Params>(args)...);
+#endif
 }
+
+// Launchers check what the kernels index by (the Python layer checks too; these guard any other caller).
+inline void require(bool ok, const std::string& what) {
+  if (!ok) throw std::invalid_argument(what);
+}
+
+// Blocks of `threads` that cover n items: one grid dimension, at most 2^31 - 1 blocks.
+inline unsigned int blocks_for(int64_t n, int threads) {
+  const int64_t blocks = (n + threads - 1) / threads;
+  require(blocks <= 0x7fffffff, "too many items for one launch: " + std::to_string(n));
+  return static_cast<unsigned int>(blocks);
+}
+
+// In-plane pixel indices are 32-bit (cheaper division); a plane must fit.
+inline void require_plane(int64_t H, int64_t W, const char* op) {
+  require(H >= 1 && W >= 1 && H * W <= 0x7fffffff, std::string(op) + ": H x W must be 1 to 2^31 - 1 pixels");
+}
+
+// Samples (or sample-channel planes) go on the grid's y axis.
+constexpr int64_t kMaxGridY = 65535;
 
 // Calls fn with a value of the C++ element type that matches dtype: fn(float{}), fn(__half{}), ...
 template <typename Fn>

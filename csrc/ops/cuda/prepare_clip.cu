@@ -5,13 +5,13 @@ namespace vad_edge {
 
 namespace {
 
-// One thread per output pixel (n, y, x): reads its 5 x 3 bytes once, writes 15 clip values and 3 differences.
-__global__ void prepare_clip_kernel(const uint8_t* __restrict__ frames, FrameStrides s, int64_t N, int64_t H,
-                                    int64_t W, bool bgr, float* __restrict__ clip, float* __restrict__ diff) {
-  const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  const int64_t plane = H * W;
-  if (idx >= N * plane) return;
-  const int64_t n = idx / plane, pix = idx % plane, y = pix / W, x = pix % W;
+// Grid (pixel blocks, N); one thread per output pixel (n, y, x): reads its 5 x 3 bytes once, writes 15 clip
+// values and 3 differences.
+__global__ void prepare_clip_kernel(const uint8_t* __restrict__ frames, FrameStrides s, int H, int W, bool bgr,
+                                    float* __restrict__ clip, float* __restrict__ diff) {
+  const int pix = blockIdx.x * blockDim.x + threadIdx.x, plane = H * W;
+  if (pix >= plane) return;
+  const int64_t n = blockIdx.y, y = pix / W, x = pix % W;
   const uint8_t* src = frames + n * s.n + y * s.h + x * s.w;
   float first[3];
   for (int t = 0; t < 5; ++t) {
@@ -29,8 +29,11 @@ __global__ void prepare_clip_kernel(const uint8_t* __restrict__ frames, FrameStr
 void prepare_clip_cuda(const uint8_t* frames, FrameStrides strides, int64_t N, int64_t H, int64_t W, bool bgr,
                        float* clip, float* diff, StreamHandle stream) {
   constexpr int kThreads = 256;
-  prepare_clip_kernel<<<cuda::blocks_for(N * H * W, kThreads), kThreads, 0, cuda::as_stream(stream)>>>(
-      frames, strides, N, H, W, bgr, clip, diff);
+  cuda::require(N >= 1 && N <= cuda::kMaxGridY, "prepare_clip: N must be 1 to 65535, got " + std::to_string(N));
+  cuda::require_plane(H, W, "prepare_clip");
+  const dim3 grid(cuda::blocks_for(H * W, kThreads), static_cast<unsigned int>(N));
+  cuda::launch(prepare_clip_kernel, grid, kThreads, 0, stream, frames, strides, static_cast<int>(H),
+               static_cast<int>(W), bgr, clip, diff);
   cuda::check_launch("prepare_clip");
 }
 

@@ -1,0 +1,31 @@
+"""The prepared GPU run (benchmarks/gpu_session.py) in its CPU mode: every step runs, so it never rots."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from vad_edge.model import checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_gpu_session_tiny_mode_runs_every_step(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAD_EDGE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "benchmarks/gpu_session.py", "--tiny", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["paper.safetensors", "roc.png", "scores.png", "session.log", "summary.json", "summary.md"]
+    summary = json.loads((out / "summary.json").read_text())
+    ran = {step: r["rc"] for step, r in summary["steps"].items()}
+    assert ran == {"backend": 0, "kernel tests": 0, "sanitizer memcheck": "skipped", "sanitizer racecheck": "skipped",
+                   "kernel benchmark": 0, "scoring throughput": 0, "train paper": 0, "float16 checkpoint": 0,
+                   "evaluate": 0}
+    assert "passed" in summary["steps"]["kernel tests"]["result"]
+    assert summary["scoring"] and all(row["kernels_clips_per_s"] > 0 for row in summary["scoring"])
+    assert 0 <= summary["eval"]["auc_micro"] <= 100
+    model, _ = checkpoint.load(out / "paper.safetensors")
+    assert checkpoint.stored_dtype(out / "paper.safetensors").is_floating_point
+    assert "## Scoring throughput" in (out / "summary.md").read_text()
