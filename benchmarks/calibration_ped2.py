@@ -143,7 +143,7 @@ def main() -> None:
              for scale in (0.8, 0.9, 1.0, 1.1, 1.25, 1.5)}
     result = {"bundle": str(bundle_path),
               "calibration": {k: report[k] for k in ("threshold", "threshold_method", "exceedance_clusters",
-                                                     "expected_false_alarms_per_hour", "false_alarms_per_hour_90ci",
+                                                     "expected_false_alarms_per_hour", "false_alarms_per_hour_range",
                                                      "training_minutes", "event_rule", "advice")},
               "test": site, "frame_auc": {k: frames[k] for k in ("auc_micro", "auc_macro", "auc_raw")},
               "threshold_sweep": {str(k): v for k, v in sweep.items()}}
@@ -153,9 +153,9 @@ def main() -> None:
     plot_timelines(out / "ped2_site.png", raw, labels, bundle.threshold, rule["min_event_frames"], rule["cooldown"])
 
     c, t, f = result["calibration"], site, result["frame_auc"]
-    low, high = c["false_alarms_per_hour_90ci"]
+    low, high = c["false_alarms_per_hour_range"]["low"], c["false_alarms_per_hour_range"]["high"]
     print("\n| measure | value |\n|---|---|")
-    print(f"| threshold method (clusters) | {c['threshold_method']} ({c['exceedance_clusters']}) |")
+    print(f"| threshold method (clusters) | {c['threshold_method']} ({c['exceedance_clusters']['count']}) |")
     expected = c["expected_false_alarms_per_hour"]
     print("| false alarms/h from the calibration hold-out | " +
           (f"expected {expected:.2f} (90% interval {low:.2f}-{high:.2f}) |" if expected is not None

@@ -2,7 +2,11 @@
 # vad-edge installer: turns a Jetson (JetPack 5/6) or a Debian/Ubuntu box into a vad-edge appliance.
 # Idempotent: run it again to upgrade; the previous build is kept for --rollback.
 #
-#   sudo ./firmware_config/install.sh [--central HOST:PORT] [--cuda-archs 87] [--torch SPEC]
+#   sudo ./firmware_config/install.sh [--central HOST:PORT] [--cuda-archs 87] [--torch SPEC] [--prefix DIR]
+#        --central     the site's broker the box bridges its events to
+#        --cuda-archs  build the CUDA kernels for these GPU architectures (87: Jetson Orin)
+#        --torch       the pip requirement for torch (default: JetPack's on a Jetson, the CPU wheel elsewhere)
+#        --prefix      where builds go (default /opt/vad-edge); `vad-edge` is linked into /usr/local/bin
 #   sudo ./firmware_config/install.sh --rollback     # back to the build before the last install
 #   sudo ./firmware_config/install.sh --uninstall [--purge]
 #   ./firmware_config/install.sh --dry-run           # print what would be done, change nothing
@@ -27,7 +31,7 @@ CENTRAL=""
 CUDA_ARCHS=""
 TORCH=""
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 die() { echo "install.sh: $*" >&2; exit 1; }
 say() { echo "==> $*"; }
 
@@ -198,6 +202,10 @@ install_venv() {
       --config-settings=build-dir= "$SRC"
   run "$new/bin/vad-edge" info
   trap - ERR
+  # On PATH for the technician (sudo's secure_path includes /usr/local/bin); through $PREFIX/venv, so an
+  # upgrade or rollback moves it too.
+  run mkdir -p "$ROOT/usr/local/bin"
+  run ln -sfn "$PREFIX/venv/bin/vad-edge" "$ROOT/usr/local/bin/vad-edge"
   # The running build becomes the rollback target; builds older than that are removed.
   local running
   running=$(current_release venv)
@@ -262,7 +270,7 @@ do_uninstall() {
   system systemctl disable --now vad-edge.service vad-edge-performance.service
   run rm -f "$ROOT/etc/systemd/system/vad-edge.service" "$ROOT/etc/systemd/system/vad-edge-performance.service" \
       "$ROOT/etc/mosquitto/conf.d/vad-edge.conf"
-  run rm -rf "$ROOT$PREFIX" "$ROOT/etc/mosquitto/vad-edge.d"
+  run rm -rf "$ROOT$PREFIX" "$ROOT/etc/mosquitto/vad-edge.d" "$ROOT/usr/local/bin/vad-edge"
   system systemctl daemon-reload
   if [ "$PURGE" = 1 ]; then
     run rm -rf "$ROOT/etc/vad-edge" "$ROOT/var/lib/vad-edge"

@@ -100,7 +100,13 @@ def test_calibrate_a_synthetic_site_and_the_agent_uses_it(tmp_path, tiny_checkpo
     report = json.loads((out / "door.report.json").read_text())
     # 8 s of hold-out cannot show a 1/h rate: bounded, not estimated, and the technician is told what to do.
     assert report["threshold_method"] == "max-margin" and report["expected_false_alarms_per_hour"] is None
-    assert "at most" in printed and "(95% bound" in printed
+    assert "at most" in printed and "(95% upper bound" in printed
+    # Each key says what it holds: here a bound, not an interval; and the level the clusters are counted at.
+    assert report["false_alarms_per_hour_range"]["kind"].startswith("95% upper bound")
+    assert report["false_alarms_per_hour_range"]["low"] == 0.0 < report["false_alarms_per_hour_range"]["high"]
+    clusters = report["exceedance_clusters"]
+    assert clusters["count"] < clusters["needed_for_a_fit"] and clusters["above"] > 0
+    assert "90th percentile" in clusters["above_means"]
     assert report["advice"] in printed and "minutes of footage" in report["advice"]
     assert report["camera"] == "door" and report["footage"]["holdout_frames"] == 80
     assert (out / "door.report.png").read_bytes()[:4] == b"\x89PNG"

@@ -49,3 +49,14 @@ def test_doctor_reports_each_part_and_fails_on_a_dead_camera_or_broker(tmp_path,
         assert printed.splitlines()[-1].startswith("NOT ready")
     finally:
         broker.stop()
+
+
+def test_doctor_without_a_config_still_checks_the_box(tmp_path, monkeypatch, capsys):
+    from vad_edge import doctor
+
+    monkeypatch.setattr(doctor, "DEFAULT_CONFIG", tmp_path / "absent.yaml")
+    main(["doctor"])
+    table = rows(capsys.readouterr().out)
+    assert table["build"].startswith("ok") and table["kernels on cpu"].startswith("ok")
+    assert table["config"].startswith("warn") and "absent.yaml does not exist" in table["config"]
+    assert "disk" in table and "clock" in table and not any(name.startswith("camera") for name in table)

@@ -1,6 +1,8 @@
 """firmware_config: the shipped config, units, scripts, installer, and the box broker's bridge."""
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +39,21 @@ def test_every_option_is_in_the_default_config():
     for model in models:
         for name in model.model_fields:
             assert f"{name}:" in text, f"{model.__name__}.{name} is not documented in the default config"
+
+
+def test_installer_help_lists_every_option():
+    done = subprocess.run(["bash", str(INSTALL), "--help"], capture_output=True, text=True, check=True)
+    assert "set -" not in done.stdout and done.stdout.startswith("vad-edge installer")
+    for option in re.findall(r"^    (--[a-z-]+)\)", INSTALL.read_text(), flags=re.M):
+        assert option in done.stdout, option
+
+
+def test_files_the_docs_name_exist():
+    """Every firmware_config/ path the default config and the READMEs mention is in the tree."""
+    root = FW.parent
+    for doc in (FW / "etc/vad-edge/config.yaml", FW / "README.md", root / "README.md"):
+        for path in re.findall(r"firmware_config/[\w./-]*\w", doc.read_text()):
+            assert (root / path).exists(), f"{doc.name} names {path}"
 
 
 def test_shellcheck():
@@ -120,6 +137,8 @@ def test_install_into_a_throwaway_root_upgrade_rollback_and_uninstall(tmp_path):
     assert hashed.startswith("vad-edge:$") and password not in hashed
     assert (root / "etc/mosquitto/vad-edge.d/acl").exists()
     vad_edge = root / "opt/vad-edge/venv/bin/vad-edge"
+    # On PATH, through the venv link that upgrades and rollbacks move.
+    assert os.readlink(root / "usr/local/bin/vad-edge") == "/opt/vad-edge/venv/bin/vad-edge"
     info = subprocess.run([str(vad_edge), "info"], capture_output=True, text=True, check=True)
     assert json.loads(info.stdout)["cpu"] is True
     check = subprocess.run([str(vad_edge), "config", "check", str(root / "etc/vad-edge/config.yaml")],
@@ -147,6 +166,7 @@ def test_install_into_a_throwaway_root_upgrade_rollback_and_uninstall(tmp_path):
 
     run_installer("--uninstall", env=env)
     assert not (root / "opt/vad-edge").exists() and not (root / "etc/systemd/system/vad-edge.service").exists()
+    assert not os.path.lexists(root / "usr/local/bin/vad-edge")
     assert config_file.exists()  # configuration kept
     assert "nothing to roll back" in run_installer("--rollback", env=env, check=False).stderr
 

@@ -144,3 +144,32 @@ def test_frame_metrics_protocol():
     assert metrics["auc_raw"] < 100.0  # raw scores of the two videos live on different scales
     normalised = inverted_regularity(np.array([1.0, 2.0, 4.0]))
     np.testing.assert_allclose(normalised, [0.0, 2 / 3, 1.0])
+
+
+def test_train_defaults_are_the_shipped_recipe():
+    """A user who retrains with no options gets the recipe the shipped lite model was trained with from
+    scratch (its first stage, recorded in its metadata)."""
+    training = checkpoint.read_metadata(checkpoint.shipped("lite"))["training"]
+    while training.get("init") and training["init"].get("training"):
+        training = training["init"]["training"]
+    recipe = training["config"]
+    defaults = TrainConfig()
+    for key in ("profile", "batch", "lr", "cluster_lr", "pretrain_iters", "iters", "kmeans_batches", "kmeans_points"):
+        assert getattr(defaults, key) == recipe[key], key
+
+
+def test_the_scoring_after_training_comes_out_of_the_budget(tmp_path, dataset):
+    """`--max-minutes` is what the user waits: the training share shrinks by what scoring will take."""
+    from vad_edge.model.scoring import scoring_seconds
+
+    videos = load_split(dataset, "training", 32, 10.0, progress=False)
+    config = TrainConfig(**{**TINY, "pretrain_iters": 10_000, "iters": 10_000, "max_minutes": 0.5})
+    full = Trainer(config, videos, tmp_path / "a", clock=StepClock(1.0))
+    full.run(progress=False)
+    shared = Trainer(config, videos, tmp_path / "b", clock=StepClock(1.0))
+    shared.run(progress=False, reserve_s=20.0)
+    assert 28 <= full.elapsed <= 32 and 8 <= shared.elapsed <= 12  # a step or two of slack, never more
+
+    # The estimate is one timed batch scaled to every clip, with a margin: 40 clips, 2 clock reads 1 s apart.
+    clips = sum(len(v.frames) - 4 for v in videos)
+    assert scoring_seconds(full.model, videos, batch=4, clock=StepClock(1.0)) == pytest.approx(1.1 * clips / 4)

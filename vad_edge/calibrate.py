@@ -34,7 +34,7 @@ import vad_edge
 from vad_edge.data.sampling import FrameGrid, Offer
 from vad_edge.data.videos import DatasetError, Video, as_bgr, load_videos, resize
 from vad_edge.model import checkpoint, fusion
-from vad_edge.model.scoring import score_statistics, term_means
+from vad_edge.model.scoring import score_statistics, scoring_seconds, term_means
 from vad_edge.train import TrainConfig, Trainer, pick_device
 
 HOLDOUT_FRACTION = 0.25
@@ -155,9 +155,26 @@ def cluster_maxima(y: np.ndarray, level: float, gap: int) -> np.ndarray:
 class Threshold:
     raw: float
     expected_per_hour: float | None  # None: too few exceedances to estimate, only the upper bound is known
-    interval_per_hour: tuple[float, float]
+    interval_per_hour: tuple[float, float]  # 90 % bootstrap interval; without an estimate, (0, 95 % upper bound)
     method: str
-    clusters: int
+    clusters: int  # exceedance clusters of the sustained score above cluster_level
+    cluster_level: float  # the hold-out's 90th percentile of the sustained score
+
+    def report(self) -> dict:
+        """The report's words for it: each key says what it holds."""
+        estimated = self.expected_per_hour is not None
+        low, high = self.interval_per_hour
+        return {
+            "threshold": self.raw, "threshold_method": self.method,
+            "expected_false_alarms_per_hour": self.expected_per_hour,
+            "false_alarms_per_hour_range": {
+                "low": low, "high": high,
+                "kind": "90% bootstrap interval" if estimated else "95% upper bound (no estimate: too few clusters)"},
+            "exceedance_clusters": {
+                "count": self.clusters, "above": self.cluster_level, "needed_for_a_fit": CLUSTER_FIT_MIN,
+                "above_means": "the hold-out's 90th percentile of the sustained score (the lowest score over "
+                               "min_event_frames consecutive frames)"},
+        }
 
 
 def events_per_hour(series: list[np.ndarray], threshold: float, m: int, gap: int, fps: float) -> float:
@@ -180,7 +197,7 @@ def choose_threshold(series: list[np.ndarray], target_per_hour: float, m: int, c
         # No tail fit possible: beyond everything seen, with a margin; the rate is bounded, not estimated.
         raw = float(pooled.max()) * 1.1
         upper = 3.0 / hours  # "rule of three": 95 % upper bound when nothing was seen
-        return Threshold(raw, None, (0.0, upper), "max-margin", len(maxima))
+        return Threshold(raw, None, (0.0, upper), "max-margin", len(maxima), base)
 
     def fit_threshold(sample: np.ndarray) -> tuple[float, tuple]:
         rate_base = len(sample) / hours  # clusters above the base level per hour
@@ -206,7 +223,8 @@ def choose_threshold(series: list[np.ndarray], target_per_hour: float, m: int, c
         except (ValueError, RuntimeError):
             continue
     low, high = (float(np.percentile(rates, 5)), float(np.percentile(rates, 95))) if rates else (0.0, math.inf)
-    return Threshold(raw, rate_at(raw, params, len(maxima)), (low, high), "peaks-over-threshold (GPD)", len(maxima))
+    return Threshold(raw, rate_at(raw, params, len(maxima)), (low, high), "peaks-over-threshold (GPD)", len(maxima),
+                     base)
 
 
 # --- the run ----------------------------------------------------------------------------------------------
@@ -258,7 +276,9 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
     trainer = Trainer(config, fit, work / "model", model=model, clock=clock)
     if trainer.state_path.exists():
         trainer.load_state(trainer.state_path)
-    trainer.run(progress)
+    # The budget is what the technician waits: the scoring of the hold-out after training comes out of it.
+    reserve = scoring_seconds(trainer.model, holdout, batch=16, clock=clock)
+    trainer.run(progress, reserve_s=reserve)
 
     # The hold-out, footage the model did not train on, fits the fusion (the site's own normal term means)
     # and chooses the threshold; one pass gives both.
@@ -276,11 +296,8 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
                   f"the threshold sits above every hold-out score and its rate is only bounded. Calibrate on "
                   f"at least {math.ceil(minutes)} minutes of footage for an estimate.")
     calibration = {
-        "id": str(uuid.uuid4()), "created": created, "camera": camera, "threshold": choice.raw,
-        "target_false_alarms_per_hour": target_per_hour,
-        "expected_false_alarms_per_hour": choice.expected_per_hour,
-        "false_alarms_per_hour_90ci": list(choice.interval_per_hour), "threshold_method": choice.method,
-        "exceedance_clusters": choice.clusters, "advice": advice,
+        "id": str(uuid.uuid4()), "created": created, "camera": camera, **choice.report(),
+        "target_false_alarms_per_hour": target_per_hour, "advice": advice,
         "event_rule": {"min_event_frames": min_event_frames, "cooldown": cooldown, "fps": fps},
         "footage": {"seconds": total_frames / fps, "fit_frames": sum(len(v.frames) for v in fit),
                     "holdout_frames": sum(len(v.frames) for v in holdout), "quality": quality},

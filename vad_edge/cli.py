@@ -10,12 +10,13 @@ import sys
 def _info(_args: argparse.Namespace) -> int:
     import vad_edge
 
-    print(json.dumps(vad_edge.ops.backend(), indent=2))
+    print(json.dumps(vad_edge.build_info(), indent=2))
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from vad_edge.train import TrainConfig, train
+    from vad_edge.train import train
+    from vad_edge.train_config import TrainConfig
 
     fields = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if getattr(args, f, None) is not None}
     path = train(args.data, args.out, TrainConfig(**fields), resume=args.resume, init=args.init)
@@ -119,11 +120,11 @@ def _calibrate(args: argparse.Namespace) -> int:
     videos = load_footage(source, size, args.minutes, fps, max_frames, out / f"{name}.work")
     report = calibrate(videos, base, out, name, budget_minutes=args.budget,
                        target_per_hour=args.false_alarms_per_hour, device=args.device, **rule)
-    low, high = report["false_alarms_per_hour_90ci"]
+    span = report["false_alarms_per_hour_range"]
     print(f"calibration bundle: {report['bundle']}")
     expected = report["expected_false_alarms_per_hour"]
-    rate = (f"expected {expected:.2f} false alarms/hour (90% interval {low:.2f}-{high:.2f})" if expected is not None
-            else f"at most {high:.1f} false alarms/hour (95% bound; none seen in the hold-out)")
+    rate = (f"expected {expected:.2f} false alarms/hour ({span['kind']} {span['low']:.2f}-{span['high']:.2f})"
+            if expected is not None else f"at most {span['high']:.1f} false alarms/hour ({span['kind']})")
     print(f"threshold {report['threshold']:.6g} ({report['threshold_method']}): {rate} "
           f"for a target of {args.false_alarms_per_hour}")
     if report["advice"]:
@@ -133,12 +134,18 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _doctor(args: argparse.Namespace) -> int:
     from vad_edge import config
-    from vad_edge.doctor import run_doctor
+    from vad_edge.doctor import DEFAULT_CONFIG, run_doctor
 
-    rows, healthy = run_doctor(config.load(args.config))
-    width = max(len(name) for name, _, _ in rows)
-    for name, status, detail in rows:
-        print(f"{name:<{width}}  {status:<4}  {detail}")
+    path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    note = "" if path else (f"no device config ({DEFAULT_CONFIG} does not exist; --config FILE): cameras, broker "
+                            "and models not checked")
+    cfg = config.load(path) if path else None
+
+    def report(row: tuple[str, str, str]) -> None:
+        name, status, detail = row
+        print(f"{name:<16}  {status:<4}  {detail}", flush=True)
+
+    healthy = run_doctor(cfg, report, note)
     print("ready" if healthy else "NOT ready: see the FAIL lines")
     return 0 if healthy else 1
 
@@ -152,14 +159,19 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# Choices the parser lists without importing the model (torch takes seconds to import); a test keeps them
+# equal to vad_edge.model's PROFILES and FUSIONS.
+PROFILES = ("lite", "paper", "tiny")
+FUSIONS = ("standardised", "paper")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from vad_edge.model.fusion import FUSIONS
-    from vad_edge.model.network import PROFILES
-    from vad_edge.train import TrainConfig
+    from vad_edge.train_config import TrainConfig
 
     parser = argparse.ArgumentParser(prog="vad-edge", description="Video anomaly detection appliance (STD).")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="print the build: kernels, CUDA architectures, OpenMP").set_defaults(func=_info)
+    sub.add_parser("info", help="print the build: kernels, CUDA architectures, OpenMP (vad-edge doctor checks "
+                                "the devices)").set_defaults(func=_info)
 
     train = sub.add_parser("train", help="train an STD model on the normal footage of <data>/training")
     train.add_argument("--data", required=True, help="dataset root (training/frames/<video>/ or video files)")
@@ -210,18 +222,19 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--max-disk-mb", type=float, default=1024, help="bound on recorded footage")
     cal.add_argument("--budget", type=float, default=20, help="minutes of fine-tuning")
     cal.add_argument("--false-alarms-per-hour", type=float, default=1.0, help="the alarm budget on normal footage")
-    cal.add_argument("--profile", default="lite", help="shipped base model (with no --base)")
+    cal.add_argument("--profile", default="lite", choices=["lite", "paper"], help="shipped base model (with no --base)")
     cal.add_argument("--base", help="base checkpoint to adapt (default: the shipped one of --profile)")
     cal.add_argument("--out", help="folder for the bundle and report (default: <state_dir>/calibration)")
     cal.add_argument("--threads", type=int, default=0,
                      help="CPU threads for training (default: half the cores, at least 1; the agent keeps the rest)")
     cal.add_argument("--min-event-frames", type=int, default=3, help="with --source: the agent's event rule")
     cal.add_argument("--cooldown", type=float, default=3.0, help="with --source: the agent's event rule (s)")
-    cal.add_argument("--device", default="auto")
+    cal.add_argument("--device", default="auto", help="cpu, cuda or auto (a GPU when there is one)")
     cal.set_defaults(func=_calibrate)
 
     doctor = sub.add_parser("doctor", help="check this box: kernels, models, cameras, broker, disk, clock")
-    doctor.add_argument("--config", default="/etc/vad-edge/config.yaml")
+    doctor.add_argument("--config", help="device config whose cameras, broker and models to check (default: "
+                                          "/etc/vad-edge/config.yaml when it exists; without one, only this box)")
     doctor.set_defaults(func=_doctor)
 
     demo = sub.add_parser("demo", help="the agent on the bundled sample clip, with a local broker")
@@ -246,8 +259,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # "generated new fontManager" is not news
     try:
         return args.func(args)
+    except BrokenPipeError:  # `vad-edge config schema | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except ConfigError as exc:  # bad configuration: exit 2, every problem named
         print(f"configuration error:\n{exc}", file=sys.stderr)
         return 2

@@ -1,26 +1,43 @@
-"""`vad-edge doctor`: is this box ready? Build and kernels, models, cameras, broker, disk, clock."""
+"""`vad-edge doctor`: is this box ready? Build, disk, clock, broker, cameras, then kernels and models.
+
+The checks that need no torch come first and are printed as they finish, so the answer starts at once;
+without a device config the box itself is still checked (build, kernels, disk, clock).
+"""
 
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
+from pathlib import Path
 
-import torch
-
-from vad_edge import ops
 from vad_edge.config import Config
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
+DEFAULT_CONFIG = Path("/etc/vad-edge/config.yaml")
+DEFAULT_STATE_DIR = Path("/var/lib/vad-edge")
+Row = tuple[str, str, str]
 
 
-def check_kernels(config: Config) -> list[tuple[str, str, str]]:
+def check_build() -> list[Row]:
+    import vad_edge
+
+    info = vad_edge.build_info()
+    archs = ",".join(info["cuda_archs"]) or "none"
+    return [("build", OK, f"vad-edge {info['version']}, torch {info['torch']}, OpenMP {info['openmp']}, "
+                          f"CUDA kernels {info['cuda']} (architectures {archs})")]
+
+
+def check_kernels(config: Config | None) -> list[Row]:
+    import torch
+
+    from vad_edge import ops
     from vad_edge.cpu_share import agent_threads, cores
 
     info = ops.backend()
-    rows = [("build", OK, f"vad-edge {info['version']}, torch {torch.__version__}, OpenMP {info['openmp']}, "
-                          f"CUDA kernels {info['cuda']} {','.join(info['cuda_archs'])}"),
-            ("threads", OK, f"the agent scores with {agent_threads(config.model.threads)} of {cores()} cores "
-                            f"(model.threads); vad-edge calibrate takes its own share at lower priority")]
+    threads = agent_threads(config.model.threads if config else 0)
+    rows = [("threads", OK, f"the agent scores with {threads} of {cores()} cores (model.threads); "
+                            f"vad-edge calibrate takes its own share at lower priority")]
     z, centers = torch.randn(1, 16, 4, 4), torch.randn(5, 16)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
@@ -31,14 +48,18 @@ def check_kernels(config: Config) -> list[tuple[str, str, str]]:
             rows.append((f"kernels on {device}", OK if good else FAIL, "match the reference" if good else "WRONG results"))
         except Exception as exc:  # report, never crash the doctor
             rows.append((f"kernels on {device}", FAIL, str(exc)))
-    if not torch.cuda.is_available():
+    if info["cuda_driver_problem"]:
+        rows.append(("GPU", FAIL, info["cuda_driver_problem"]))
+    elif not torch.cuda.is_available():
         rows.append(("GPU", WARN, "no CUDA device visible to torch: scoring runs on the CPU"))
     elif not info["cuda"]:
         rows.append(("GPU", WARN, f"{torch.cuda.get_device_name()} present but the kernels were built without CUDA"))
     return rows
 
 
-def check_models(config: Config) -> list[tuple[str, str, str]]:
+def check_models(config: Config) -> list[Row]:
+    import torch
+
     from vad_edge.agent.bundle import load_bundle
 
     rows = []
@@ -55,7 +76,7 @@ def check_models(config: Config) -> list[tuple[str, str, str]]:
     return rows
 
 
-def check_cameras(config: Config, timeout: float = 10.0) -> list[tuple[str, str, str]]:
+def check_cameras(config: Config, timeout: float = 10.0) -> list[Row]:
     from vad_edge.agent.sources import mask_password, probe
 
     rows = []
@@ -71,7 +92,7 @@ def check_cameras(config: Config, timeout: float = 10.0) -> list[tuple[str, str,
     return rows
 
 
-def check_broker(config: Config) -> list[tuple[str, str, str]]:
+def check_broker(config: Config) -> list[Row]:
     import paho.mqtt.client as paho
 
     from vad_edge.agent.mqtt import make_client
@@ -103,13 +124,15 @@ def check_broker(config: Config) -> list[tuple[str, str, str]]:
     return [("broker", OK if good else FAIL, f"{m.host}:{m.port} MQTT {m.protocol}: {rc}")]
 
 
-def check_disk(config: Config, minimum_gb: float = 1.0) -> list[tuple[str, str, str]]:
-    path = config.state_dir if config.state_dir.exists() else config.state_dir.parent
+def check_disk(state_dir: Path, minimum_gb: float = 1.0) -> list[Row]:
+    path = state_dir
+    while not path.exists():  # not created yet (before the first run): the disk it will be on
+        path = path.parent
     free = shutil.disk_usage(path).free / 2**30
     return [("disk", OK if free >= minimum_gb else FAIL, f"{free:.1f} GiB free at {path}")]
 
 
-def check_clock() -> list[tuple[str, str, str]]:
+def check_clock() -> list[Row]:
     try:
         synced = subprocess.run(["timedatectl", "show", "-p", "NTPSynchronized", "--value"], capture_output=True,
                                 text=True, timeout=5).stdout.strip()
@@ -120,7 +143,19 @@ def check_clock() -> list[tuple[str, str, str]]:
     return [("clock", WARN, "not NTP-synchronised: event times may be off (timedatectl set-ntp true)")]
 
 
-def run_doctor(config: Config) -> tuple[list[tuple[str, str, str]], bool]:
-    rows = (check_kernels(config) + check_models(config) + check_cameras(config) + check_broker(config)
-            + check_disk(config) + check_clock())
-    return rows, all(status != FAIL for _, status, _ in rows)
+def run_doctor(config: Config | None, report: Callable[[Row], None], config_note: str = "") -> bool:
+    """Runs every check, the ones without torch first, reporting each row as it comes; True if none failed."""
+    checks: list[Callable[[], list[Row]]] = [check_build]
+    if config is None:
+        checks += [lambda: [("config", WARN, config_note)], lambda: check_disk(DEFAULT_STATE_DIR)]
+    else:
+        checks += [lambda: check_disk(config.state_dir), lambda: check_broker(config), lambda: check_cameras(config)]
+    checks += [check_clock, lambda: check_kernels(config)]
+    if config is not None:
+        checks.append(lambda: check_models(config))
+    healthy = True
+    for check in checks:
+        for row in check():
+            report(row)
+            healthy = healthy and row[1] != FAIL
+    return healthy

@@ -12,10 +12,10 @@ batch 8 and learning rates 20x higher (2e-4 / 2e-5) over a few thousand iteratio
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,28 +29,12 @@ from vad_edge.data import ClipDataset, Video, dataset_fingerprint, load_split
 from vad_edge.model import checkpoint, fusion
 from vad_edge.model.losses import autoencoder_loss, cluster_loss
 from vad_edge.model.network import STD, Outputs, build
-from vad_edge.model.scoring import score_statistics, term_means
+from vad_edge.model.scoring import score_statistics, scoring_seconds, term_means
+from vad_edge.train_config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 STAGES = ("pretrain", "kmeans", "finetune", "done")
-
-
-@dataclass
-class TrainConfig:
-    profile: str = "lite"
-    batch: int = 8
-    lr: float = 2e-4
-    cluster_lr: float = 2e-5
-    pretrain_iters: int = 1500
-    iters: int = 2500  # fine-tuning iterations
-    kmeans_batches: int = 40
-    kmeans_points: int = 40000
-    seed: int = 0
-    device: str = "auto"
-    max_minutes: float | None = None
-    save_every: int = 250
-    fps: float = 10.0  # frame rate of the clips: video files are sampled to it (Ped2's frames are 10 fps)
-    precision: str = "auto"  # auto: bfloat16 autocast where the hardware has it (CUDA; CPUs with AVX-512 BF16)
-    fusion: str = "standardised"  # how the terms become one score (model/fusion.py): standardised or paper
 
 
 def pick_device(name: str) -> torch.device:
@@ -184,9 +168,11 @@ class Trainer:
 
     # --- the run ----------------------------------------------------------------------------------------
 
-    def run(self, progress: bool = True) -> None:
+    def run(self, progress: bool = True, reserve_s: float = 0.0) -> None:
+        """Trains to the iteration ceilings or the time budget, whichever ends first. reserve_s: seconds of
+        the budget kept for what comes after training (the scoring pass), so the command keeps to it."""
         cfg = self.config
-        budget = math.inf if cfg.max_minutes is None else cfg.max_minutes * 60
+        budget = math.inf if cfg.max_minutes is None else max(0.0, cfg.max_minutes * 60 - reserve_s)
         start = self.clock() - self.elapsed
         total = cfg.pretrain_iters + cfg.iters
         done = self.iteration + (cfg.pretrain_iters if self.stage in ("finetune", "done") else 0)
@@ -257,7 +243,13 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, resume: str | 
     trainer = Trainer(config, videos, out, model=model)
     if resume:
         trainer.load_state(Path(resume))
-    trainer.run(progress)
+    reserve = 0.0
+    if config.max_minutes is not None:
+        reserve = scoring_seconds(trainer.model, videos, batch=16, clock=trainer.clock)
+        log.info("budget %.1f min: training %.1f min, then scoring the %d training clips to fit the score "
+                 "(about %.1f min)", config.max_minutes, max(0.0, config.max_minutes - reserve / 60),
+                 sum(len(v.frames) - 4 for v in videos), reserve / 60)
+    trainer.run(progress, reserve_s=reserve)
 
     # One pass over the training clips fits the fusion (the terms' normal means) and gives the scores whose
     # statistics set the default threshold.

@@ -1,5 +1,7 @@
 """Scoring whole videos clip by clip, and the statistics of those scores."""
 
+import time
+
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -58,6 +60,19 @@ def term_means(model: STD, videos: list[Video], batch: int = 16, progress: bool 
     bar.close()
     lengths = [len(v.frames) - 4 for v in videos]
     return np.split(torch.cat(parts).numpy(), np.cumsum(lengths)[:-1])
+
+
+@torch.no_grad()
+def scoring_seconds(model: STD, videos: list[Video], batch: int, clock=time.monotonic) -> float:
+    """How long term_means over these videos will take, from one timed batch (its warm-up included, so the
+    estimate errs long), with a 10 % margin: what a time budget keeps for the scoring pass after training."""
+    dataset = ClipDataset(videos)
+    frames = torch.stack([dataset[i] for i in range(min(batch, len(dataset)))])
+    model.eval()
+    started = clock()
+    model.score_terms(ops.prepare_clip(frames.to(device_of(model)))[0])
+    per_clip = (clock() - started) / len(frames)
+    return 1.1 * per_clip * len(dataset)
 
 
 def score_statistics(scores: np.ndarray) -> dict:

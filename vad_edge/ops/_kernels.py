@@ -207,20 +207,14 @@ anomaly_score = _register("anomaly_score", _anomaly_score, _anomaly_score_fake)
 
 
 def backend() -> dict:
-    """What this build of the kernels can run."""
-    from vad_edge import __version__
+    """What this build of the kernels can run, and on which device of this machine."""
+    from vad_edge import build_info
 
+    gpu = _C.WITH_CUDA and torch.cuda.is_available()
     return {
-        "version": __version__,
-        "cpu": True,
-        "openmp": bool(_C.WITH_OPENMP),
-        "openmp_max_threads": int(_C.OPENMP_MAX_THREADS),
-        "cuda": bool(_C.WITH_CUDA),
-        "cuda_version": _C.CUDA_VERSION,
-        "cuda_archs": list(_C.CUDA_ARCHS),
-        "cuda_device": torch.cuda.get_device_name() if _C.WITH_CUDA and torch.cuda.is_available() else None,
+        **build_info(),
+        "cuda_device": torch.cuda.get_device_name() if gpu else None,
         # Why the CUDA kernels cannot run on this machine's driver, if they cannot (a CUDA 12 driver under a
         # CUDA 13 build, say); None otherwise.
-        "cuda_driver_problem": driver_problem(*_C.cuda_versions()) if _C.WITH_CUDA and torch.cuda.is_available()
-        else None,
+        "cuda_driver_problem": driver_problem(*_C.cuda_versions()) if gpu else None,
     }
