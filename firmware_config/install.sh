@@ -103,7 +103,7 @@ check_platform() {
   local pyver
   pyver=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])') || die "$PYTHON not found"
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' ||
-    die "Python $pyver is too old: vad-edge needs 3.10+ (on JetPack 5, install python3.10 and a torch built for it, then PYTHON=python3.10 --torch <wheel>)"
+    die "Python $pyver is too old: vad-edge needs 3.10+. JetPack 5 ships 3.8 and NVIDIA's JetPack 5 torch wheels are for 3.8 only: JetPack 5 is not supported (use JetPack 6), unless you bring a Python 3.10+ with a CUDA torch built for it (PYTHON=... --torch <wheel>; untested)"
 }
 
 # --- install ----------------------------------------------------------------------------------------------

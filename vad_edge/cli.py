@@ -58,6 +58,32 @@ def _fuse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _events(args: argparse.Namespace) -> int:
+    from vad_edge.watch import EventWatcher
+
+    password = os.environ.get(args.password_env) if args.password_env else None
+    if args.password_env and password is None:
+        raise ValueError(f"--password-env {args.password_env}: that variable is not set")
+    watcher = EventWatcher(args.broker, args.port, device=args.device, prefix=args.prefix, tls=args.tls,
+                           ca_file=args.ca_file, username=args.username, password=password,
+                           client_id=args.client_id, show=lambda line: print(line, flush=True))
+    where = "every box" if args.device == "+" else f"box {args.device}"
+    print(f"# events of {where} on {args.broker}:{args.port}" + ("; Ctrl-C to stop" if args.follow else ""),
+          flush=True)
+    try:
+        watcher.start()
+    except OSError as exc:
+        raise ValueError(f"{args.broker}:{args.port}: cannot connect ({exc.strerror or exc})") from exc
+    try:
+        # Without --follow: what waited in this watcher's session, then quiet for --idle seconds ends it.
+        watcher.wait(count=args.count, idle=None if args.follow else args.idle)
+    except KeyboardInterrupt:  # Ctrl-C is how --follow ends
+        pass
+    finally:
+        watcher.close()
+    return 0
+
+
 def _config_check(args: argparse.Namespace) -> int:
     from vad_edge import config
 
@@ -243,6 +269,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--checkpoint", help="model (default: the shipped lite checkpoint)")
     demo.add_argument("--fast", action="store_true", help="score as fast as possible instead of in real time")
     demo.set_defaults(func=_demo)
+
+    events = sub.add_parser("events", help="print a box's anomaly events from an MQTT broker (deduplicated, "
+                                           "replays marked)")
+    events.add_argument("--broker", required=True, help="MQTT broker host: the box's, or the site's central one")
+    events.add_argument("--port", type=int, default=1883, help="default: 1883 (8883 is usual with --tls)")
+    events.add_argument("--device", default="+", help="device_id of the box to watch (default: every box)")
+    events.add_argument("--follow", action="store_true", help="keep printing new events until Ctrl-C")
+    events.add_argument("--idle", type=float, default=3.0,
+                        help="without --follow: stop after this many seconds without a new event (default 3)")
+    events.add_argument("--count", type=int, help="stop after this many events")
+    events.add_argument("--tls", action="store_true", help="connect with TLS (system CAs, or --ca-file)")
+    events.add_argument("--ca-file", help="CA certificate of a private broker, with --tls")
+    events.add_argument("--username", help="broker account allowed to read vad-edge/#")
+    events.add_argument("--password-env", help="environment variable that holds its password (never on the "
+                                               "command line)")
+    events.add_argument("--prefix", default="vad-edge", help="topic prefix (mqtt.prefix of the boxes)")
+    events.add_argument("--client-id", help="MQTT client id: the broker keeps events for it while it is away "
+                                            "(default: vad-edge-events-<host>-<device>)")
+    events.set_defaults(func=_events)
 
     cfg = sub.add_parser("config", help="check the device configuration or print its JSON Schema")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)

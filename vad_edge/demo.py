@@ -24,6 +24,7 @@ from vad_edge import config as config_module
 from vad_edge.agent.runner import Agent, install_signal_handlers
 from vad_edge.agent.snapshot import overlay
 from vad_edge.agent.sources import probe
+from vad_edge.watch import describe
 
 SAMPLE = Path(__file__).resolve().parent / "assets" / "sample.mp4"
 
@@ -95,13 +96,6 @@ class LocalBroker:
         elif self.thread:
             asyncio.run_coroutine_threadsafe(self.broker.shutdown(), self.loop).result(10)
             self.loop.call_soon_threadsafe(self.loop.stop)
-
-
-def describe(event: dict) -> str:
-    r = event["region"]
-    return (f"{event['frame_time']}  {event['type']:<6} camera={event['camera']} score={event['score']:.2f} "
-            f"peak={event['peak_score']:.2f} region=({r['x']:.2f},{r['y']:.2f},{r['w']:.2f},{r['h']:.2f}) "
-            f"seq={event['seq']}")
 
 
 def write_timeline(path: Path, times: list[float], scores: list[float], events: list[dict]) -> None:

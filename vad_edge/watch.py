@@ -1,0 +1,85 @@
+"""`vad-edge events`: watch a box's (or every box's) anomaly events from any MQTT broker, as a subscriber
+should: QoS 1 on a persistent session (events sent while the watcher is away wait for it), each message
+shown once (deduplicated on event_id, which names one message: "<event>:start", "<event>:update:3",
+"<event>:end"), replays after an outage marked."""
+
+import json
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+
+import paho.mqtt.client as paho
+
+
+def describe(event: dict) -> str:
+    """One line per event message: the demo and `vad-edge events` print the same."""
+    r = event["region"]
+    return (f"{event['frame_time']}  {event['type']:<6} camera={event['camera']} score={event['score']:.2f} "
+            f"peak={event['peak_score']:.2f} region=({r['x']:.2f},{r['y']:.2f},{r['w']:.2f},{r['h']:.2f}) "
+            f"seq={event['seq']}")
+
+
+class EventWatcher:
+    """Subscribes to vad-edge/<device>/cameras/+/events and hands each new event message to `show`."""
+
+    def __init__(self, host: str, port: int, device: str = "+", prefix: str = "vad-edge", tls: bool = False,
+                 ca_file: str | None = None, username: str | None = None, password: str | None = None,
+                 client_id: str | None = None, show: Callable[[str], None] = print):
+        self.topic = f"{prefix}/{device}/cameras/+/events"
+        self.show = show
+        self.seen: set[str] = set()
+        self.shown = 0
+        self.subscribed = threading.Event()
+        self.changed = threading.Condition()
+        # A fixed client id and clean_session off: the broker keeps this watcher's queue between runs.
+        client_id = client_id or f"vad-edge-events-{socket.gethostname()}-{device.replace('+', 'all')}"
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        if username:
+            self.client.username_pw_set(username, password)
+        if tls:
+            self.client.tls_set(ca_certs=ca_file, cert_reqs=ssl.CERT_REQUIRED)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda c, u, mid, codes, p=None: self.subscribed.set()
+        self.client.on_message = self._on_message
+        self.host, self.port = host, port
+
+    def _on_connect(self, client, userdata, flags, reason, properties=None) -> None:
+        if reason.is_failure:
+            self.show(f"# {self.host}:{self.port} refused the connection: {reason}")
+            return
+        client.subscribe(self.topic, qos=1)
+
+    def _on_message(self, client, userdata, message) -> None:
+        try:
+            event = json.loads(message.payload)
+            key = str(event["event_id"])
+            line = describe(event)
+        except (ValueError, KeyError, TypeError):
+            self.show(f"# not a vad-edge event on {message.topic}: {message.payload[:80]!r}")
+            return
+        if key in self.seen:  # QoS 1 delivers at least once: a repeat is not news
+            return
+        self.seen.add(key)
+        replay = "  (replayed: sent while the box could not reach its broker)" if event.get("replayed") else ""
+        self.show(f"{event.get('device_id', message.topic.split('/')[1])}  {line}{replay}")
+        with self.changed:
+            self.shown += 1
+            self.changed.notify_all()
+
+    def start(self) -> None:
+        self.client.connect(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+
+    def wait(self, count: int | None = None, idle: float | None = None) -> None:
+        """Until `count` events were shown, or no new one came for `idle` seconds (None: for ever)."""
+        with self.changed:
+            while count is None or self.shown < count:
+                before = self.shown
+                self.changed.wait(timeout=idle if idle is not None else 0.5)
+                if idle is not None and self.shown == before:
+                    return
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
