@@ -35,7 +35,8 @@ def test_default_config_is_valid_and_schema_is_current():
 
 def test_every_option_is_in_the_default_config():
     text = (FW / "etc/vad-edge/config.yaml").read_text()
-    models = [config.Config, config.MQTT, config.TLS, config.Model, config.Health, config.Outbox, config.Camera]
+    models = [config.Config, config.MQTT, config.TLS, config.Model, config.Health, config.Outbox, config.Camera,
+              config.HomeAssistant]
     for model in models:
         for name in model.model_fields:
             assert f"{name}:" in text, f"{model.__name__}.{name} is not documented in the default config"

@@ -109,6 +109,16 @@ class Health(Strict):
         return self
 
 
+class HomeAssistant(Strict):
+    discovery: bool = Field(True, description=(
+        "publish Home Assistant MQTT discovery: per camera an anomaly binary_sensor, a score sensor, a snapshot "
+        "image, a detect switch and a threshold-multiplier number, on the box's device; entities of a removed "
+        "camera are cleared"))
+    prefix: str = Field("homeassistant", pattern=r"^[A-Za-z0-9_-]+$", description=(
+        "Home Assistant's discovery prefix (its MQTT integration's setting); the box broker's ACL and bridge "
+        "must let homeassistant/# through for another prefix too"))
+
+
 class Outbox(Strict):
     max_events: int = Field(10000, ge=10, description="pending events kept; the oldest updates go first")
 
@@ -120,6 +130,7 @@ class Config(Strict):
     model: Model = Model()
     health: Health = Health()
     outbox: Outbox = Outbox()
+    homeassistant: HomeAssistant = HomeAssistant()
     stats_interval: float = Field(10.0, gt=0, description="seconds between stats messages")
     cameras: list[Camera] = Field(..., min_length=1, description="the cameras to watch")
 

@@ -16,7 +16,7 @@ import torch
 
 import vad_edge
 from vad_edge import ops
-from vad_edge.agent import preflight
+from vad_edge.agent import discovery, preflight
 from vad_edge.agent.bundle import Bundle, load_bundle
 from vad_edge.agent.commands import CommandError, Settings, parse_detect, parse_multiplier, shown
 from vad_edge.agent.events import EventTracker, Observation
@@ -400,6 +400,9 @@ class Agent:
         for cam in self.config.cameras:  # the true state: no event runs yet, whatever a killed run left retained
             self.publisher.set_retained(self.topics.camera(cam.name, "anomaly"), "OFF")
         self._store_events()  # the ends of events a killed run left open
+        models = sorted({s.bundle.model_info["name"] for s in self.cameras.values()}) or ["std"]
+        for topic, payload in discovery.messages(self.config, self.topics, ", ".join(models)).items():
+            self.publisher.set_retained(topic, payload)
         self.publisher.start()
         if self.health:
             self.health.start()
