@@ -58,3 +58,11 @@ def test_every_option_has_a_help_text():
                 if action.option_strings and action.dest != "help" and not action.help:
                     missing.append(f"{command.prog} {action.option_strings[0]}")
     assert not missing, missing
+
+
+def test_matplotlib_font_cache_news_is_not_logged():
+    """`make demo` printed "INFO matplotlib.font_manager: generated new fontManager"."""
+    import logging
+
+    cli.main(["info"])
+    assert not logging.getLogger("matplotlib.font_manager").isEnabledFor(logging.INFO)

@@ -57,6 +57,14 @@ def test_files_the_docs_name_exist():
             assert (root / path).exists(), f"{doc.name} names {path}"
 
 
+def test_firmware_readme_installs_what_it_uses():
+    text = (FW / "README.md").read_text()
+    step1 = text.split("## 1.", 1)[1].split("## 2.", 1)[0]
+    if "mosquitto_sub" in text:
+        assert "mosquitto-clients" in step1
+    assert "JetPack 5 (Xavier, older Orin images) is not supported" in text
+
+
 def test_shellcheck():
     result = subprocess.run([need("shellcheck"), str(INSTALL), str(FW / "bin/vad-edge-performance"),
                              str(FW.parent / ".ci/run")], capture_output=True, text=True)
