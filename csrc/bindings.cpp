@@ -32,8 +32,6 @@ T* ptr(std::uintptr_t address) {
   return reinterpret_cast<T*>(address);
 }
 
-StreamHandle stream_of(std::uintptr_t handle) { return reinterpret_cast<StreamHandle>(handle); }
-
 FrameStrides frame_strides(const std::vector<int64_t>& s) {
   if (s.size() != 5) throw py::value_error("frame strides: expected 5 values");
   return FrameStrides{s[0], s[1], s[2], s[3], s[4]};
@@ -44,7 +42,7 @@ vad_edge::ScoreWeights score_weights(const std::vector<float>& w) {
   return vad_edge::ScoreWeights{w[0], w[1], w[2], w[3]};
 }
 
-#ifndef VAD_EDGE_CUDA_EMULATION
+#if defined(VAD_EDGE_WITH_CUDA) && !defined(VAD_EDGE_CUDA_EMULATION)
 std::vector<std::string> split_archs(const std::string& archs) {
   std::vector<std::string> out;
   std::string cur;
@@ -59,7 +57,9 @@ std::vector<std::string> split_archs(const std::string& archs) {
   if (!cur.empty()) out.push_back(cur);
   return out;
 }
+#endif
 
+#ifndef VAD_EDGE_CUDA_EMULATION
 void register_cpu(py::module_& m) {
   m.def("prepare_clip_cpu", [](std::uintptr_t frames, const std::vector<int64_t>& strides, int64_t N, int64_t H,
                                int64_t W, bool bgr, std::uintptr_t clip, std::uintptr_t diff, int threads) {
@@ -92,9 +92,11 @@ void register_cpu(py::module_& m) {
   });
 }
 
-#endif  // VAD_EDGE_CUDA_EMULATION
+#endif
 
 #ifdef VAD_EDGE_WITH_CUDA
+StreamHandle stream_of(std::uintptr_t handle) { return reinterpret_cast<StreamHandle>(handle); }
+
 // Runs a CUDA launcher for `device` without the GIL, so other Python threads go on while it enqueues.
 template <typename Fn>
 void on_device(int device, Fn&& launch) {
@@ -130,12 +132,13 @@ void register_cuda(py::module_& m) {
     });
   });
   m.def("cluster_distance_cuda", [](std::uintptr_t z, std::uintptr_t centers, std::uintptr_t cmap,
-                                    std::uintptr_t nearest, std::uintptr_t dmin, int dtype, int64_t N, int64_t D,
-                                    int64_t P, int64_t K, float alpha, int device, std::uintptr_t stream) {
+                                    std::uintptr_t nearest, std::uintptr_t dmin, std::uintptr_t workspace, int dtype,
+                                    int64_t N, int64_t D, int64_t P, int64_t K, float alpha, int device,
+                                    std::uintptr_t stream) {
     on_device(device, [&] {
       vad_edge::cluster_distance_cuda(ptr<const void>(z), ptr<const float>(centers), ptr<void>(cmap),
-                                      ptr<int64_t>(nearest), ptr<void>(dmin), static_cast<DType>(dtype), N, D, P, K,
-                                      alpha, stream_of(stream));
+                                      ptr<int64_t>(nearest), ptr<void>(dmin), ptr<float>(workspace),
+                                      static_cast<DType>(dtype), N, D, P, K, alpha, stream_of(stream));
     });
   });
   m.def("anomaly_score_cuda", [](std::uintptr_t fif_hat, std::uintptr_t d_hat, std::uintptr_t first,

@@ -383,7 +383,7 @@ emulated_only = pytest.mark.skipif(not _emulation.available(), reason="built wit
     (lambda m: m.variance_attention_cuda(0, 0, 0, 0, 0, 70000, 4, 8, 8, 2, 0, 0), "N must be 1 to 65535"),
     (lambda m: m.anomaly_score_cuda(0, 0, 0, 0, 0, [0, 0, 0, 1], 0, 0, 0, 0, 1, 8, 8, 3, 4, 0, 0), "must divide H x W"),
     (lambda m: m.anomaly_score_cuda(0, 0, 0, 0, 0, [0, 0, 1], 0, 0, 0, 0, 1, 8, 8, 2, 2, 0, 0), "expected 4 values"),
-    (lambda m: m.cluster_distance_cuda(0, 0, 0, 0, 0, 0, 65536, 4, 4, 2, 25.0, 0, 0), "N must be 1 to 65535"),
+    (lambda m: m.cluster_distance_cuda(0, 0, 0, 0, 0, 0, 0, 65536, 4, 4, 2, 25.0, 0, 0), "N must be 1 to 65535"),
     (lambda m: m.prepare_clip_cuda(0, [0, 0, 0, 0, 0], 1, 0, 4, True, 0, 0, 0, 0), "H x W must be 1 to"),
 ])
 def test_cuda_launchers_refuse_what_would_read_out_of_bounds(call, message):

@@ -26,6 +26,7 @@
 #define __host__
 #define __forceinline__ inline
 #define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
 #define VAD_EDGE_DYNAMIC_SHARED(type, name) type* name = reinterpret_cast<type*>(::vad_edge::emulation::dynamic_shared())
 
 struct dim3 {
@@ -33,6 +34,10 @@ struct dim3 {
   constexpr dim3(unsigned int x_ = 1, unsigned int y_ = 1, unsigned int z_ = 1) : x(x_), y(y_), z(z_) {}
 };
 using uint3 = dim3;
+
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
 
 using cudaStream_t = void*;
 enum cudaError_t { cudaSuccess = 0, cudaErrorInvalidConfiguration = 9, cudaErrorInvalidValue = 1 };

@@ -12,8 +12,9 @@ void cluster_distance_cpu(const float* z, const float* centers, float* cmap, int
                           int64_t N, int64_t D, int64_t P, int64_t K, float alpha, int num_threads);
 
 // Same contract for float32 / float16 / bfloat16 z, cmap and dmin (all of `dtype`); centers stay float32.
+// workspace: float32 [K], the centres' squared norms.
 void cluster_distance_cuda(const void* z, const float* centers, void* cmap, int64_t* nearest, void* dmin,
-                           DType dtype, int64_t N, int64_t D, int64_t P, int64_t K, float alpha,
+                           float* workspace, DType dtype, int64_t N, int64_t D, int64_t P, int64_t K, float alpha,
                            StreamHandle stream);
 
 }  // namespace vad_edge

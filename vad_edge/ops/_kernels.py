@@ -140,9 +140,10 @@ def _cluster_distance(
     dmin = torch.empty((n, h, w), dtype=z.dtype, device=z.device)
     pointers = (z.data_ptr(), centers.data_ptr(), cmap.data_ptr(), nearest.data_ptr(), dmin.data_ptr())
     if cuda := _cuda(z):
+        norms = torch.empty((k,), dtype=torch.float32, device=z.device)
         with cuda.context:
-            cuda.module.cluster_distance_cuda(*pointers, _DTYPE_CODES[z.dtype], n, d, h * w, k, alpha, cuda.device,
-                                              cuda.stream)
+            cuda.module.cluster_distance_cuda(*pointers, norms.data_ptr(), _DTYPE_CODES[z.dtype], n, d, h * w, k,
+                                              alpha, cuda.device, cuda.stream)
     else:
         _C.cluster_distance_cpu(*pointers, n, d, h * w, k, alpha, _threads())
     return cmap, nearest, dmin

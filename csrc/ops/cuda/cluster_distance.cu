@@ -5,56 +5,70 @@ namespace vad_edge {
 
 namespace {
 
-constexpr int kThreads = 128;  // pixels per block
-constexpr int kChunkK = 32;    // centres per pass over z; the model's K = 32 takes one pass
-constexpr int kTileD = 64;     // channels of the centre chunk staged in shared memory at a time
+// A block scores 64 pixels of one sample against the centres, 32 centres per pass (the model's K = 32 takes
+// one): a small matrix product, tiled. 256 threads = 64 pixels x 4 groups of 8 centres; each step stages
+// 32 channels of the block's latents ([d][pixel]: coalesced loads, conflict-free reads) and of the centres
+// ([d][k]: every lane of a warp reads the same 8 centres, a broadcast, as two 16-byte loads).
+constexpr int kPixels = 64;
+constexpr int kGroups = 4;
+constexpr int kPerThread = 8;
+constexpr int kChunkK = kGroups * kPerThread;
+constexpr int kTileD = 32;
+constexpr int kThreads = kPixels * kGroups;
 
-// One thread per pixel. Reads its D latent values (coalesced: adjacent threads, adjacent pixels) once per
-// chunk of 32 centres, and folds distance, soft assignment and the weighted mean into one online pass, so
-// no K-wide intermediate ever reaches memory.
+// |c_k|^2 once per call, in a fixed order.
+__global__ void center_norms_kernel(const float* __restrict__ centers, float* __restrict__ norms, int64_t D, int K) {
+  const int k = blockIdx.x * blockDim.x + threadIdx.x;
+  if (k >= K) return;
+  float sum = 0.0f;
+  for (int64_t d = 0; d < D; ++d) sum += centers[k * D + d] * centers[k * D + d];
+  norms[k] = sum;
+}
+
 template <typename T>
 __global__ void cluster_distance_kernel(const T* __restrict__ z, const float* __restrict__ centers,
-                                        T* __restrict__ cmap, int64_t* __restrict__ nearest, T* __restrict__ dmin,
-                                        int64_t D, int64_t P, int64_t K, float alpha) {
-  __shared__ float tile[kChunkK][kTileD];
-  __shared__ float center_sq[kChunkK];
-  const int64_t n = blockIdx.y, p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  const bool valid = p < P;
-  const T* zp = z + n * D * P + (valid ? p : 0);
+                                        const float* __restrict__ center_sq, T* __restrict__ cmap,
+                                        int64_t* __restrict__ nearest, T* __restrict__ dmin, int64_t D, int P,
+                                        int K, float alpha) {
+  __shared__ float z_tile[kTileD][kPixels];
+  __shared__ __align__(16) float c_tile[kTileD][kChunkK];
+  __shared__ float dist[kChunkK][kPixels + 1];
+  __shared__ float inv_norm_s[kPixels], unit_s[kPixels];
+  __shared__ bool finite_s[kPixels];
+  const int tid = threadIdx.x, px = tid % kPixels, group = tid / kPixels;
+  const int p0 = blockIdx.x * kPixels, p = p0 + px;
+  const int64_t n = blockIdx.y;
+  const T* zn = z + n * D * P;
 
   // |z| without overflow (a component near 1e20 squares past float's range): a running scale and the sum
-  // of squares relative to it. A NaN or infinite component makes every distance NaN, as in the reference;
-  // it must never read as the distance 0, "perfectly normal".
+  // of squares relative to it, kept by group 0. A NaN or infinite component makes every distance NaN, as in
+  // the reference: it must never read as the distance 0, "perfectly normal".
   float scale = 0.0f, ssq = 0.0f;
   bool finite = true;
-  // Online softmax state over the centres seen so far: best distance, sum of exp(-alpha (d - best)) and
+  // Online softmax over the centres seen so far (group 0): best distance, sum of exp(-alpha (d - best)) and
   // sum of d * exp(-alpha (d - best)).
   float best = INFINITY, weight_sum = 0.0f, weighted = 0.0f;
-  int64_t best_k = 0;
+  int best_k = 0;
 
-  for (int64_t k0 = 0; k0 < K; k0 += kChunkK) {
-    float acc[kChunkK];
+  for (int k0 = 0; k0 < K; k0 += kChunkK) {
+    float acc[kPerThread];
 #pragma unroll
-    for (int kk = 0; kk < kChunkK; ++kk) acc[kk] = 0.0f;
-    __syncthreads();
-    for (int kk = threadIdx.x; kk < kChunkK; kk += blockDim.x) center_sq[kk] = 0.0f;
-
+    for (int j = 0; j < kPerThread; ++j) acc[j] = 0.0f;
     for (int64_t d0 = 0; d0 < D; d0 += kTileD) {
-      __syncthreads();
-      for (int e = threadIdx.x; e < kChunkK * kTileD; e += blockDim.x) {
+      __syncthreads();  // the previous tiles are consumed
+      for (int e = tid; e < kTileD * kPixels; e += kThreads) {
+        const int dd = e / kPixels, q = p0 + e % kPixels;
+        z_tile[dd][e % kPixels] = d0 + dd < D && q < P ? cuda::to_float(zn[(d0 + dd) * P + q]) : 0.0f;
+      }
+      for (int e = tid; e < kTileD * kChunkK; e += kThreads) {
         const int kk = e / kTileD, dd = e % kTileD;
-        const bool inside = k0 + kk < K && d0 + dd < D;
-        tile[kk][dd] = inside ? centers[(k0 + kk) * D + d0 + dd] : 0.0f;
+        c_tile[dd][kk] = k0 + kk < K && d0 + dd < D ? centers[(k0 + kk) * D + d0 + dd] : 0.0f;
       }
       __syncthreads();
-      if (threadIdx.x < kChunkK) {  // in a fixed order, so results do not vary from run to run
-        for (int dd = 0; dd < kTileD; ++dd) center_sq[threadIdx.x] += tile[threadIdx.x][dd] * tile[threadIdx.x][dd];
-      }
-      if (!valid) continue;
-      const int64_t dc = min(static_cast<int64_t>(kTileD), D - d0);
-      for (int64_t dd = 0; dd < dc; ++dd) {
-        const float v = cuda::to_float(zp[(d0 + dd) * P]);
-        if (k0 == 0) {
+      const int depth = static_cast<int>(D - d0 < kTileD ? D - d0 : kTileD);
+      for (int dd = 0; dd < depth; ++dd) {
+        const float v = z_tile[dd][px];
+        if (k0 == 0 && group == 0) {
           const float a = fabsf(v);
           finite = finite && a <= FLT_MAX;
           if (a > scale) {
@@ -66,53 +80,78 @@ __global__ void cluster_distance_kernel(const T* __restrict__ z, const float* __
             ssq += r * r;
           }
         }
+        const float4* c = reinterpret_cast<const float4*>(&c_tile[dd][group * kPerThread]);
+        const float4 lo = c[0], hi = c[1];
+        acc[0] += v * lo.x;
+        acc[1] += v * lo.y;
+        acc[2] += v * lo.z;
+        acc[3] += v * lo.w;
+        acc[4] += v * hi.x;
+        acc[5] += v * hi.y;
+        acc[6] += v * hi.z;
+        acc[7] += v * hi.w;
+      }
+    }
+    if (k0 == 0 && group == 0) {  // |z/|z| - c|^2 = |z|^2/|z|^2 - 2 z.c/|z| + |c|^2, with F.normalize's eps
+      const float norm = scale * sqrtf(ssq), inv = 1.0f / fmaxf(norm, 1e-12f);
+      inv_norm_s[px] = inv;
+      unit_s[px] = norm * inv;
+      finite_s[px] = finite;
+    }
+    __syncthreads();
+    const float inv = inv_norm_s[px], unit = unit_s[px];
 #pragma unroll
-        for (int kk = 0; kk < kChunkK; ++kk) acc[kk] += v * tile[kk][dd];
+    for (int j = 0; j < kPerThread; ++j) {
+      const int kk = group * kPerThread + j;
+      if (k0 + kk < K) {
+        const float sq = unit * unit - 2.0f * inv * acc[j] + center_sq[k0 + kk];
+        dist[kk][px] = finite_s[px] ? sqrtf(fmaxf(sq, 0.0f)) : NAN;  // rounding can leave sq a hair below 0
       }
     }
     __syncthreads();
-    if (!valid) continue;
-
-    // |z/|z| - c|^2 = |z|^2/|z|^2 - 2 z.c/|z| + |c|^2, with F.normalize's eps on |z|.
-    const float norm = scale * sqrtf(ssq);
-    const float inv_norm = 1.0f / fmaxf(norm, 1e-12f), unit = norm * inv_norm;
-#pragma unroll
-    for (int kk = 0; kk < kChunkK; ++kk) {
-      if (k0 + kk >= K) break;
-      const float sq = unit * unit - 2.0f * inv_norm * acc[kk] + center_sq[kk];
-      const float dist = finite ? sqrtf(fmaxf(sq, 0.0f)) : NAN;  // rounding can leave sq a hair below 0
-      if (dist < best) {
-        const float rescale = isinf(best) ? 0.0f : __expf(-alpha * (best - dist));
-        weight_sum = weight_sum * rescale + 1.0f;
-        weighted = weighted * rescale + dist;
-        best = dist;
-        best_k = k0 + kk;
-      } else {
-        const float q = __expf(-alpha * (dist - best));
-        weight_sum += q;
-        weighted += q * dist;
+    if (group == 0) {
+      const int chunk = K - k0 < kChunkK ? K - k0 : kChunkK;
+      for (int kk = 0; kk < chunk; ++kk) {  // in centre order: the same result on every run
+        const float d = dist[kk][px];
+        if (d < best) {
+          const float rescale = isinf(best) ? 0.0f : __expf(-alpha * (best - d));
+          weight_sum = weight_sum * rescale + 1.0f;
+          weighted = weighted * rescale + d;
+          best = d;
+          best_k = k0 + kk;
+        } else {
+          const float q = __expf(-alpha * (d - best));
+          weight_sum += q;
+          weighted += q * d;
+        }
       }
     }
   }
-  if (!valid) return;
+  if (group != 0 || p >= P) return;
+  const bool ok = finite_s[px];
   const int64_t out = n * P + p;
-  cmap[out] = cuda::from_float<T>(finite ? weighted / weight_sum / static_cast<float>(K) : NAN);
+  cmap[out] = cuda::from_float<T>(ok ? weighted / weight_sum / static_cast<float>(K) : NAN);
   nearest[out] = best_k;
-  dmin[out] = cuda::from_float<T>(finite ? best : NAN);
+  dmin[out] = cuda::from_float<T>(ok ? best : NAN);
 }
 
 }  // namespace
 
 void cluster_distance_cuda(const void* z, const float* centers, void* cmap, int64_t* nearest, void* dmin,
-                           DType dtype, int64_t N, int64_t D, int64_t P, int64_t K, float alpha,
+                           float* workspace, DType dtype, int64_t N, int64_t D, int64_t P, int64_t K, float alpha,
                            StreamHandle stream) {
   cuda::require(N >= 1 && N <= cuda::kMaxGridY, "cluster_distance: N must be 1 to 65535, got " + std::to_string(N));
   cuda::require(D >= 1 && P >= 1 && K >= 1, "cluster_distance: D, P and K must be >= 1");
-  const dim3 grid(cuda::blocks_for(P, kThreads), static_cast<unsigned int>(N));
+  cuda::require(P <= 0x7fffffff && K <= 0x7fffffff, "cluster_distance: too many pixels or centres");
+  cuda::launch(center_norms_kernel, cuda::blocks_for(K, 128), 128, 0, stream, centers, workspace, D,
+               static_cast<int>(K));
+  cuda::check_launch("cluster_distance (centre norms)");
+  const dim3 grid(cuda::blocks_for(P, kPixels), static_cast<unsigned int>(N));
   cuda::dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     cuda::launch(cluster_distance_kernel<T>, grid, kThreads, 0, stream, static_cast<const T*>(z), centers,
-                 static_cast<T*>(cmap), nearest, static_cast<T*>(dmin), D, P, K, alpha);
+                 static_cast<const float*>(workspace), static_cast<T*>(cmap), nearest, static_cast<T*>(dmin), D,
+                 static_cast<int>(P), static_cast<int>(K), alpha);
   });
   cuda::check_launch("cluster_distance");
 }
