@@ -12,7 +12,9 @@
 #include "ops/prepare_clip.h"
 #include "ops/variance_attention.h"
 
-#if defined(VAD_EDGE_WITH_CUDA) && !defined(VAD_EDGE_CUDA_EMULATION)
+#if defined(VAD_EDGE_CUDA_EMULATION)
+#include "emulation/cuda_emulation.h"
+#elif defined(VAD_EDGE_WITH_CUDA)
 #include <cuda_runtime.h>
 #endif
 
@@ -175,6 +177,8 @@ void register_cuda(py::module_& m) {
 PYBIND11_MODULE(_cuda_emulated, m) {
   m.doc() = "vad-edge CUDA kernels run on the CPU by an emulation of blocks, barriers and warps (tests only)";
   register_cuda(m);
+  m.def("launch_held_gil", [] { return vad_edge::emulation::gil_held_at_launch; },
+        "whether the last kernel launch happened with the GIL held (the bindings must release it)");
 }
 #else
 PYBIND11_MODULE(_C, m) {

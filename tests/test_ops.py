@@ -408,3 +408,14 @@ def test_ci_runs_the_cuda_kernels():
         assert _emulation.available(), "CI built vad_edge without VAD_EDGE_CUDA_EMULATION=ON"
     else:
         pytest.skip("only CI requires the emulation")
+
+
+@emulated_only
+def test_cuda_bindings_release_the_gil_while_they_launch(gen):
+    """Like the CPU bindings: other Python threads (camera readers, MQTT) run while a kernel is launched."""
+    from vad_edge import _cuda_emulated
+
+    with _emulation.cuda_on_cpu():
+        images = [randn(gen, 1, 3, 8, 8) for _ in range(4)]
+        ops.anomaly_score(*images, randn(gen, 1, 1, 2, 2).abs())
+    assert _cuda_emulated.launch_held_gil() is False

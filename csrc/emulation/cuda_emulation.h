@@ -42,6 +42,8 @@ struct alignas(16) float4 {
 using cudaStream_t = void*;
 enum cudaError_t { cudaSuccess = 0, cudaErrorInvalidConfiguration = 9, cudaErrorInvalidValue = 1 };
 
+extern "C" int PyGILState_Check(void);  // from the interpreter that loaded this module
+
 namespace vad_edge::emulation {
 
 // Limits of the GPUs the kernels target (every one since sm_70 shares them).
@@ -67,6 +69,7 @@ inline thread_local unsigned int shuffles = 0;  // shuffles this thread has made
 inline thread_local dim3 thread_index, block_index;
 inline dim3 block_dim, grid_dim;
 inline cudaError_t last_error = cudaSuccess;
+inline bool gil_held_at_launch = false;  // tests check that the bindings release the GIL before launching
 inline std::string last_message;
 
 inline void* dynamic_shared() { return current->shared.data(); }
@@ -86,6 +89,7 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_byte
     last_error = cudaErrorInvalidValue;
     return;
   }
+  gil_held_at_launch = PyGILState_Check() != 0;
   block_dim = block;
   grid_dim = grid;
   const uint64_t blocks = static_cast<uint64_t>(grid.x) * grid.y * grid.z;
