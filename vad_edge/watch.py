@@ -34,13 +34,21 @@ class EventWatcher:
         self.changed = threading.Condition()
         # A fixed client id and clean_session off: the broker keeps this watcher's queue between runs.
         client_id = client_id or f"vad-edge-events-{socket.gethostname()}-{device.replace('+', 'all')}"
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        # Manual acks: each message is acknowledged before anyone hears of it, so a watcher that stops on the
+        # message it waited for has already queued that PUBACK ahead of its DISCONNECT (else the broker would
+        # deliver it again next time).
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+                                  manual_ack=True)
+        self.disconnected = threading.Event()
+        self.client.on_disconnect = lambda *args: self.disconnected.set()
         if username:
             self.client.username_pw_set(username, password)
         if tls:
             self.client.tls_set(ca_certs=ca_file, cert_reqs=ssl.CERT_REQUIRED)
         self.client.on_connect = self._on_connect
-        self.client.on_subscribe = lambda c, u, mid, codes, p=None: self.subscribed.set()
+        self.client.on_subscribe = self._on_subscribe
+        self.synced = threading.Event()
+        self._sync_mid: int | None = None
         self.client.on_message = self._on_message
         self.host, self.port = host, port
 
@@ -50,7 +58,13 @@ class EventWatcher:
             return
         client.subscribe(self.topic, qos=1)
 
+    def _on_subscribe(self, client, userdata, mid, codes, properties=None) -> None:
+        if mid == self._sync_mid:
+            self.synced.set()
+        self.subscribed.set()
+
     def _on_message(self, client, userdata, message) -> None:
+        client.ack(message.mid, message.qos)
         try:
             event = json.loads(message.payload)
             key = str(event["event_id"])
@@ -81,5 +95,14 @@ class EventWatcher:
                     return
 
     def close(self) -> None:
-        self.client.loop_stop()
+        # The broker answers in order: once it acknowledges a subscription sent after the last PUBACK, it has
+        # every PUBACK, and will not deliver those events again on the next run. 10 s bounds a broker that
+        # has gone away.
+        if self.client.is_connected():
+            self.synced.clear()
+            _, self._sync_mid = self.client.subscribe(self.topic, qos=1)
+            self.synced.wait(10)
+        self.disconnected.clear()
         self.client.disconnect()
+        self.disconnected.wait(10)
+        self.client.loop_stop()
