@@ -112,8 +112,8 @@ def main() -> None:
         results[("sample", load)] = with_load(load, lambda: play(SAMPLE, None, args.checkpoint))
         results[("normal", load)] = with_load(load, lambda: play(args.normal, args.minutes * 60, args.checkpoint))
 
-    print(f"| scene | load | agent threads | clips scored | clips skipped | window restarts | events "
-          f"| score p50 / p90 / p99 / max |")
+    print("| scene | load | agent threads | clips scored | clips skipped | window restarts | events "
+          "| score p50 / p90 / p99 / max |")
     print("|---|---|---:|---:|---:|---:|---|---|")
     summary = {}
     for (scene, load), r in results.items():

@@ -12,7 +12,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 
-from mqtt_helpers import Broker, Subscriber, free_port, wait_for
+from mqtt_helpers import Broker, Subscriber, wait_for
 from vad_edge import config
 
 FW = Path(__file__).resolve().parent.parent / "firmware_config"

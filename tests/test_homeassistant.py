@@ -74,7 +74,8 @@ def test_discovery_configs_point_at_live_state_and_leave_with_their_camera(tmp_p
                 if key in cfg:
                     wait_for(lambda t=cfg[key]: any(m[0] == t for m in sub.messages), 60, f"{platform} {key}")
             for availability in cfg["availability"]:
-                wait_for(lambda t=availability["topic"]: any(m[0] == t for m in sub.messages), 60, t := availability["topic"])
+                topic = availability["topic"]
+                wait_for(lambda t=topic: any(m[0] == t for m in sub.messages), 60, f"{platform} availability {topic}")
         # The availability templates read the agent's words as Home Assistant's.
         template = jinja2.Template(door_cfg["switch"]["availability"][0]["value_template"])
         assert [template.render(value=v) for v in ("online", "offline", "stopped")] == ["online", "offline", "offline"]

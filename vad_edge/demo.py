@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import paho.mqtt.client as paho
 
 from vad_edge import config as config_module

@@ -93,8 +93,6 @@ def check_cameras(config: Config, timeout: float = 10.0) -> list[Row]:
 
 
 def check_broker(config: Config) -> list[Row]:
-    import paho.mqtt.client as paho
-
     from vad_edge.agent.mqtt import make_client
 
     m = config.mqtt

@@ -12,11 +12,9 @@ module = None  # vad_edge._cuda_emulated while cuda_on_cpu() is active
 
 
 def available() -> bool:
-    try:
-        from vad_edge import _cuda_emulated  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+
+    return importlib.util.find_spec("vad_edge._cuda_emulated") is not None
 
 
 def active() -> bool:
