@@ -33,8 +33,8 @@ from tqdm import tqdm
 import vad_edge
 from vad_edge.data.sampling import FrameGrid, Offer
 from vad_edge.data.videos import DatasetError, Video, as_bgr, load_videos, resize
-from vad_edge.model import checkpoint, fusion
-from vad_edge.model.scoring import score_statistics, scoring_seconds, term_means
+from vad_edge.model import checkpoint
+from vad_edge.model.scoring import fit_fusion, score_statistics, scoring_seconds
 from vad_edge.train import TrainConfig, Trainer, pick_device
 
 HOLDOUT_FRACTION = 0.25
@@ -282,8 +282,8 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
 
     # The hold-out, footage the model did not train on, fits the fusion (the site's own normal term means)
     # and chooses the threshold; one pass gives both.
-    held_terms = term_means(trainer.model, holdout, progress=progress, desc="scoring hold-out")
-    trainer.model.fusion = fusion.fit(trainer.model.fusion.name, np.concatenate(held_terms))
+    held_terms = fit_fusion(trainer.model, holdout, trainer.model.fusion.name, progress=progress,
+                            desc="scoring hold-out")
     held_scores = [trainer.model.fusion.score(t) for t in held_terms]
     choice = choose_threshold(held_scores, target_per_hour, min_event_frames, cooldown, fps, seed)
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

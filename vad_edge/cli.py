@@ -43,13 +43,12 @@ def _fuse(args: argparse.Namespace) -> int:
     import numpy as np
 
     from vad_edge.data import load_split
-    from vad_edge.model import checkpoint, fusion
-    from vad_edge.model.scoring import score_statistics, term_means
+    from vad_edge.model import checkpoint
+    from vad_edge.model.scoring import fit_fusion, score_statistics
 
     model, meta = checkpoint.load(args.checkpoint)
     videos = load_split(args.data, "training", model.profile.size, checkpoint.frame_rate(meta))
-    terms = np.concatenate(term_means(model, videos, desc="scoring normal clips"))
-    model.fusion = fusion.fit(args.fusion, terms)
+    terms = np.concatenate(fit_fusion(model, videos, args.fusion))
     meta["score_stats"] = score_statistics(model.fusion.score(terms))  # the default threshold follows the score
     meta.get("metrics", {}).pop("ped2", None)  # measured with the old score
     path = checkpoint.save(model, args.out, meta, dtype=checkpoint.stored_dtype(args.checkpoint))

@@ -15,7 +15,7 @@ from vad_edge.config import Config
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 DEFAULT_CONFIG = Path("/etc/vad-edge/config.yaml")
-DEFAULT_STATE_DIR = Path("/var/lib/vad-edge")
+DEFAULT_STATE_DIR: Path = Config.model_fields["state_dir"].default
 Row = tuple[str, str, str]
 
 

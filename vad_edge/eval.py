@@ -19,8 +19,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from vad_edge.data import Video, load_split
 from vad_edge.data.videos import DatasetError, list_frames
-from vad_edge.model import checkpoint, fusion
-from vad_edge.model.scoring import score_videos, term_means
+from vad_edge.model import checkpoint
+from vad_edge.model.scoring import fit_fusion, score_videos
 
 PIXEL_GRID = 64
 
@@ -152,8 +152,7 @@ def evaluate(data: str | Path, checkpoint_path: str | Path | None = None, out: s
     model, meta = checkpoint.load(checkpoint_path, pick_device(device))
     if fusion_name is not None and fusion_name != model.fusion.name:
         normal = load_split(data, "training", model.profile.size, checkpoint.frame_rate(meta), progress=progress)
-        terms = term_means(model, normal, progress=progress, desc="fitting the fusion")
-        model.fusion = fusion.fit(fusion_name, np.concatenate(terms))
+        fit_fusion(model, normal, fusion_name, progress=progress, desc="fitting the fusion")
     videos = load_split(data, "testing", model.profile.size, checkpoint.frame_rate(meta), progress=progress)
     if any(v.labels is None for v in videos):
         raise DatasetError(f"{data}: no frame labels (labels.json or an ano_pred .mat) for the testing split")

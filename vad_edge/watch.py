@@ -30,7 +30,6 @@ class EventWatcher:
         self.show = show
         self.seen: set[str] = set()
         self.shown = 0
-        self.subscribed = threading.Event()
         self.changed = threading.Condition()
         # A fixed client id and clean_session off: the broker keeps this watcher's queue between runs.
         client_id = client_id or f"vad-edge-events-{socket.gethostname()}-{device.replace('+', 'all')}"
@@ -61,7 +60,6 @@ class EventWatcher:
     def _on_subscribe(self, client, userdata, mid, codes, properties=None) -> None:
         if mid == self._sync_mid:
             self.synced.set()
-        self.subscribed.set()
 
     def _on_message(self, client, userdata, message) -> None:
         client.ack(message.mid, message.qos)

@@ -8,6 +8,7 @@ from tqdm import tqdm
 
 from vad_edge import ops
 from vad_edge.data import ClipDataset, Video
+from vad_edge.model import fusion
 from vad_edge.model.network import STD
 
 
@@ -60,6 +61,15 @@ def term_means(model: STD, videos: list[Video], batch: int = 16, progress: bool 
     bar.close()
     lengths = [len(v.frames) - 4 for v in videos]
     return np.split(torch.cat(parts).numpy(), np.cumsum(lengths)[:-1])
+
+
+def fit_fusion(model: STD, videos: list[Video], name: str, progress: bool = True,
+               desc: str = "scoring normal clips") -> list[np.ndarray]:
+    """Fits the fusion `name` on these normal videos and sets it on the model; returns their per-clip term
+    means (per video), from which fusion.score gives the scores without a second pass."""
+    terms = term_means(model, videos, progress=progress, desc=desc)
+    model.fusion = fusion.fit(name, np.concatenate(terms))
+    return terms
 
 
 @torch.no_grad()

@@ -51,7 +51,7 @@ __global__ void finish_score_kernel(const float* __restrict__ partials, T* __res
 void anomaly_score_cuda(const void* fif_hat, const void* d_hat, const void* first, const void* last,
                         const void* cmap, ScoreWeights weights, void* score, void* emap, float* workspace,
                         DType dtype, int64_t N, int64_t H, int64_t W, int64_t h, int64_t w, StreamHandle stream) {
-  cuda::require(N >= 1 && N <= cuda::kMaxGridY, "anomaly_score: N must be 1 to 65535 (the grid's y), got " + std::to_string(N));
+  cuda::require_batch(N, "anomaly_score");
   cuda::require_plane(H, W, "anomaly_score");
   cuda::require(h >= 1 && w >= 1 && H % h == 0 && W % w == 0, "anomaly_score: the cluster map's h x w must divide H x W");
   cuda::dispatch_float(dtype, [&](auto tag) {

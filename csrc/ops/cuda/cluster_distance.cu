@@ -140,7 +140,7 @@ __global__ void cluster_distance_kernel(const T* __restrict__ z, const float* __
 void cluster_distance_cuda(const void* z, const float* centers, void* cmap, int64_t* nearest, void* dmin,
                            float* workspace, DType dtype, int64_t N, int64_t D, int64_t P, int64_t K, float alpha,
                            StreamHandle stream) {
-  cuda::require(N >= 1 && N <= cuda::kMaxGridY, "cluster_distance: N must be 1 to 65535, got " + std::to_string(N));
+  cuda::require_batch(N, "cluster_distance");
   cuda::require(D >= 1 && P >= 1 && K >= 1, "cluster_distance: D, P and K must be >= 1");
   cuda::require(P <= 0x7fffffff && K <= 0x7fffffff, "cluster_distance: too many pixels or centres");
   cuda::launch(center_norms_kernel, cuda::blocks_for(K, 128), 128, 0, stream, centers, workspace, D,

@@ -73,6 +73,10 @@ inline void require_plane(int64_t H, int64_t W, const char* op) {
 // Samples (or sample-channel planes) go on the grid's y axis.
 constexpr int64_t kMaxGridY = 65535;
 
+inline void require_batch(int64_t N, const char* op) {
+  require(N >= 1 && N <= kMaxGridY, std::string(op) + ": N must be 1 to 65535 (the grid's y), got " + std::to_string(N));
+}
+
 // Calls fn with a value of the C++ element type that matches dtype: fn(float{}), fn(__half{}), ...
 template <typename Fn>
 void dispatch_float(DType dtype, Fn&& fn) {

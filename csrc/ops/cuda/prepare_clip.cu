@@ -29,7 +29,7 @@ __global__ void prepare_clip_kernel(const uint8_t* __restrict__ frames, FrameStr
 void prepare_clip_cuda(const uint8_t* frames, FrameStrides strides, int64_t N, int64_t H, int64_t W, bool bgr,
                        float* clip, float* diff, StreamHandle stream) {
   constexpr int kThreads = 256;
-  cuda::require(N >= 1 && N <= cuda::kMaxGridY, "prepare_clip: N must be 1 to 65535, got " + std::to_string(N));
+  cuda::require_batch(N, "prepare_clip");
   cuda::require_plane(H, W, "prepare_clip");
   const dim3 grid(cuda::blocks_for(H * W, kThreads), static_cast<unsigned int>(N));
   cuda::launch(prepare_clip_kernel, grid, kThreads, 0, stream, frames, strides, static_cast<int>(H),

@@ -95,7 +95,7 @@ __global__ void apply_weights_kernel(const T* __restrict__ x, const float* __res
 
 void variance_attention_cuda(const void* p, const void* x, void* out, float* workspace, DType dtype, int64_t N,
                              int64_t C, int64_t H, int64_t W, int64_t pool, StreamHandle stream) {
-  cuda::require(N >= 1 && N <= cuda::kMaxGridY, "variance_attention: N must be 1 to 65535, got " + std::to_string(N));
+  cuda::require_batch(N, "variance_attention");
   cuda::require(C >= 1, "variance_attention: C must be >= 1");
   cuda::require_plane(H, W, "variance_attention");
   cuda::require(pool >= 1 && H % pool == 0 && W % pool == 0,
