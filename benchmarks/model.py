@@ -1,7 +1,7 @@
 """STD throughput per profile and device (training steps and scoring, clips/s), and the accuracy table on
 a labelled dataset (Ped2) for the given checkpoints.
 
-    python benchmarks/model.py --throughput                         # both profiles, CPU (and CUDA)
+    python benchmarks/model.py --throughput [--lite-sizes 128,160]  # both profiles, CPU (and CUDA)
     python benchmarks/model.py --accuracy --data ../shared/data/ped2 --checkpoint lite.safetensors ...
     python benchmarks/model.py --training-variants lite             # bf16, channels_last, compile on the CPU
     python benchmarks/model.py --scoring --device cuda [--json out.json] # profile x dtype x batch, kernels vs reference
@@ -31,13 +31,12 @@ def clips_per_second(fn, batch: int, device: torch.device, seconds: float = 8.0)
     return count / (time.perf_counter() - started)
 
 
-def throughput(devices: list[torch.device]) -> None:
-    print("| profile | device | train clips/s (batch 8) | score clips/s (batch 1) | score clips/s (batch 8) |")
-    print("|---|---|---:|---:|---:|")
-    for name in ("lite", "paper"):
+def throughput(devices: list[torch.device], lite_sizes: list[int]) -> None:
+    print("| profile | side | device | train clips/s (batch 8) | score clips/s (batch 1) | score clips/s (batch 8) |")
+    print("|---|---:|---|---:|---:|---:|")
+    for name, size in [("lite", side) for side in lite_sizes] + [("paper", 256)]:
         for device in devices:
-            model = build(name).to(device)
-            size = model.profile.size
+            model = build(name, size).to(device)
             opt = torch.optim.Adam(model.parameters(), lr=1e-4)
             clip8 = torch.rand(8, 15, size, size, device=device)
 
@@ -57,7 +56,7 @@ def throughput(devices: list[torch.device]) -> None:
             clip1 = clip8[:1].contiguous()
             row = [clips_per_second(train_step, 8, device), clips_per_second(lambda: score(clip1), 1, device),
                    clips_per_second(lambda: score(clip8), 8, device)]
-            print(f"| {name} | {device.type} | " + " | ".join(f"{v:.1f}" for v in row) + " |", flush=True)
+            print(f"| {name} | {size} | {device.type} | " + " | ".join(f"{v:.1f}" for v in row) + " |", flush=True)
 
 
 def training_variants(profile: str, seconds: float) -> None:
@@ -147,6 +146,7 @@ def main() -> None:
     parser.add_argument("--profiles", default="paper,lite")
     parser.add_argument("--dtypes", default="float32,float16,bfloat16")
     parser.add_argument("--batches", default="1,32,128")
+    parser.add_argument("--lite-sizes", default="128", help="--throughput: input sides of lite to measure")
     parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
     parser.add_argument("--json", help="also write the --scoring rows here")
     parser.add_argument("--data", default="../shared/data/ped2")
@@ -155,7 +155,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.throughput:
         devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-        throughput(devices)
+        throughput(devices, [int(side) for side in args.lite_sizes.split(",")])
     if args.training_variants:
         training_variants(args.training_variants, seconds=20.0)
     if args.scoring:

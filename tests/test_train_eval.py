@@ -111,6 +111,28 @@ def test_init_trains_an_existing_model_further(tmp_path, dataset):
                 tmp_path / "y")
 
 
+def test_size_trains_at_another_resolution_from_scratch_or_further(tmp_path, dataset):
+    """Resolution is a setting: the fully convolutional network trains, scores and reloads at another side."""
+    first = train(dataset, tmp_path / "first.safetensors", TrainConfig(**TINY), progress=False)
+    config = TrainConfig(**{**TINY, "size": 64, "pretrain_iters": 0})
+    second = train(dataset, tmp_path / "second.safetensors", config, progress=False, init=first)
+    model, meta = checkpoint.load(second)
+    assert checkpoint.load(first)[0].profile.size == 32 and model.profile.size == 64
+    assert meta["profile"]["size"] == 64 and meta["score_stats"]["count"] == 2 * 20
+    scored = model.score(torch.rand(2, 15, 64, 64))
+    assert scored.emap.shape == (2, 1, 64, 64) and torch.isfinite(scored.raw).all()
+
+    fresh = train(dataset, tmp_path / "fresh.safetensors", config, progress=False)
+    assert checkpoint.load(fresh)[0].profile.size == 64
+    # A training state only resumes at the side it was trained at.
+    trainer = Trainer(TrainConfig(**TINY), load_split(dataset, "training", 32, 10.0, progress=False), tmp_path / "z")
+    with pytest.raises(checkpoint.CheckpointError, match="at size 64, asked to train 'tiny' at size default"):
+        trainer.load_state(fresh.with_name(fresh.name + ".state.pt"))
+    for bad in (48, 0.5, 16):
+        with pytest.raises(ValueError, match="size: expected a multiple of 32"):
+            train(dataset, tmp_path / "bad.safetensors", TrainConfig(**{**TINY, "size": bad}), progress=False)
+
+
 def test_frame_difference_baseline_scores_frame_t_against_t_minus_lag():
     from vad_edge.data import Video
     from vad_edge.eval import frame_difference_scores

@@ -190,6 +190,10 @@ PROFILES = ("lite", "paper", "tiny")
 FUSIONS = ("standardised", "paper")
 
 
+TRAIN_HELP = {"size": "input side in pixels, a multiple of 32 (default: the profile's, lite 128, paper 256); "
+                      "with --init, trains that model further at this side"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vad_edge.train_config import TrainConfig
 
@@ -209,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         default = getattr(defaults, name)
         kind = float if name == "max_minutes" else type(default)
         train.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
-                           choices=choices.get(name), help=f"default: {default}")
+                           choices=choices.get(name), help=TRAIN_HELP.get(name, f"default: {default}"))
     train.set_defaults(func=_train)
 
     evaluate = sub.add_parser("eval", help="frame/pixel ROC-AUC on <data>/testing (STD protocol), with plots")

@@ -28,7 +28,7 @@ from vad_edge import ops
 from vad_edge.data import ClipDataset, Video, dataset_fingerprint, load_split
 from vad_edge.model import checkpoint
 from vad_edge.model.losses import autoencoder_loss, cluster_loss
-from vad_edge.model.network import STD, Outputs, build
+from vad_edge.model.network import STD, Outputs, build, resized
 from vad_edge.model.scoring import fit_fusion, score_statistics, scoring_seconds
 from vad_edge.train_config import TrainConfig
 
@@ -67,8 +67,8 @@ class Trainer:
         self.device = pick_device(config.device)
         self.bf16 = use_bf16(config.precision, self.device)
         torch.manual_seed(config.seed)
-        # A given model is fine-tuned (calibration); otherwise a fresh one is trained.
-        self.model: STD = (model if model is not None else build(config.profile)).to(self.device)
+        # A given model is trained further (calibration, `--init`, another `--size`); otherwise a fresh one.
+        self.model: STD = (model if model is not None else build(config.profile, config.size or None)).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ae_opt = torch.optim.Adam(self.model.autoencoder_parameters(), lr=config.lr)
@@ -156,9 +156,10 @@ class Trainer:
         except Exception as exc:  # torch raises several types for truncated or foreign files
             raise checkpoint.CheckpointError(f"{path}: not a readable training state ({exc})") from exc
         saved = json.loads(state["config"])
-        if saved["profile"] != self.config.profile:
+        if (saved["profile"], saved.get("size", 0)) != (self.config.profile, self.config.size):
             raise checkpoint.CheckpointError(
-                f"{path}: training state of profile {saved['profile']!r}, asked to train {self.config.profile!r}"
+                f"{path}: training state of profile {saved['profile']!r} at size {saved.get('size', 0) or 'default'}, "
+                f"asked to train {self.config.profile!r} at size {self.config.size or 'default'}"
             )
         self.model.load_state_dict(state["model"])
         self.ae_opt.load_state_dict(state["ae_opt"])
@@ -228,9 +229,9 @@ class Trainer:
 def train(data: str | Path, out: str | Path, config: TrainConfig, resume: str | Path | None = None,
           progress: bool = True, init: str | Path | None = None) -> Path:
     """Trains on <data>/training and writes the checkpoint `out` (float32 weights). `init`: a checkpoint
-    to start from (its weights and centres) instead of a fresh model, to train a model further."""
+    to start from (its weights and centres) instead of a fresh model, to train a model further (at another
+    input side too, with config.size)."""
     out = Path(out)
-    model = None
     if init:
         model, init_meta = checkpoint.load(init)
         if model.profile.name != config.profile:
@@ -238,8 +239,11 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, resume: str | 
         if checkpoint.frame_rate(init_meta) != config.fps:
             raise checkpoint.CheckpointError(f"{init}: trained at {checkpoint.frame_rate(init_meta):g} fps, "
                                              f"asked to train at {config.fps:g}")
-    profile = build(config.profile).profile
-    videos = load_split(data, "training", profile.size, config.fps, progress=progress)
+        if config.size:
+            model.profile = resized(model.profile, config.size)
+    else:
+        model = build(config.profile, config.size or None)
+    videos = load_split(data, "training", model.profile.size, config.fps, progress=progress)
     trainer = Trainer(config, videos, out, model=model)
     if resume:
         trainer.load_state(Path(resume))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 @dataclass
 class TrainConfig:
     profile: str = "lite"
+    size: int = 0  # input side in pixels, a multiple of 32; 0: the profile's (lite 128, paper 256)
     # The recipe the shipped lite model was trained with from scratch (README, "The model").
     batch: int = 8
     lr: float = 5e-4

@@ -9,7 +9,7 @@ centres (deep K-means). See ../shared/docs/std_spec.md, sections 2-4, for every 
 `base` is the width of the first convolution (32 in the paper); stage widths are 2, 4 and 8 times it.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -248,10 +248,23 @@ class STD(nn.Module):
         return terms.flatten(2).mean(dim=2)
 
 
-def build(profile: str | Profile) -> STD:
-    """A fresh STD model for a profile name ("paper", "lite") or a Profile."""
+# Three stride-2 stages and attention pools of 8, 4 and 2 on them: the side must divide by 16; 32 keeps the
+# latent grid even.
+SIZE_STEP = 32
+
+
+def resized(profile: Profile, size: int) -> Profile:
+    """The profile at another input side. The network is fully convolutional, so a model trained at one side
+    runs (and can be trained further) at another: resolution is a setting, not a new architecture."""
+    if not isinstance(size, int) or size < SIZE_STEP or size % SIZE_STEP:
+        raise ValueError(f"size: expected a multiple of {SIZE_STEP} pixels, at least {SIZE_STEP}, got {size!r}")
+    return replace(profile, size=size)
+
+
+def build(profile: str | Profile, size: int | None = None) -> STD:
+    """A fresh STD model for a profile name ("paper", "lite") or a Profile, at its own input side or `size`."""
     if isinstance(profile, str):
         if profile not in PROFILES:
             raise ValueError(f"profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
         profile = PROFILES[profile]
-    return STD(profile)
+    return STD(resized(profile, size) if size is not None else profile)
