@@ -34,9 +34,10 @@ def clips_per_second(fn, batch: int, device: torch.device, seconds: float = 8.0)
 def throughput(devices: list[torch.device], lite_sizes: list[int]) -> None:
     print("| profile | side | device | train clips/s (batch 8) | score clips/s (batch 1) | score clips/s (batch 8) |")
     print("|---|---:|---|---:|---:|---:|")
-    for name, size in [("lite", side) for side in lite_sizes] + [("paper", 256)]:
+    for name, side in [("lite", side) for side in lite_sizes] + [("paper", None)]:  # paper at its own side
         for device in devices:
-            model = build(name, size).to(device)
+            model = build(name, side).to(device)
+            size = model.profile.size
             opt = torch.optim.Adam(model.parameters(), lr=1e-4)
             clip8 = torch.rand(8, 15, size, size, device=device)
 

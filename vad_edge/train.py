@@ -156,9 +156,10 @@ class Trainer:
         except Exception as exc:  # torch raises several types for truncated or foreign files
             raise checkpoint.CheckpointError(f"{path}: not a readable training state ({exc})") from exc
         saved = json.loads(state["config"])
-        if (saved["profile"], saved.get("size", 0)) != (self.config.profile, self.config.size):
+        saved_size = saved.get("size", 0)  # states written before --size trained at the profile's side
+        if (saved["profile"], saved_size) != (self.config.profile, self.config.size):
             raise checkpoint.CheckpointError(
-                f"{path}: training state of profile {saved['profile']!r} at size {saved.get('size', 0) or 'default'}, "
+                f"{path}: training state of profile {saved['profile']!r} at size {saved_size or 'default'}, "
                 f"asked to train {self.config.profile!r} at size {self.config.size or 'default'}"
             )
         self.model.load_state_dict(state["model"])
