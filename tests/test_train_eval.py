@@ -11,7 +11,7 @@ from vad_edge.cli import main
 from vad_edge.data.synthetic import write_dataset
 from vad_edge.eval import frame_metrics, inverted_regularity
 from vad_edge.model import checkpoint
-from vad_edge.train import TrainConfig, Trainer, train
+from vad_edge.train import TrainConfig, Trainer, fresh_model, train
 from vad_edge.data import load_split
 
 
@@ -131,6 +131,17 @@ def test_size_trains_at_another_resolution_from_scratch_or_further(tmp_path, dat
     for bad in (48, 0.5, 16):
         with pytest.raises(ValueError, match="size: expected a multiple of 32"):
             train(dataset, tmp_path / "bad.safetensors", TrainConfig(**{**TINY, "size": bad}), progress=False)
+
+
+def test_seed_draws_the_fresh_weights():
+    # train() builds the model before the Trainer seeds its data order: the seed must reach the weights too.
+    def weights(seed):
+        return torch.cat([p.detach().flatten() for p in fresh_model(TrainConfig(**{**TINY, "seed": seed})).parameters()])
+
+    torch.manual_seed(123)  # whatever ran before must not matter
+    first = weights(0)
+    assert torch.equal(first, weights(0))
+    assert not torch.equal(first, weights(1))
 
 
 def test_frame_difference_baseline_scores_frame_t_against_t_minus_lag():

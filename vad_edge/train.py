@@ -53,6 +53,12 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
+def fresh_model(config: TrainConfig) -> STD:
+    """A new model of the config's profile and side, its weights drawn from the config's seed."""
+    torch.manual_seed(config.seed)
+    return build(config.profile, config.size or None)
+
+
 class Trainer:
     """Holds the model, optimisers and progress; `state_path` lets an interrupted run resume. `clock` (seconds)
     measures the time budget: tests drive it by steps instead of the machine's speed."""
@@ -68,7 +74,7 @@ class Trainer:
         self.bf16 = use_bf16(config.precision, self.device)
         torch.manual_seed(config.seed)
         # A given model is trained further (calibration, `--init`, another `--size`); otherwise a fresh one.
-        self.model: STD = (model if model is not None else build(config.profile, config.size or None)).to(self.device)
+        self.model: STD = (model if model is not None else fresh_model(config)).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ae_opt = torch.optim.Adam(self.model.autoencoder_parameters(), lr=config.lr)
@@ -243,7 +249,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, resume: str | 
         if config.size:
             model.profile = resized(model.profile, config.size)
     else:
-        model = build(config.profile, config.size or None)
+        model = fresh_model(config)  # built here because the videos are loaded at its side
     videos = load_split(data, "training", model.profile.size, config.fps, progress=progress)
     trainer = Trainer(config, videos, out, model=model)
     if resume:
