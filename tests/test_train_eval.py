@@ -124,10 +124,15 @@ def test_size_trains_at_another_resolution_from_scratch_or_further(tmp_path, dat
 
     fresh = train(dataset, tmp_path / "fresh.safetensors", config, progress=False)
     assert checkpoint.load(fresh)[0].profile.size == 64
-    # A training state only resumes at the side it was trained at.
-    trainer = Trainer(TrainConfig(**TINY), load_split(dataset, "training", 32, 10.0, progress=False), tmp_path / "z")
-    with pytest.raises(checkpoint.CheckpointError, match="at size 64, asked to train 'tiny' at size default"):
+    # A training state only resumes at the side it was trained at, compared as resolved sides: a state
+    # trained at the profile's default (size 0) resumes when that side is asked for by number.
+    clips = load_split(dataset, "training", 32, 10.0, progress=False)
+    trainer = Trainer(TrainConfig(**TINY), clips, tmp_path / "z")
+    with pytest.raises(checkpoint.CheckpointError, match="at 64 px, asked to train 'tiny' at 32 px"):
         trainer.load_state(fresh.with_name(fresh.name + ".state.pt"))
+    explicit = Trainer(TrainConfig(**{**TINY, "size": 32}), clips, tmp_path / "w")
+    explicit.load_state(first.with_name(first.name + ".state.pt"))
+    assert explicit.stage == "done"
     for bad in (48, 0.5, 16):
         with pytest.raises(ValueError, match="size: expected a multiple of 32"):
             train(dataset, tmp_path / "bad.safetensors", TrainConfig(**{**TINY, "size": bad}), progress=False)

@@ -28,7 +28,7 @@ from vad_edge import ops
 from vad_edge.data import ClipDataset, Video, dataset_fingerprint, load_split
 from vad_edge.model import checkpoint
 from vad_edge.model.losses import autoencoder_loss, cluster_loss
-from vad_edge.model.network import STD, Outputs, build, resized
+from vad_edge.model.network import PROFILES, STD, Outputs, build, resized
 from vad_edge.model.scoring import fit_fusion, score_statistics, scoring_seconds
 from vad_edge.train_config import TrainConfig
 
@@ -162,11 +162,13 @@ class Trainer:
         except Exception as exc:  # torch raises several types for truncated or foreign files
             raise checkpoint.CheckpointError(f"{path}: not a readable training state ({exc})") from exc
         saved = json.loads(state["config"])
-        saved_size = saved.get("size", 0)  # states written before --size trained at the profile's side
-        if (saved["profile"], saved_size) != (self.config.profile, self.config.size):
+        # Sides are compared as resolved: size 0 (and states written before --size) means the profile's own.
+        profile = PROFILES.get(saved["profile"])
+        saved_side = saved.get("size", 0) or (profile.size if profile else 0)
+        if (saved["profile"], saved_side) != (self.config.profile, self.model.profile.size):
             raise checkpoint.CheckpointError(
-                f"{path}: training state of profile {saved['profile']!r} at size {saved_size or 'default'}, "
-                f"asked to train {self.config.profile!r} at size {self.config.size or 'default'}"
+                f"{path}: training state of profile {saved['profile']!r} at {saved_side} px, "
+                f"asked to train {self.config.profile!r} at {self.model.profile.size} px"
             )
         self.model.load_state_dict(state["model"])
         self.ae_opt.load_state_dict(state["ae_opt"])
