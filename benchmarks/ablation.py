@@ -50,7 +50,7 @@ def rows_for(model, meta, data) -> tuple[dict[str, list[np.ndarray]], list, np.n
     return rows, videos, normal_terms, normal_energy
 
 
-def plot_against_energy(path: str, name: str, terms: np.ndarray, energy: np.ndarray) -> None:
+def plot_against_energy(path: str, name: str, terms: np.ndarray, energy: np.ndarray, r: list[float]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -59,7 +59,7 @@ def plot_against_energy(path: str, name: str, terms: np.ndarray, energy: np.ndar
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     for k, (ax, term) in enumerate(zip(axes, TERM_NAMES)):
         ax.scatter(energy, terms[:, k], s=2, alpha=0.3)
-        ax.set(title=f"{term} (r = {np.corrcoef(terms[:, k], energy)[0, 1]:.2f})",
+        ax.set(title=f"{term} (r = {r[k]:.2f})",
                xlabel="F4 - F0 energy of the clip", ylabel="frame score" if k == 0 else None)
     fig.suptitle(f"{name}: each term on Ped2's normal training frames against the amount of motion")
     fig.tight_layout()
@@ -84,7 +84,7 @@ def main() -> None:
         rows, videos, normal_terms, normal_energy = rows_for(model, meta, args.data)
         correlations.append([np.corrcoef(normal_terms[:, k], normal_energy)[0, 1] for k in range(3)])
         if args.plot and path == paths[0]:
-            plot_against_energy(args.plot, path, normal_terms, normal_energy)
+            plot_against_energy(args.plot, path, normal_terms, normal_energy, correlations[-1])
         if not baselines_done:
             rows["frame difference, lag 1 (no learning)"] = frame_difference_scores(videos, lag=1)
             rows["frame difference, lag 4 (no learning)"] = frame_difference_scores(videos, lag=4)
