@@ -131,7 +131,7 @@ def test_a_file_ending_mid_anomaly_is_scored_to_its_last_frame_before_the_event_
     agent.publisher.set_retained = lambda topic, payload: (
         statuses.append(payload) if topic.endswith("/door/status") else None, set_retained(topic, payload))[1]
     committed = []
-    agent.on_event = committed.append
+    agent.delivery.on_stored = committed.append
     agent.run(until=lambda: agent.readers["door"].finished and agent.cameras["door"].inbox.empty())
     assert statuses == ["online", "offline"]
     assert agent.cameras["door"].frames == 56  # every clip, the ones queued at the end included

@@ -70,7 +70,7 @@ def test_schema_is_json_schema():
 # --- outbox -----------------------------------------------------------------------------------------------
 
 def event(kind, i, camera="door"):
-    return {"event_id": f"e{i}:{kind}", "type": kind, "seq": None, "camera": camera}
+    return {"event_id": f"e{i}:{kind}", "type": kind, "seq": None, "camera": camera, "frame_time": "t"}
 
 
 def test_outbox_seq_survives_restart_and_order(tmp_path):

@@ -1,6 +1,7 @@
 """Faults the agent must survive without losing or inventing anything (issue 12): message-id wrap-around,
 a full disk, hostile commands, corrupt files. Real mosquitto where MQTT is involved."""
 
+import os
 import signal
 
 import pytest
@@ -23,6 +24,13 @@ def publisher_config(tmp_path, port: int) -> config.Config:
         "device_id": "box", "state_dir": str(tmp_path / "state"), "health": {"port": 0},
         "mqtt": {"host": "127.0.0.1", "port": port, "keepalive": 60},
         "cameras": [{"name": "door", "source": "x.mp4"}]})
+
+
+def recorded(client, callback: str) -> list:
+    """Wraps one of paho's callbacks so that each call is recorded (its arguments) before it runs."""
+    calls, original = [], getattr(client, callback)
+    setattr(client, callback, lambda *args: (calls.append(args), original(*args)))
+    return calls
 
 
 def event(n: int) -> dict:
@@ -138,15 +146,15 @@ def test_events_wait_in_memory_while_the_disk_is_full_and_go_out_in_order(tmp_pa
         wait_for(lambda: agent.outbox.depth() == 0, 20, "the first event acknowledged")  # its pages are free again
         fill_the_disk(agent.outbox)
         agent._commit(state, [start_event(n) for n in range(1, 6)])
-        assert len(agent.unstored) == 5 and agent.storage_problem and "database or disk is full" in agent.storage_problem
+        problem = agent.delivery.problem
+        assert len(agent.delivery.waiting) == 5 and problem and "database or disk is full" in problem
         assert agent.status()["healthy"] is False and "disk is full" in agent.status()["storage_problem"]
-        assert agent.stats()["storage"] == {"ok": False, "problem": agent.storage_problem, "events_in_memory": 5,
-                                            "events_lost": 0}
+        assert agent.stats()["storage"] == {"ok": False, "problem": problem, "events_in_memory": 5, "events_lost": 0}
         agent.step()  # still full: nothing lost, nothing reordered
-        assert len(agent.unstored) == 5
+        assert len(agent.delivery.waiting) == 5
         free_the_disk(agent.outbox)
         agent.step()
-        assert not agent.unstored and agent.storage_problem is None and agent.status()["healthy"]
+        assert not agent.delivery.waiting and agent.delivery.problem is None and agent.status()["healthy"]
         wait_for(lambda: len({e["event_id"] for e in sub.events()}) == 6, 20, "all six events")
         got = [e for e in sub.events()]
         assert [e["n"] for e in got] == list(range(6)) and [e["seq"] for e in got] == sorted(e["seq"] for e in got)
@@ -186,19 +194,12 @@ def test_an_ack_that_cannot_be_stored_never_kills_the_network_thread(tmp_path, b
         outbox.close()
 
 
-def test_a_broker_that_cannot_be_reached_is_logged_once_with_the_reason(tmp_path, caplog):
-    import ssl
-
-    from mqtt_helpers import free_port
-    from vad_edge.agent.mqtt import connection_failure
-
-    cfg = publisher_config(tmp_path, free_port()).model_copy(
-        update={"mqtt": config.MQTT(host="127.0.0.1", port=free_port(), reconnect_max_s=1)})
+def log_of_three_attempts(tmp_path, mqtt: config.MQTT, callback: str, caplog) -> list[str]:
+    """What a publisher logs over three failed connection attempts (each one a call of paho's `callback`)."""
     outbox = Outbox(tmp_path / "outbox.sqlite")
-    publisher = Publisher(cfg, outbox, lambda *a: None)
-    attempts = []
-    on_fail = publisher.client.on_connect_fail
-    publisher.client.on_connect_fail = lambda *a: (attempts.append(1), on_fail(*a))
+    publisher = Publisher(publisher_config(tmp_path, mqtt.port).model_copy(update={"mqtt": mqtt}), outbox,
+                          lambda *a: None)
+    attempts = recorded(publisher.client, callback)
     with caplog.at_level("INFO", logger="vad_edge.mqtt"):
         publisher.start()
         try:
@@ -206,8 +207,18 @@ def test_a_broker_that_cannot_be_reached_is_logged_once_with_the_reason(tmp_path
         finally:
             publisher.stop()
             outbox.close()
-    lines = [r.getMessage() for r in caplog.records if "cannot connect" in r.getMessage()]
-    assert len(lines) == 1 and "connection refused" in lines[0]
+    return [r.getMessage() for r in caplog.records]
+
+
+def test_a_broker_that_cannot_be_reached_is_logged_once_with_the_reason(tmp_path, caplog):
+    import ssl
+
+    from mqtt_helpers import free_port
+    from vad_edge.agent.mqtt import connection_failure
+
+    mqtt = config.MQTT(host="127.0.0.1", port=free_port(), reconnect_max_s=1)
+    lines = log_of_three_attempts(tmp_path, mqtt, "on_connect_fail", caplog)
+    assert len(lines) == 1 and "cannot connect" in lines[0] and "connection refused" in lines[0], lines
     mismatch = ssl.SSLCertVerificationError(1, "certificate verify failed")
     mismatch.verify_message = "Hostname mismatch, certificate is not valid for 'broker.local'"
     assert "Hostname mismatch" in connection_failure(mismatch)
@@ -234,15 +245,17 @@ def test_a_corrupt_bundle_takes_only_its_camera_offline(tmp_path, broker, tiny_c
     stats = agent.stats()["cameras"]["yard"]
     assert stats["status"] == "offline" and "cannot load its model" in stats["problem"]
     assert agent.status()["cameras"]["yard"] == "offline"
+    health = agent.status()  # it scores nothing and never will on its own: a monitor must hear it
+    assert health["healthy"] is False and health["problems"] == [f"camera yard {agent.unusable['yard']}"]
     shutil.copy(tiny_checkpoint, state_dir / "calibration" / "yard.safetensors")  # fixed, then reloaded
     agent._apply_bundles(agent._load_bundles())
-    assert not agent.unusable
+    assert not agent.unusable and agent.status()["healthy"] is True  # door's video not started: still healthy
     agent.run(until=lambda: all(r.finished for r in agent.readers.values())
               and all(s.inbox.empty() for s in agent.cameras.values()))
     assert agent.cameras["door"].frames == agent.cameras["yard"].frames == 26
 
 
-def test_an_event_left_open_by_a_killed_agent_is_ended_on_start(tmp_path, broker, tiny_checkpoint):
+def test_an_event_left_open_by_a_killed_agent_is_ended_on_start(tmp_path, broker, tiny_checkpoint, caplog):
     import paho.mqtt.publish as single
 
     from mqtt_helpers import Subscriber, retained
@@ -251,8 +264,10 @@ def test_an_event_left_open_by_a_killed_agent_is_ended_on_start(tmp_path, broker
     topic = "vad-edge/box/cameras/door/events"
     killed = Outbox(tmp_path / "state" / "outbox.sqlite")  # what the killed run left: a delivered start
     start = killed.add(topic, {"event_id": "abc:start", "type": "start", "camera": "door", "start_time": "t0",
-                               "end_time": None, "frame_time": "t1", "score": 2.0, "peak_score": 2.0})
+                               "end_time": None, "frame_time": "t0", "score": 2.0, "peak_score": 2.0})
+    update = killed.add(topic, {**start.event, "event_id": "abc:update:1", "type": "update", "frame_time": "t1"})
     killed.ack(start.seq)
+    killed.ack(update.seq)
     killed.close()
     single.single("vad-edge/box/cameras/door/anomaly", "ON", qos=1, retain=True, hostname="127.0.0.1",
                   port=broker.port)
@@ -260,13 +275,15 @@ def test_an_event_left_open_by_a_killed_agent_is_ended_on_start(tmp_path, broker
         "model": config.Model(checkpoint=tiny_checkpoint, device="cpu"),
         "cameras": [config.Camera(name="door", source="rtsp://127.0.0.1:1/none")]})
     sub = Subscriber(broker.port)
-    agent = Agent(cfg)
+    with caplog.at_level("WARNING", logger="vad_edge.agent"):
+        agent = Agent(cfg)
+    assert "event abc of camera door was never ended" in caplog.text  # the event, not one message of it
     agent.start()
     try:
         wait_for(lambda: any(e["event_id"] == "abc:end" for e in sub.events()), 20, "the end of the open event")
         end = next(e for e in sub.events() if e["event_id"] == "abc:end")
         assert end["type"] == "end" and end["reason"] == "agent restarted" and end["end_time"] == "t1"
-        assert end["seq"] > start.seq and not agent.outbox.open_events()
+        assert end["seq"] > update.seq and not agent.outbox.open_events()
         wait_for(lambda: agent.outbox.depth() == 0, 20, "the end acknowledged")
         assert retained(broker.port, "vad-edge/box/cameras/door/anomaly")["vad-edge/box/cameras/door/anomaly"] == b"OFF"
     finally:
@@ -410,3 +427,71 @@ def test_one_cameras_failure_never_drops_another_cameras_clip(tmp_path, tiny_che
         assert agent.cameras["door"].frames == 0 and agent.cameras["yard"].frames == 1
     finally:
         agent.outbox.close()
+
+
+@pytest.mark.parametrize("record", ["", "null", "[1]", "{}", '{"topic": "t", "event": {"event_id": "abc:start"}}',
+                                    '{"topic": "t", "event": {"event_id": "a", "camera": "door", "frame_time": "t", "seq": "1"}}'])
+def test_a_malformed_open_event_record_is_ignored_by_name_and_the_agent_starts(tmp_path, tiny_checkpoint, caplog,
+                                                                               record):
+    """Before: `error: Expecting value: line 1 column 1` or a KeyError traceback, and no start."""
+    from vad_edge.agent.runner import Agent
+
+    state_dir = tmp_path / "state"
+    saved = Outbox(state_dir / "outbox.sqlite")
+    saved.put("open/door", record)
+    saved.close()
+    cfg = publisher_config(tmp_path, 1).model_copy(update={"model": config.Model(checkpoint=tiny_checkpoint,
+                                                                                  device="cpu")})
+    with caplog.at_level("WARNING"):
+        agent = Agent(cfg)
+    try:
+        assert "outbox record open/door ignored: it is not an event left open" in caplog.text
+        assert not agent.delivery.waiting and list(agent.cameras) == ["door"]
+    finally:
+        agent.outbox.close()
+
+
+def test_a_broker_that_refuses_the_credentials_is_logged_once_with_the_reason(tmp_path, caplog, monkeypatch):
+    """Before: every retry logged the refusal and a "lost the broker (Unspecified error)" on top."""
+    broker = Broker(tmp_path / "broker", users={"box": "right"}).start()
+    monkeypatch.setenv("VAD_EDGE_TEST_PASSWORD", "wrong")
+    mqtt = config.MQTT(host="127.0.0.1", port=broker.port, username="box", password_env="VAD_EDGE_TEST_PASSWORD",
+                       reconnect_max_s=1)
+    try:
+        lines = log_of_three_attempts(tmp_path, mqtt, "on_connect", caplog)
+    finally:
+        broker.stop()
+    assert len(lines) == 1 and "refused the connection (Not authorized)" in lines[0], lines
+
+
+def test_a_lost_broker_is_logged_with_a_reason(tmp_path, broker, caplog):
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    publisher = Publisher(publisher_config(tmp_path, broker.port), outbox, lambda *a: None)
+    publisher.start()
+    try:
+        wait_for(lambda: publisher.connected, 20, "the publisher to connect")
+        with caplog.at_level("WARNING", logger="vad_edge.mqtt"):
+            broker.process.kill()
+            wait_for(lambda: not publisher.connected, 20, "the publisher to notice")
+    finally:
+        publisher.stop()
+        outbox.close()
+    (line,) = [r.getMessage() for r in caplog.records if "lost the broker" in r.getMessage()]
+    assert "Unspecified" not in line and ("closed the connection" in line or "socket" in line), line
+
+
+def test_ffmpeg_and_opencv_say_nothing_of_their_own_when_a_stream_is_down(tmp_path):
+    """Each retry of a refused RTSP camera printed FFmpeg's "[tcp @ 0x...] Connection ... refused" and
+    OpenCV's warning beside the reader's one line."""
+    import subprocess
+    import sys
+
+    from mqtt_helpers import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    script = ("from vad_edge.agent.sources import SourceError, open_source\n"
+              "for _ in range(3):\n"
+              f"    try: open_source('rtsp://127.0.0.1:{free_port()}/stream')\n"
+              "    except SourceError as exc: print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.stdout.count("refused") == 3 and done.stderr == "", done.stderr

@@ -121,6 +121,9 @@ class HomeAssistant(Strict):
 
 class Outbox(Strict):
     max_events: int = Field(10000, ge=10, description="pending events kept; the oldest updates go first")
+    max_mb: float | None = Field(None, gt=0, description=(
+        "MiB the stored events may take of the state disk (its log adds a bounded 0.3 MiB); beyond it the "
+        "oldest updates go first. Default: a quarter of the state filesystem, at most 64"))
 
 
 class Config(Strict):

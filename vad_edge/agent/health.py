@@ -29,6 +29,10 @@ class Metrics:
         self.outbox_depth = Gauge("vad_edge_outbox_depth", "Events waiting for a PUBACK", registry=r)
         self.outbox_dropped = Gauge("vad_edge_outbox_dropped", "Events dropped because the outbox was full",
                                     registry=r)
+        self.outbox_bytes = Gauge("vad_edge_outbox_bytes", "What the outbox's files (its log included) take of "
+                                  "the state disk", registry=r)
+        self.events_lost = Gauge("vad_edge_events_lost", "Events neither stored nor sent (storage failed)",
+                                 registry=r)
         self.mqtt_connected = Gauge("vad_edge_mqtt_connected", "1 while connected to the broker", registry=r)
 
 

@@ -11,6 +11,7 @@ import socket
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 import paho.mqtt.client as paho
@@ -79,6 +80,8 @@ class Publisher:
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
         self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_log = self._on_log
+        self._socket_error: str | None = None  # paho's last socket error: why a connection dropped
         self._failure: str | None = None  # why the last connection attempt failed, said once per change
         self.connected = False
         self.connects = 0
@@ -129,6 +132,21 @@ class Publisher:
         with self._send_lock:
             if self.connected:
                 self._publish_event(pending, replayed=False)
+
+    def send_unstored(self, events: list[tuple[str, dict]], deadline: float) -> list[tuple[str, dict]]:
+        """Publishes (topic, event) pairs the outbox could not store (a failing disk at shutdown) and waits
+        for their PUBACKs until `deadline` (monotonic); returns those not acknowledged, in order."""
+        with self._send_lock:
+            if not self.connected:
+                return events
+            sent = [self.client.publish(topic, json.dumps({**event, "seq": None, "replayed": False}), qos=1)
+                    for topic, event in events]
+        for info in sent:
+            try:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            except (RuntimeError, ValueError):
+                pass  # not queued, or the connection dropped: it counts as not acknowledged
+        return [item for item, info in zip(events, sent) if not info.is_published()]
 
     def _publish_event(self, pending: Pending, replayed: bool) -> None:
         """Called with _send_lock held: one event publish at a time."""
@@ -183,9 +201,8 @@ class Publisher:
             client.disconnect()
 
     def _connected(self, client, reason_code) -> None:
-        if reason_code.is_failure:
-            log.error("broker %s:%s refused the connection: %s", self.config.mqtt.host, self.config.mqtt.port,
-                      reason_code)
+        if reason_code.is_failure:  # e.g. "Not authorized": paho retries with the back-off, and says it here
+            self._failed(f"the broker refused the connection ({reason_code})")
             return
         self.connects += 1
         self._failure = None
@@ -208,18 +225,35 @@ class Publisher:
 
     def _on_connect_fail(self, client, userdata):
         # paho calls this inside its `except OSError`, and passes no exception: it is the one being handled.
-        reason = connection_failure(sys.exc_info()[1])
+        self._failed(connection_failure(sys.exc_info()[1]))
+
+    def _failed(self, reason: str) -> None:
+        """A connection attempt failed: said once for each new reason, not on every retry."""
         if reason != self._failure:
             self._failure = reason
             m = self.config.mqtt
             log.error("cannot connect to the broker %s:%s: %s; retrying every %g s at most", m.host, m.port,
                       reason, m.reconnect_max_s)
 
+    def _on_log(self, client, userdata, level, message):
+        if level == paho.MQTT_LOG_ERR and "socket" in message:  # "failed to receive on socket: [Errno 104] ..."
+            self._socket_error = message
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
         with self._send_lock:
-            self.connected = False
-        if reason_code.is_failure:
-            log.warning("lost the broker (%s); events wait in the outbox", reason_code)
+            was_connected, self.connected = self.connected, False
+        if was_connected and reason_code.is_failure:  # a refused attempt was said by _failed already
+            log.warning("lost the broker (%s); events wait in the outbox", self._loss_reason(flags, reason_code))
+        self._socket_error = None
+
+    def _loss_reason(self, flags, reason_code) -> str:
+        """Why an established connection ended, in words: paho reports a dropped socket as "Unspecified
+        error", so its logged socket error, or the plain fact, is more use."""
+        if flags.is_disconnect_packet_from_server:
+            return f"the broker disconnected us: {reason_code}"
+        if reason_code == "Keep alive timeout":
+            return f"no answer from the broker within the keepalive of {self.config.mqtt.keepalive} s"
+        return self._socket_error or "the broker closed the connection"
 
     def _on_publish(self, client, userdata, mid, reason_code=None, properties=None):
         with self._map_lock:

@@ -2,14 +2,23 @@
 
 WAL journal with synchronous=FULL, so a committed event survives a killed process or a power cut. The
 sequence number lives in the same database and is assigned in the same transaction as the insert, so it
-is monotonic across restarts. The outbox is bounded: beyond max_events the oldest `update` events go first
-(start and end events matter more), then the oldest of any kind; drops are counted.
+is monotonic across restarts. The outbox is bounded: beyond max_events, or beyond max_bytes of stored
+events, the oldest `update` events go first (start and end events matter more), then the oldest of any
+kind; drops are counted.
+
+Its footprint on the state disk is bounded too. SQLite's WAL grows by whole pages per transaction (about
+20 KB an event) and is checkpointed back into the database only every 1,000 pages by default: on a small
+state partition the log alone filled the disk and no write could ever succeed again. Here the WAL is
+checkpointed every WAL_CHECKPOINT_PAGES and kept at that size: after a checkpoint SQLite rewrites the same
+file from its start, so while another file fills the disk the outbox can still write into the room its
+log already holds, and once space returns the next write checkpoints and everything goes on.
 The same database keeps the live settings (detect on/off, threshold multipliers) across restarts.
 """
 
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import time
 import threading
@@ -18,6 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger("vad_edge.outbox")
+
+WAL_CHECKPOINT_PAGES = 64  # 256 KiB of 4 KiB pages: a dozen events between checkpoints
+WAL_KEEP_BYTES = 512 * 1024  # a WAL larger than this (a burst in one transaction) is cut back to it
+DEFAULT_MAX_BYTES = 64 * 2**20
+TRIM_STEP = 16  # events dropped at a time while the database is over max_bytes
 
 
 class StorageError(OSError):
@@ -31,11 +45,31 @@ class Pending:
     event: dict
 
 
+def _open_event(record: str) -> Pending:
+    """An `open/<camera>` record read back: {"topic": ..., "event": {event_id, camera, frame_time, seq, ...}}.
+    ValueError naming what is wrong with it."""
+    parsed = json.loads(record)  # JSONDecodeError is a ValueError
+    event = parsed.get("event") if isinstance(parsed, dict) else None
+    if not isinstance(event, dict) or not isinstance(parsed.get("topic"), str):
+        raise ValueError("expected an object with a topic and an event")
+    for key, kind in (("event_id", str), ("camera", str), ("frame_time", str), ("seq", int)):
+        if not isinstance(event.get(key), kind):
+            raise ValueError(f"its event has no {key}")
+    return Pending(event["seq"], parsed["topic"], event)
+
+
+def default_max_bytes(state_dir: Path) -> int:
+    """A quarter of the state filesystem, at most DEFAULT_MAX_BYTES: the rest is for the log, the
+    calibration bundles and whatever else shares the partition."""
+    return min(DEFAULT_MAX_BYTES, shutil.disk_usage(state_dir).total // 4)
+
+
 class Outbox:
-    def __init__(self, path: Path, max_events: int = 10000):
+    def __init__(self, path: Path, max_events: int = 10000, max_bytes: int = DEFAULT_MAX_BYTES):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_events = max_events
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         try:
             self._open()
@@ -58,6 +92,8 @@ class Outbox:
         for file in self._files():  # events and settings are the agent's alone (older builds: 0644)
             file.chmod(0o600)
         self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        self._db.execute(f"PRAGMA journal_size_limit={WAL_KEEP_BYTES}")
         self._db.executescript(
             """
             CREATE TABLE IF NOT EXISTS events (
@@ -101,16 +137,31 @@ class Outbox:
         return Pending(seq, topic, event)
 
     def _trim(self) -> None:
+        """Drops the oldest events, updates first, while more than max_events are stored or the database's
+        pages in use (events, settings, indexes: what it takes of the disk) exceed max_bytes."""
         excess = self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0] - self.max_events
-        if excess <= 0:
-            return
+        if excess > 0:
+            self._drop_oldest(excess)
+        while self._used_bytes() > self.max_bytes and self._drop_oldest(TRIM_STEP):
+            pass
+
+    def _drop_oldest(self, count: int) -> int:
+        """Deletes the `count` oldest events, updates before the others; returns how many it deleted."""
+        dropped = 0
         for kind_filter in ("WHERE type='update'", ""):
-            rows = self._db.execute(f"SELECT seq FROM events {kind_filter} ORDER BY seq LIMIT ?", (excess,)).fetchall()
+            rows = self._db.execute(f"SELECT seq FROM events {kind_filter} ORDER BY seq LIMIT ?",
+                                    (count - dropped,)).fetchall()
             self._db.executemany("DELETE FROM events WHERE seq=?", rows)
-            self._db.execute("UPDATE meta SET value=value+? WHERE key='dropped'", (len(rows),))
-            excess -= len(rows)
-            if excess <= 0:
-                return
+            dropped += len(rows)
+            if dropped == count:
+                break
+        self._db.execute("UPDATE meta SET value=value+? WHERE key='dropped'", (dropped,))
+        return dropped
+
+    def _used_bytes(self) -> int:
+        page_size, pages, free = (self._db.execute(f"PRAGMA {name}").fetchone()[0]
+                                  for name in ("page_size", "page_count", "freelist_count"))
+        return (pages - free) * page_size
 
     def ack(self, seq: int) -> None:
         with self._writing("delete an acknowledged event"), self._lock:
@@ -122,11 +173,18 @@ class Outbox:
         return [Pending(seq, topic, json.loads(payload)) for seq, topic, payload in rows]
 
     def open_events(self) -> list[Pending]:
-        """The last stored event of each camera whose anomaly had not ended when the agent last stopped."""
+        """The last stored event of each camera whose anomaly had not ended when the agent last stopped. A
+        record that cannot be read is ignored by name, as a bad saved setting is: the agent still starts."""
         with self._lock:
-            rows = self._db.execute("SELECT value FROM meta WHERE key LIKE 'open/%' ORDER BY key").fetchall()
-        return [Pending(record["event"]["seq"], record["topic"], record["event"])
-                for record in map(json.loads, (value for (value,) in rows))]
+            rows = self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'open/%' ORDER BY key").fetchall()
+        found = []
+        for key, value in rows:
+            try:
+                found.append(_open_event(value))
+            except ValueError as exc:
+                log.warning("outbox record %s ignored: it is not an event left open (%s); no end is sent for it",
+                            key, exc)
+        return found
 
     def depth(self) -> int:
         with self._lock:
@@ -134,6 +192,13 @@ class Outbox:
 
     def dropped(self) -> int:
         return int(self.get("dropped", "0"))
+
+    def disk_usage(self) -> dict:
+        """What the outbox's files take of the state disk now, its log (the WAL) among them, and what the
+        disk has left."""
+        sizes = {file.name[len(self.path.name):]: file.stat().st_size for file in self._files()}
+        return {"bytes": sum(sizes.values()), "wal_bytes": sizes.get("-wal", 0),
+                "limit_bytes": self.max_bytes, "disk_free_bytes": shutil.disk_usage(self.path.parent).free}
 
     def get(self, key: str, default: str | None = None) -> str | None:
         with self._lock:

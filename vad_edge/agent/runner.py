@@ -19,11 +19,12 @@ from vad_edge import ops
 from vad_edge.agent import discovery, preflight
 from vad_edge.agent.bundle import Bundle, load_bundle
 from vad_edge.agent.commands import CommandError, Settings, parse_detect, parse_multiplier, shown
+from vad_edge.agent.delivery import Delivery
 from vad_edge.agent.events import EventTracker, Observation
 from vad_edge.agent.health import HealthServer, Metrics, sd_notify, watchdog_interval
 from vad_edge.agent.inbox import ClipInbox, StatusChange
 from vad_edge.agent.mqtt import Publisher
-from vad_edge.agent.outbox import Outbox, StorageError
+from vad_edge.agent.outbox import Outbox, StorageError, default_max_bytes
 from vad_edge.agent.snapshot import jpeg, overlay
 from vad_edge.agent.sources import CameraReader, Clip, Frame, is_file_source
 from vad_edge.config import Camera, Config, ConfigError
@@ -32,7 +33,6 @@ from vad_edge.train import pick_device
 
 log = logging.getLogger("vad_edge.agent")
 
-MAX_UNSTORED = 1000  # events kept in memory while the outbox cannot be written
 RELOAD_INTERVAL = 2.0  # seconds between two reloads of the bundles, however many are asked for
 
 
@@ -59,19 +59,20 @@ class CameraState:
 class Agent:
     def __init__(self, config: Config, on_event=None, on_scored=None):
         self.config = config
-        # Optional observers (the demo's): each committed event; each scored frame (camera, Observation).
-        self.on_event = on_event
+        # Optional observers (the demo's): each stored event (on_event, called by the delivery); each scored
+        # frame (camera, Observation).
         self.on_scored = on_scored
         preflight.check(config)
         self.device = pick_device(config.model.device)
         self.threads = use_threads(agent_threads(config.model.threads))
-        self.outbox = Outbox(config.state_dir / "outbox.sqlite", config.outbox.max_events)
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        max_bytes = (int(config.outbox.max_mb * 2**20) if config.outbox.max_mb
+                     else default_max_bytes(config.state_dir))
+        self.outbox = Outbox(config.state_dir / "outbox.sqlite", config.outbox.max_events, max_bytes)
         self.settings = Settings(self.outbox)
-        self.unstored: deque[tuple[str, dict]] = deque()  # (topic, event) not yet in the outbox, in order
-        self.storage_problem: str | None = None  # why the outbox cannot be written, while it cannot
-        self.events_lost = 0  # events dropped from memory after storage failed for too long
         self.metrics = Metrics()
         self.publisher = Publisher(config, self.outbox, self.command)
+        self.delivery = Delivery(self.outbox, self.publisher, on_event)
         self.topics = self.publisher.topics
         self.stop_event = threading.Event()
         self._readers_running = False  # start() ran
@@ -87,9 +88,10 @@ class Agent:
         for cam in config.cameras:
             self._add_camera(cam, loaded[cam.name])
         for stale in self.outbox.open_events():  # the agent was killed mid-anomaly: end it, and say why
+            end = EventTracker.interrupted(stale.event, "agent restarted")
             log.warning("event %s of camera %s was never ended (the agent was stopped hard): ending it now",
-                        stale.event["event_id"], stale.event["camera"])
-            self.unstored.append((stale.topic, EventTracker.interrupted(stale.event, "agent restarted")))
+                        end["event_id"].split(":")[0], end["camera"])
+            self.delivery.put(stale.topic, end)
         refused = [f"cameras.{cam.name}.fps: {cam.fps:g}, but {state.bundle.path.name} was trained at "
                    f"{state.bundle.fps:g} fps; clips are always sampled at the model's rate (whatever the "
                    f"camera delivers, and a box too slow for it skips whole clips): remove fps"
@@ -240,39 +242,8 @@ class Agent:
                 self.publisher.set_retained(self.topics.camera(state.config.name, "anomaly"),
                                             "ON" if event["type"] == "start" else "OFF")
                 self._publish_snapshot(state, event)
-            self.unstored.append((topic, event))
-        self._store_events()
-
-    def _store_events(self) -> None:
-        """Stores waiting events in order; while the state_dir cannot be written (disk full) they wait in
-        memory (bounded) and are retried every pass of the loop."""
-        while self.unstored:
-            topic, event = self.unstored[0]
-            try:
-                pending = self.outbox.add(topic, event)
-            except StorageError as exc:
-                if self.storage_problem is None:
-                    log.error("%s; %d event(s) wait in memory and are retried", exc, len(self.unstored))
-                self.storage_problem = str(exc)
-                self._bound_unstored()
-                return
-            self.unstored.popleft()
-            if self.storage_problem is not None:
-                log.warning("storage works again: storing the %d event(s) that waited", len(self.unstored) + 1)
-                self.storage_problem = None
-            self.publisher.send(pending)
-            if self.on_event:
-                self.on_event(pending.event)
-
-    def _bound_unstored(self) -> None:
-        """Beyond MAX_UNSTORED events in memory the oldest update goes first (start and end events matter
-        more), then the oldest event; every loss is logged and counted."""
-        while len(self.unstored) > MAX_UNSTORED:
-            drop = next((i for i, (_, e) in enumerate(self.unstored) if e["type"] == "update"), 0)
-            _, lost = self.unstored[drop]
-            del self.unstored[drop]
-            self.events_lost += 1
-            log.error("event %s lost: storage has failed for %d events", lost["event_id"], MAX_UNSTORED)
+            self.delivery.put(topic, event)
+        self.delivery.flush()
 
     def _publish_snapshot(self, state: CameraState, event: dict) -> None:
         peak = state.tracker.peak
@@ -335,7 +306,7 @@ class Agent:
         while not self._changes.empty():
             apply, *args = self._changes.get_nowait()
             apply(*args)
-        self._store_events()  # what waited for storage, before anything newer
+        self.delivery.flush()  # what waited for storage, before anything newer
         self.publisher.retry_acks()
         ready, took = self._gather()
         for group in ready.values():
@@ -364,26 +335,35 @@ class Agent:
             }
         for name, problem in self.unusable.items():
             cameras[name] = {"status": "offline", "problem": problem}
-        depth = self.outbox.depth()
+        depth, disk = self.outbox.depth(), self.outbox.disk_usage()
         self.metrics.outbox_depth.set(depth)
         self.metrics.outbox_dropped.set(self.outbox.dropped())
+        self.metrics.outbox_bytes.set(disk["bytes"])
+        self.metrics.events_lost.set(self.delivery.lost)
         self.metrics.mqtt_connected.set(1 if self.publisher.connected else 0)
         return {
             "device_id": self.config.device_id, "uptime_s": round(time.monotonic() - self.started, 1),
             "versions": {"vad_edge": vad_edge.__version__, "torch": torch.__version__},
             "kernels": {"cuda": ops.backend()["cuda"], "device": str(self.device), "threads": self.threads},
-            "outbox": {"depth": depth, "dropped": self.outbox.dropped()},
-            "storage": {"ok": self.storage_problem is None, "problem": self.storage_problem,
-                        "events_in_memory": len(self.unstored), "events_lost": self.events_lost},
+            "outbox": {"depth": depth, "dropped": self.outbox.dropped(), **disk},
+            "storage": self.delivery.stats(),
             "mqtt": {"connected": self.publisher.connected, "connects": self.publisher.connects},
             "cameras": cameras,
         }
 
     def status(self) -> dict:
+        """/healthz. Healthy: the loop runs, the outbox can be written, and every enabled camera can score
+        (it may be offline for a reason outside the box, a camera that is down). The broker may be away:
+        events then wait in the outbox, which is what it is for."""
         stalled = time.monotonic() - self.last_loop > 10
-        storage_ok = self.storage_problem is None and self.publisher.storage_problem is None
-        return {"healthy": not stalled and storage_ok and not self.stop_event.is_set(), "loop_stalled": stalled,
-                "storage_problem": self.storage_problem or self.publisher.storage_problem,
+        storage_problem = self.delivery.problem or self.publisher.storage_problem
+        problems = [f"camera {cam.name} {self.unusable[cam.name]}" for cam in self.config.cameras
+                    if cam.name in self.unusable and self.settings.detect(cam)]
+        problems += ["the scoring loop has stalled"] if stalled else []
+        problems += [f"storage: {storage_problem}"] if storage_problem else []
+        problems += ["stopping"] if self.stop_event.is_set() else []
+        return {"healthy": not problems, "problems": problems, "loop_stalled": stalled,
+                "storage_problem": storage_problem,
                 "mqtt_connected": self.publisher.connected, "outbox_depth": self.outbox.depth(),
                 "cameras": {**{name: s.status for name, s in self.cameras.items()},
                             **{name: "offline" for name in self.unusable}}}
@@ -399,7 +379,7 @@ class Agent:
             self.publisher.set_retained(self.topics.camera(name, "status"), "offline")
         for cam in self.config.cameras:  # the true state: no event runs yet, whatever a killed run left retained
             self.publisher.set_retained(self.topics.camera(cam.name, "anomaly"), "OFF")
-        self._store_events()  # the ends of events a killed run left open
+        self.delivery.flush()  # the ends of events a killed run left open
         models = sorted({s.bundle.model_info["name"] for s in self.cameras.values()}) or ["std"]
         for topic, payload in discovery.messages(self.config, self.topics, ", ".join(models)).items():
             self.publisher.set_retained(topic, payload)
@@ -440,7 +420,8 @@ class Agent:
         self.stop_event.set()
 
     def shutdown(self, flush_timeout: float = 5.0) -> None:
-        """Ends running events, lets the publisher drain the outbox for a moment, says `stopped`."""
+        """Ends running events, lets the publisher drain the outbox for a moment, says `stopped`. Events the
+        outbox cannot store are sent from memory or counted lost (Delivery.close)."""
         sd_notify("STOPPING=1")
         self.stop_event.set()
         for reader in self.readers.values():
@@ -455,7 +436,9 @@ class Agent:
                 reader.join(max(0.0, deadline - time.monotonic()))
                 if reader.is_alive():
                     log.warning("camera %s: its reader did not stop in time", reader.camera.name)
+        self.delivery.close(deadline)  # what storage refused goes out straight, or is counted lost
         while self.publisher.connected and self.outbox.depth() and time.monotonic() < deadline:
+            self.publisher.retry_acks()
             time.sleep(0.05)
         self.publisher.publish_stats(self.stats())  # the final tally
         self.publisher.stop()
@@ -463,7 +446,7 @@ class Agent:
             self.health.stop()
         left = self.outbox.depth()
         self.outbox.close()
-        log.info("stopped; %d events left in the outbox for the next start", left)
+        log.info("stopped; %d events left in the outbox for the next start, %d lost", left, self.delivery.lost)
 
 
 def install_signal_handlers(agent: Agent) -> None:

@@ -24,6 +24,13 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
+# FFmpeg and OpenCV print their own lines ("[tcp @ 0x...] Connection to tcp://... failed", "[ WARN:0] ...
+# can't be used to capture by name") on every retry of a stream that is down, past the readers' rule of one
+# log line per change of state that already names the reason. Quiet unless a person asks for them
+# (OPENCV_FFMPEG_LOGLEVEL=16 brings FFmpeg's errors back; FFmpeg reads it at its first open).
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
 from vad_edge.config import Camera
 from vad_edge.data.sampling import FrameGrid, Offer
 from vad_edge.data.videos import as_bgr, resize

@@ -1,0 +1,134 @@
+"""The outbox on a small state disk (issue 21): its own log must not fill the disk, it recovers by itself when
+another file filled it, and events it cannot store are sent or counted lost at shutdown, never dropped
+silently. Real mosquitto, and a real 2 MB tmpfs where this machine lets the tests mount one (as root)."""
+
+import errno
+import os
+import subprocess
+
+import pytest
+
+from mqtt_helpers import Broker, Subscriber, wait_for
+from test_hardening import fill_the_disk, publisher_config, start_event
+from vad_edge import config
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Broker(tmp_path / "broker").start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB filesystem, as a box's small state partition."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a 2 MB tmpfs needs root (CI runs as root)")
+    mount = tmp_path / "state-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"this machine does not allow mounting a tmpfs: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def agent_on(tmp_path, state_dir, port, tiny_checkpoint):
+    from vad_edge.agent.runner import Agent
+
+    cfg = publisher_config(tmp_path, port).model_copy(
+        update={"state_dir": state_dir, "model": config.Model(checkpoint=tiny_checkpoint, device="cpu")})
+    return Agent(cfg)
+
+
+def event_of_the_usual_size(n: int) -> dict:
+    """About the size of a real event (1 KB of JSON)."""
+    return {"event_id": f"e{n}:update:1", "type": "update", "camera": "door", "peak_score": 2.0, "n": n,
+            "region": {"x": 0.1, "y": 0.2, "w": 0.3, "h": 0.4}, "model": {"name": "lite", "sha256": "f" * 64},
+            "notes": "x" * 700}
+
+
+def fill_with_another_file(directory) -> "os.PathLike":
+    """Writes a file until the filesystem has no room left."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def test_a_2mb_state_disk_carries_a_long_run_and_recovers_after_another_file_filled_it(
+        tmp_path, small_disk, broker, tiny_checkpoint):
+    """Before: the WAL grew ~23 KB an event, was never checkpointed, and filled the disk after ~98 events;
+    from then on no write could succeed, also after space was freed elsewhere."""
+    sub = Subscriber(broker.port)
+    agent = agent_on(tmp_path, small_disk / "state", broker.port, tiny_checkpoint)
+    agent.start()
+    state = agent.cameras["door"]
+    try:
+        wait_for(lambda: agent.publisher.connected, 20, "the agent to connect")
+        largest = 0
+        for batch in range(40):  # 400 events, each acknowledged and deleted
+            agent._commit(state, [event_of_the_usual_size(10 * batch + i) for i in range(10)])
+            wait_for(lambda: agent.outbox.depth() == 0, 30, "the batch acknowledged")
+            assert agent.status()["healthy"], agent.status()
+            largest = max(largest, agent.stats()["outbox"]["bytes"])
+        usage = agent.stats()["outbox"]
+        assert largest < 640 * 1024 and usage["wal_bytes"] < 400 * 1024, (largest, usage)
+
+        filler = fill_with_another_file(small_disk)
+        agent._commit(state, [event_of_the_usual_size(n) for n in range(400, 430)])
+        agent.step()
+        os.remove(filler)  # space returns: the outbox recovers by itself
+        wait_for(lambda: (agent.step(), not agent.delivery.waiting and agent.outbox.depth() == 0)[1], 30,
+                 "every event stored and acknowledged")
+        assert agent.status()["healthy"] and agent.stats()["storage"]["events_lost"] == 0
+        wait_for(lambda: len(sub.events()) >= 430, 30, "all 430 events")
+        got = sub.events()
+        assert sorted(e["n"] for e in got) == list(range(430))  # each once: none lost, none sent twice
+        assert not any(e["replayed"] for e in got)
+    finally:
+        agent.shutdown(flush_timeout=1)
+        sub.close()
+
+
+def test_events_storage_refused_at_shutdown_are_sent_from_memory(tmp_path, broker, tiny_checkpoint, caplog):
+    sub = Subscriber(broker.port)
+    agent = agent_on(tmp_path, tmp_path / "state", broker.port, tiny_checkpoint)
+    agent.start()
+    try:
+        wait_for(lambda: agent.publisher.connected, 20, "the agent to connect")
+        fill_the_disk(agent.outbox)
+        agent._commit(agent.cameras["door"], [start_event(n) for n in range(4)])
+        assert len(agent.delivery.waiting) == 4
+    finally:
+        with caplog.at_level("INFO", logger="vad_edge.agent"):
+            agent.shutdown(flush_timeout=5)
+    wait_for(lambda: len(sub.events()) == 4, 20, "the four events")
+    sub.close()
+    assert [e["n"] for e in sub.events()] == [0, 1, 2, 3] and all(e["seq"] is None for e in sub.events())
+    assert agent.delivery.lost == 0 and "sent from memory" in caplog.text and "0 lost" in caplog.text
+
+
+def test_events_neither_stored_nor_sent_at_shutdown_are_counted_and_named(tmp_path, broker, tiny_checkpoint, caplog):
+    """Before: shutdown said "stopped; 0 events left" and these events vanished with events_lost 0."""
+    agent = agent_on(tmp_path, tmp_path / "state", broker.port, tiny_checkpoint)
+    agent.start()
+    try:
+        wait_for(lambda: agent.publisher.connected, 20, "the agent to connect")
+        broker.stop()
+        wait_for(lambda: not agent.publisher.connected, 20, "the agent to lose the broker")
+        fill_the_disk(agent.outbox)
+        agent._commit(agent.cameras["door"], [start_event(n) for n in range(3)])
+    finally:
+        with caplog.at_level("INFO", logger="vad_edge.agent"):
+            agent.shutdown(flush_timeout=1)
+    assert agent.delivery.lost == 3 and agent.delivery.stats()["events_lost"] == 3
+    lost_line = next(r.getMessage() for r in caplog.records if "LOST" in r.getMessage())
+    assert "LOST 3 event(s)" in lost_line and all(f"e{n}:start" in lost_line for n in range(3))
+    assert "3 lost" in caplog.text
