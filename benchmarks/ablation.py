@@ -22,7 +22,7 @@ import numpy as np
 from vad_edge.data import load_split
 from vad_edge.eval import frame_difference_scores, frame_metrics
 from vad_edge.model import checkpoint, fusion
-from vad_edge.model.scoring import term_means
+from vad_edge.model.scoring import Scorer, term_means
 
 
 TERM_NAMES = ("appearance", "motion", "cluster map")
@@ -34,10 +34,11 @@ def rows_for(model, meta, data) -> tuple[dict[str, list[np.ndarray]], list, np.n
     fps = checkpoint.frame_rate(meta)
     normal = load_split(data, "training", model.profile.size, fps)
     videos = load_split(data, "testing", model.profile.size, fps)
-    normal_terms = np.concatenate(term_means(model, normal, desc="training clips"))
+    scorer = Scorer(model)
+    normal_terms = np.concatenate(term_means(scorer, normal, desc="training clips"))
     normal_energy = np.concatenate(frame_difference_scores(normal, lag=4))
     standardised = fusion.fit("standardised", normal_terms)
-    terms = term_means(model, videos, desc="test clips")
+    terms = term_means(scorer, videos, desc="test clips")
     mu = standardised.normal_means
     rows = {"E·C (paper)": [t[:, 3] for t in terms],
             "appearance": [t[:, 0] for t in terms],

@@ -135,7 +135,7 @@ def main() -> None:
     rule = report["event_rule"]
     test = load_split(args.data, "testing", bundle.model.profile.size, bundle.fps)
     labels = [v.labels for v in test]
-    raw = score_videos(bundle.model, test, desc="scoring test clips")
+    raw = score_videos(bundle.scorer, test, desc="scoring test clips")
     site = site_metrics(raw, labels, bundle.threshold, rule["min_event_frames"], rule["cooldown"])
     frames = frame_metrics(raw, labels)
     # The same rule at other thresholds: what a technician trades by moving it.

@@ -6,8 +6,9 @@
 Steps, each bounded by what is left of --minutes: build with CUDA required (sm_90 only, for speed); the
 kernel tests on CUDA (half types included); compute-sanitizer memcheck and racecheck over every kernel; the
 kernel benchmark (with % of copy bandwidth); scoring throughput (paper and lite x float32/float16/bfloat16
-x batch 1/32/128, kernels against the reference); then train the `paper` profile on Ped2 (bf16) in the time
-left, evaluate it and keep the checkpoint in float16. Ped2 must travel inside the checkout: copy
+x batch 1/32/128, kernels against the reference); the Scorer per precision (float32/float16/bfloat16 x batch
+1/8/32); then train the `paper` profile on Ped2 (bf16) in the time left, evaluate it in `auto` (float16) and
+in float32, and keep the checkpoint in float16. Ped2 must travel inside the checkout: copy
 ../shared/data/ped2-video to data/ped2-video (git ignores data/).
 
 OUT receives: summary.json and summary.md (every step's result), session.log (every step's output),
@@ -175,6 +176,13 @@ def main() -> int:
                                      "--json", str(rows)], limit=150)
     s.summary["scoring"] = json.loads(rows.read_text()) if rows.exists() else None
 
+    # 5b. The precision the box would score in: the Scorer (uint8 windows to fused scores) per precision x batch.
+    precisions = ["--precisions", "float32,bfloat16", "--batches", "1,4", "--threads", "1", "--seconds", "0.2"] \
+        if args.tiny else ["--precisions", "float32,float16,bfloat16", "--batches", "1,8,32", "--threads", "1",
+                           "--seconds", "1.5"]
+    r = s.run("precision throughput", [PYTHON, "benchmarks/precision.py", "--device", device, *precisions], limit=120)
+    s.summary["precision"] = r["output"][r["output"].find("| precision"):] if "| precision" in r["output"] else None
+
     # 6. Train paper on Ped2 in the time left (bf16), keep float16, evaluate.
     data = Path(args.data)
     if args.tiny:
@@ -213,6 +221,15 @@ def main() -> int:
                                      checkpoint_mib=round(keep.stat().st_size / 2**20, 1))
             for plot in report["plots"]:
                 shutil.copy(report_dir / plot, out / plot)
+            s.summary["eval"]["precision"] = report["precision"]  # auto: float16 on the GPU
+            # The same model in float32: what the faster precision costs in AUC, measured in one session.
+            r = s.run("evaluate float32", [PYTHON, "-m", "vad_edge.cli", "eval", "--data", str(data), "--checkpoint",
+                                           str(keep), "--out", str(s.work / "eval32"), "--device", device,
+                                           "--precision", "float32"], limit=120)
+            if (s.work / "eval32" / "report.json").exists():
+                report = json.loads((s.work / "eval32" / "report.json").read_text())
+                s.summary["eval_float32"] = {k: report[k] for k in ("auc_micro", "auc_macro", "auc_raw",
+                                                                    "clips_per_second")}
     shutil.rmtree(s.work)
     s.summary["seconds"] = round(60 * args.minutes - s.left(), 1)
     s.write()

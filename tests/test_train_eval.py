@@ -198,7 +198,7 @@ def test_train_defaults_are_the_shipped_recipe():
 
 def test_the_scoring_after_training_comes_out_of_the_budget(tmp_path, dataset):
     """`--max-minutes` is what the user waits: the training share shrinks by what scoring will take."""
-    from vad_edge.model.scoring import scoring_seconds
+    from vad_edge.model.scoring import Scorer, scoring_seconds
 
     videos = load_split(dataset, "training", 32, 10.0, progress=False)
     config = TrainConfig(**{**TINY, "pretrain_iters": 10_000, "iters": 10_000, "max_minutes": 0.5})
@@ -210,4 +210,4 @@ def test_the_scoring_after_training_comes_out_of_the_budget(tmp_path, dataset):
 
     # The estimate is one timed batch scaled to every clip, with a margin: 40 clips, 2 clock reads 1 s apart.
     clips = sum(len(v.frames) - 4 for v in videos)
-    assert scoring_seconds(full.model, videos, batch=4, clock=StepClock(1.0)) == pytest.approx(1.1 * clips / 4)
+    assert scoring_seconds(Scorer(full.model, batch=4), videos, clock=StepClock(1.0)) == pytest.approx(1.1 * clips / 4)

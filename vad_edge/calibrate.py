@@ -34,7 +34,7 @@ import vad_edge
 from vad_edge.data.sampling import FrameGrid, Offer
 from vad_edge.data.videos import DatasetError, Video, as_bgr, load_videos, resize
 from vad_edge.model import checkpoint
-from vad_edge.model.scoring import fit_fusion, score_statistics, scoring_seconds
+from vad_edge.model.scoring import Scorer, fit_fusion, score_statistics, scoring_seconds
 from vad_edge.train import TrainConfig, Trainer, pick_device
 
 HOLDOUT_FRACTION = 0.25
@@ -255,10 +255,11 @@ def plot_report(path: Path, holdout_scores: list[np.ndarray], threshold: float, 
 
 def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camera: str, *,
               budget_minutes: float = 20.0, target_per_hour: float = 1.0, min_event_frames: int = 3,
-              cooldown: float = 3.0, device: str = "auto", seed: int = 0, progress: bool = True,
-              clock=time.monotonic) -> dict:
+              cooldown: float = 3.0, device: str = "auto", precision: str = "auto", seed: int = 0,
+              progress: bool = True, clock=time.monotonic) -> dict:
     """Adapts the base model to the footage (frames at the base model's frame rate) and writes
-    <out_dir>/<camera>.safetensors plus its report. `clock` measures the budget (tests inject one)."""
+    <out_dir>/<camera>.safetensors plus its report. The fusion and threshold are fitted in `precision`, the
+    one the box scores in. `clock` measures the budget (tests inject one)."""
     quality = check_footage(videos)
     fit, holdout = split_by_time(videos)
     base_path = Path(base) if base else checkpoint.shipped("lite")
@@ -277,12 +278,13 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
     if trainer.state_path.exists():
         trainer.load_state(trainer.state_path)
     # The budget is what the technician waits: the scoring of the hold-out after training comes out of it.
-    reserve = scoring_seconds(trainer.model, holdout, batch=16, clock=clock)
+    scorer = Scorer(trainer.model, precision)
+    reserve = scoring_seconds(scorer, holdout, clock=clock)
     trainer.run(progress, reserve_s=reserve)
 
     # The hold-out, footage the model did not train on, fits the fusion (the site's own normal term means)
     # and chooses the threshold; one pass gives both.
-    held_terms = fit_fusion(trainer.model, holdout, trainer.model.fusion.name, progress=progress,
+    held_terms = fit_fusion(scorer, holdout, trainer.model.fusion.name, progress=progress,
                             desc="scoring hold-out")
     held_scores = [trainer.model.fusion.score(t) for t in held_terms]
     choice = choose_threshold(held_scores, target_per_hour, min_event_frames, cooldown, fps, seed)
@@ -308,7 +310,8 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
         "versions": {"vad_edge": vad_edge.__version__, "torch": torch.__version__},
     }
     meta = {**base_meta,  # checkpoint.save writes format and profile afresh
-            "score_stats": calibration["holdout_score_stats"], "calibration": calibration}
+            "score_stats": calibration["holdout_score_stats"], "calibration": calibration,
+            "precision": scorer.precision.name}
     checkpoint.save(trainer.model, bundle_path, meta, dtype=torch.float16)
     report = {"bundle": str(bundle_path), **calibration}
     (out_dir / f"{camera}.report.json").write_text(json.dumps(report, indent=2))

@@ -9,8 +9,12 @@ import sys
 
 def _info(_args: argparse.Namespace) -> int:
     import vad_edge
+    from vad_edge import precision
 
-    print(json.dumps(vad_edge.build_info(), indent=2))
+    cpu = precision.choose("auto", "cpu")
+    info = {**vad_edge.build_info(), "cpu_bfloat16": precision.native_bf16(),
+            "precision_cpu": {"auto": cpu.name, "why": cpu.reason}}
+    print(json.dumps(info, indent=2))
     return 0
 
 
@@ -28,13 +32,14 @@ def _eval(args: argparse.Namespace) -> int:
     from vad_edge.eval import evaluate
 
     report = evaluate(args.data, args.checkpoint, args.out, baseline=args.baseline, batch=args.batch,
-                      device=args.device, fusion_name=args.fusion)
+                      device=args.device, fusion_name=args.fusion, precision=args.precision)
     summary = {k: report[k] for k in ("auc_micro", "auc_macro", "auc_raw", "auc_pixel")}
     if "baseline_framediff" in report:
         for lag, key in (("", "baseline_framediff"), ("_lag4", "baseline_framediff_lag4")):
             for metric in ("auc_micro", "auc_raw"):
                 summary[f"framediff{lag}_{metric}"] = report[key][metric]
     print(json.dumps(summary, indent=2))
+    print(f"scored in {report['precision']} ({report['why']}) on {report['device']}")
     print(f"report and plots in {args.out}")
     return 0
 
@@ -44,12 +49,14 @@ def _fuse(args: argparse.Namespace) -> int:
 
     from vad_edge.data import load_split
     from vad_edge.model import checkpoint
-    from vad_edge.model.scoring import fit_fusion, score_statistics
+    from vad_edge.model.scoring import Scorer, fit_fusion, score_statistics
 
     model, meta = checkpoint.load(args.checkpoint)
+    scorer = Scorer(model, args.precision)
     videos = load_split(args.data, "training", model.profile.size, checkpoint.frame_rate(meta))
-    terms = np.concatenate(fit_fusion(model, videos, args.fusion))
+    terms = np.concatenate(fit_fusion(scorer, videos, args.fusion))
     meta["score_stats"] = score_statistics(model.fusion.score(terms))  # the default threshold follows the score
+    meta["precision"] = scorer.precision.name
     meta.get("metrics", {}).pop("ped2", None)  # measured with the old score
     path = checkpoint.save(model, args.out, meta, dtype=checkpoint.stored_dtype(args.checkpoint))
     print(json.dumps(model.fusion.to_metadata(), indent=2))
@@ -144,7 +151,8 @@ def _calibrate(args: argparse.Namespace) -> int:
           f"{os.getpriority(os.PRIO_PROCESS, 0)}")
     videos = load_footage(source, size, args.minutes, fps, max_frames, out / f"{name}.work")
     report = calibrate(videos, base, out, name, budget_minutes=args.budget,
-                       target_per_hour=args.false_alarms_per_hour, device=args.device, **rule)
+                       target_per_hour=args.false_alarms_per_hour, device=args.device, precision=args.precision,
+                       **rule)
     span = report["false_alarms_per_hour_range"]
     print(f"calibration bundle: {report['bundle']}")
     expected = report["expected_false_alarms_per_hour"]
@@ -180,7 +188,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     from vad_edge.demo import SAMPLE, run_demo
 
-    run_demo(Path(args.out), Path(args.source) if args.source else SAMPLE, args.checkpoint, realtime=not args.fast)
+    run_demo(Path(args.out), Path(args.source) if args.source else SAMPLE, args.checkpoint, realtime=not args.fast,
+             precision=args.precision)
     return 0
 
 
@@ -188,6 +197,17 @@ def _demo(args: argparse.Namespace) -> int:
 # equal to vad_edge.model's PROFILES and FUSIONS.
 PROFILES = ("lite", "paper", "tiny")
 FUSIONS = ("standardised", "paper")
+
+
+# As vad_edge.precision.PRECISIONS (a test keeps them equal).
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+
+def add_precision(parser: argparse.ArgumentParser, what: str = "scored in") -> None:
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help=f"the format clips are {what}: auto takes bfloat16 on CPUs that run it natively "
+                             f"(AMX, AVX-512 BF16, ARM BF16), float16 on CUDA, float32 elsewhere "
+                             f"(`vad-edge info` says which)")
 
 
 TRAIN_HELP = {"size": "input side in pixels, a multiple of 32 (default: the profile's, lite 128, paper 256); "
@@ -228,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "when the checkpoint has no fit of it)")
     evaluate.add_argument("--batch", type=int, default=16, help="clips per forward pass")
     evaluate.add_argument("--device", default="auto", help="cpu, cuda or auto (a GPU when there is one)")
+    add_precision(evaluate)
     evaluate.set_defaults(func=_eval)
 
     fuse = sub.add_parser("fuse", help="refit how a checkpoint's terms become one score, on normal footage")
@@ -235,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("--data", required=True, help="dataset root whose training/ holds normal footage")
     fuse.add_argument("--fusion", choices=list(FUSIONS), default="standardised", help="default: standardised")
     fuse.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
+    add_precision(fuse, "fitted in")
     fuse.set_defaults(func=_fuse)
 
     run = sub.add_parser("run", help="run the agent: cameras in, anomaly events out over MQTT")
@@ -259,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--min-event-frames", type=int, default=3, help="with --source: the agent's event rule")
     cal.add_argument("--cooldown", type=float, default=3.0, help="with --source: the agent's event rule (s)")
     cal.add_argument("--device", default="auto", help="cpu, cuda or auto (a GPU when there is one)")
+    add_precision(cal, "fitted in (that of the box that will score)")
     cal.set_defaults(func=_calibrate)
 
     doctor = sub.add_parser("doctor", help="check this box: kernels, models, cameras, broker, disk, clock")
@@ -271,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--source", help="another video file to play instead of the sample")
     demo.add_argument("--checkpoint", help="model (default: the shipped lite checkpoint)")
     demo.add_argument("--fast", action="store_true", help="score as fast as possible instead of in real time")
+    add_precision(demo)
     demo.set_defaults(func=_demo)
 
     events = sub.add_parser("events", help="print a box's anomaly events from an MQTT broker (deduplicated, "

@@ -89,6 +89,10 @@ class Model(Strict):
     threads: int = Field(0, ge=0, le=256, description=(
         "CPU threads for scoring; 0: one less than the cores (at least 1), leaving room for camera "
         "decoding and a calibration beside the agent"))
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description=(
+        "the format clips are scored in; auto: bfloat16 on CPUs that run it natively (AMX, AVX-512 BF16, ARM "
+        "BF16), float16 on CUDA, float32 elsewhere. A bundle fitted in another precision is scored as it is, "
+        "with a warning: recalibrate on the box"))
 
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")

@@ -126,7 +126,8 @@ class DemoError(ValueError):
     """The demo cannot run (an unreadable source); the message says why."""
 
 
-def run_demo(out: Path, source: Path = SAMPLE, checkpoint: Path | None = None, realtime: bool = True) -> dict:
+def run_demo(out: Path, source: Path = SAMPLE, checkpoint: Path | None = None, realtime: bool = True,
+             precision: str = "auto") -> dict:
     problem = probe(str(source))
     if problem:  # the agent would retry forever, as it must for a camera; the demo has nothing to show
         raise DemoError(f"cannot play {source}: {problem}")
@@ -138,7 +139,7 @@ def run_demo(out: Path, source: Path = SAMPLE, checkpoint: Path | None = None, r
         "device_id": "demo",
         "state_dir": str(workdir / "state"),
         "mqtt": {"host": "127.0.0.1", "port": broker.port, "reconnect_max_s": 1},
-        "model": {"checkpoint": str(checkpoint) if checkpoint else None},
+        "model": {"checkpoint": str(checkpoint) if checkpoint else None, "precision": precision},
         "health": {"port": 0},
         "stats_interval": 2,
         "cameras": [{"name": "sample", "source": str(source), "realtime": realtime}],

@@ -29,7 +29,7 @@ from vad_edge.data import ClipDataset, Video, dataset_fingerprint, load_split
 from vad_edge.model import checkpoint
 from vad_edge.model.losses import autoencoder_loss, cluster_loss
 from vad_edge.model.network import PROFILES, STD, Outputs, build, resized
-from vad_edge.model.scoring import fit_fusion, score_statistics, scoring_seconds
+from vad_edge.model.scoring import Scorer, fit_fusion, score_statistics, scoring_seconds
 from vad_edge.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -256,9 +256,10 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, resume: str | 
     trainer = Trainer(config, videos, out, model=model)
     if resume:
         trainer.load_state(Path(resume))
+    scorer = Scorer(trainer.model)  # the precision this machine scores in: the score is fitted in it
     reserve = 0.0
     if config.max_minutes is not None:
-        reserve = scoring_seconds(trainer.model, videos, batch=16, clock=trainer.clock)
+        reserve = scoring_seconds(scorer, videos, clock=trainer.clock)
         log.info("budget %.1f min: training %.1f min, then scoring the %d training clips to fit the score "
                  "(about %.1f min)", config.max_minutes, max(0.0, config.max_minutes - reserve / 60),
                  sum(len(v.frames) - 4 for v in videos), reserve / 60)
@@ -266,7 +267,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, resume: str | 
 
     # One pass over the training clips fits the fusion (the terms' normal means) and gives the scores whose
     # statistics set the default threshold.
-    terms = np.concatenate(fit_fusion(trainer.model, videos, config.fusion, progress=progress, desc="training scores"))
+    terms = np.concatenate(fit_fusion(scorer, videos, config.fusion, progress=progress, desc="training scores"))
     train_scores = trainer.model.fusion.score(terms)
     metadata = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -284,6 +285,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, resume: str | 
         },
         "frame_rate": config.fps,
         "score_stats": score_statistics(train_scores),
+        "precision": scorer.precision.name,
         "metrics": {},
     }
     return checkpoint.save(trainer.model, out, metadata)

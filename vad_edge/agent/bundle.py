@@ -11,8 +11,10 @@ from pathlib import Path
 
 import torch
 
+from vad_edge import precision
 from vad_edge.model import checkpoint
 from vad_edge.model.network import STD
+from vad_edge.model.scoring import Scorer
 
 
 @dataclass
@@ -23,6 +25,7 @@ class Bundle:
     model_info: dict  # {name, sha256}
     calibration: dict  # {id, created}
     meta: dict
+    scorer: Scorer  # how its clips are scored on this box
 
     @property
     def size(self) -> int:
@@ -32,6 +35,19 @@ class Bundle:
     def fps(self) -> float:
         """The frame rate the model was trained at: a clip is 5 frames at this spacing."""
         return checkpoint.frame_rate(self.meta)
+
+    @property
+    def fitted_precision(self) -> str:
+        return precision.fitted(self.meta)
+
+    def precision_mismatch(self) -> str | None:
+        """Why its threshold does not hold exactly on this box, when it was fitted in another precision."""
+        scoring = self.scorer.precision
+        if self.fitted_precision == scoring.name:
+            return None
+        return (f"{self.path.name}: its score and threshold were fitted in {self.fitted_precision}, this box scores "
+                f"in {scoring.name} ({scoring.reason}); scores differ by about 0.7 %, so the false-alarm rate is "
+                f"not quite the one chosen: recalibrate on this box, or set model.precision: {self.fitted_precision}")
 
 
 def default_threshold(meta: dict) -> float:
@@ -44,7 +60,7 @@ def default_threshold(meta: dict) -> float:
     return float(q)
 
 
-def load_bundle(path: str | Path | None, device: torch.device) -> Bundle:
+def load_bundle(path: str | Path | None, device: torch.device, precision_name: str = "auto") -> Bundle:
     path = Path(path) if path else checkpoint.shipped("lite")
     model, meta = checkpoint.load(path, device)
     calibration = meta.get("calibration")
@@ -55,4 +71,4 @@ def load_bundle(path: str | Path | None, device: torch.device) -> Bundle:
         threshold = default_threshold(meta)
         info = {"id": None, "created": None}
     model_info = {"name": f"std-{model.profile.name}", "sha256": checkpoint.file_sha256(path)}
-    return Bundle(path, model, threshold, model_info, info, meta)
+    return Bundle(path, model, threshold, model_info, info, meta, Scorer(model, precision_name))

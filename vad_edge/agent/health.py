@@ -33,6 +33,8 @@ class Metrics:
                                   "the state disk", registry=r)
         self.events_lost = Gauge("vad_edge_events_lost", "Events neither stored nor sent (storage failed)",
                                  registry=r)
+        self.precision = Gauge("vad_edge_scoring_precision", "1 for the format clips are scored in, and why",
+                               ["precision", "why"], registry=r)
         self.mqtt_connected = Gauge("vad_edge_mqtt_connected", "1 while connected to the broker", registry=r)
 
 

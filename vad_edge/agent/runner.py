@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import vad_edge
-from vad_edge import ops
+from vad_edge import ops, precision
 from vad_edge.agent import discovery, preflight
 from vad_edge.agent.bundle import Bundle, load_bundle
 from vad_edge.agent.commands import CommandError, Settings, parse_detect, parse_multiplier, shown
@@ -65,12 +65,14 @@ class Agent:
         preflight.check(config)
         self.device = pick_device(config.model.device)
         self.threads = use_threads(agent_threads(config.model.threads))
+        self.precision = precision.choose(config.model.precision, self.device.type)
         config.state_dir.mkdir(parents=True, exist_ok=True)
         max_bytes = (int(config.outbox.max_mb * 2**20) if config.outbox.max_mb
                      else default_max_bytes(config.state_dir))
         self.outbox = Outbox(config.state_dir / "outbox.sqlite", config.outbox.max_events, max_bytes)
         self.settings = Settings(self.outbox)
         self.metrics = Metrics()
+        self.metrics.precision.labels(self.precision.name, self.precision.reason).set(1)
         self.publisher = Publisher(config, self.outbox, self.command)
         self.delivery = Delivery(self.outbox, self.publisher, on_event)
         self.topics = self.publisher.topics
@@ -131,9 +133,13 @@ class Agent:
             path = self._bundle_path(cam)
             if str(path) not in by_path:
                 try:
-                    by_path[str(path)] = load_bundle(path, self.device)
+                    bundle = load_bundle(path, self.device, self.config.model.precision)
                 except ValueError as exc:
                     by_path[str(path)] = exc
+                else:
+                    by_path[str(path)] = bundle
+                    if mismatch := bundle.precision_mismatch():
+                        log.warning("%s", mismatch)
             loaded[cam.name] = by_path[str(path)]
         return loaded
 
@@ -271,12 +277,10 @@ class Agent:
                 break
         return ready, took
 
-    @torch.no_grad()
     def _score(self, group: list[tuple[CameraState, Clip]]) -> None:
         bundle = group[0][0].bundle
         windows = np.stack([np.stack([f.small for f in clip]) for _, clip in group])
-        batch, _ = ops.prepare_clip(torch.from_numpy(windows).to(self.device))
-        scores = bundle.model.score(batch)
+        scores = bundle.scorer.score(torch.from_numpy(windows))
         raws = scores.raw.double().cpu().numpy()
         emaps = scores.emap[:, 0].float().cpu().numpy()
         now = time.monotonic()
@@ -331,6 +335,7 @@ class Agent:
                 "latency_ms": {"p50": round(1e3 * lat[len(lat) // 2], 1), "p95": round(1e3 * lat[int(len(lat) * 0.95)], 1)}
                 if lat else None,
                 "score": s.last_score, "raw_score": s.last_raw, "threshold": s.threshold,
+                "precision": s.bundle.scorer.precision.name, "fitted_precision": s.bundle.fitted_precision,
                 "anomaly": s.tracker.active is not None,
             }
         for name, problem in self.unusable.items():
@@ -344,7 +349,8 @@ class Agent:
         return {
             "device_id": self.config.device_id, "uptime_s": round(time.monotonic() - self.started, 1),
             "versions": {"vad_edge": vad_edge.__version__, "torch": torch.__version__},
-            "kernels": {"cuda": ops.backend()["cuda"], "device": str(self.device), "threads": self.threads},
+            "kernels": {"cuda": ops.backend()["cuda"], "device": str(self.device), "threads": self.threads,
+                        "precision": self.precision.name, "precision_why": self.precision.reason},
             "outbox": {"depth": depth, "dropped": self.outbox.dropped(), **disk},
             "storage": self.delivery.stats(),
             "mqtt": {"connected": self.publisher.connected, "connects": self.publisher.connects},

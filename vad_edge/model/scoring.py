@@ -1,6 +1,13 @@
-"""Scoring whole videos clip by clip, and the statistics of those scores."""
+"""How clips are scored, and scoring whole videos clip by clip, and the statistics of those scores.
+
+One Scorer decides how a model scores clips on this box: its device, precision (vad_edge/precision.py) and
+batch; the threads are torch's, set once per command by cpu_share. Every path goes through it: the agent,
+eval, calibrate, demo, the fusion fit and the benchmarks, so a threshold is fitted in the precision the
+box scores in.
+"""
 
 import time
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -8,79 +15,107 @@ from tqdm import tqdm
 
 from vad_edge import ops
 from vad_edge.data import ClipDataset, Video
+from vad_edge import precision
 from vad_edge.model import fusion
-from vad_edge.model.network import STD
+from vad_edge.model.network import STD, Scores
 
 
 def device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-@torch.no_grad()
-def score_videos(model: STD, videos: list[Video], batch: int = 16, keep_maps: bool = False,
-                 progress: bool = True, desc: str = "scoring"):
+class Scorer:
+    def __init__(self, model: STD, precision_name: str = "auto", batch: int = 16):
+        self.model = model.eval()
+        self.device = device_of(model)
+        self.precision = precision.choose(precision_name, self.device.type)
+        self.batch = batch
+
+    def _autocast(self):
+        """float32 as it is; the other formats through autocast, which keeps the numerically touchy ops
+        (softmax, norms, reductions) in float32."""
+        if self.precision.name == "float32":
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.precision.dtype)
+
+    def _clip(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 windows [N,5,H,W,3] (BGR) -> the model's clip, on its device; the model in eval mode (a
+        trainer may have switched it back to training since the last call)."""
+        self.model.eval()
+        return ops.prepare_clip(frames.to(self.device))[0]
+
+    @torch.no_grad()
+    def score(self, frames: torch.Tensor) -> Scores:
+        """Scores of uint8 windows [N,5,H,W,3] (OpenCV's BGR), in one pass."""
+        with self._autocast():
+            return self.model.score(self._clip(frames))
+
+    @torch.no_grad()
+    def score_terms(self, frames: torch.Tensor) -> torch.Tensor:
+        """[N,4] float64 per-clip means of the score's four terms (what a fusion is fitted on)."""
+        with self._autocast():
+            return self.model.score_terms(self._clip(frames)).double().cpu()
+
+    def describe(self) -> dict:
+        return {"device": str(self.device), "precision": self.precision.name, "why": self.precision.reason,
+                "batch": self.batch, "threads": torch.get_num_threads()}
+
+
+def _batches(scorer: Scorer, videos: list[Video], progress: bool, desc: str):
+    """The clips of these videos in order, a scorer's batch at a time, with a progress bar."""
+    dataset = ClipDataset(videos)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=scorer.batch, shuffle=False)
+    with tqdm(total=len(dataset), desc=desc, unit="clip", disable=not progress) as bar:
+        for frames in loader:
+            yield frames
+            bar.update(len(frames))
+
+
+def _per_video(values: torch.Tensor, videos: list[Video]) -> list[np.ndarray]:
+    """Per-clip values of all videos, split back per video (clip t..t+4 belongs to frame t+4)."""
+    lengths = [len(v.frames) - 4 for v in videos]
+    return np.split(values.numpy(), np.cumsum(lengths)[:-1])
+
+
+def score_videos(scorer: Scorer, videos: list[Video], keep_maps: bool = False, progress: bool = True,
+                 desc: str = "scoring"):
     """Raw STD scores per video, one per clip (clip t..t+4 scores frame t+4): a list of float64 arrays of
     length T-4. With keep_maps, also the localisation maps per video (float16 [T-4,H,W])."""
-    model.eval()
-    device = device_of(model)
-    dataset = ClipDataset(videos)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False)
     raw, maps = [], []
-    bar = tqdm(total=len(dataset), desc=desc, unit="clip", disable=not progress)
-    for frames in loader:
-        clip, _ = ops.prepare_clip(frames.to(device))
-        scores = model.score(clip)
+    for frames in _batches(scorer, videos, progress, desc):
+        scores = scorer.score(frames)
         raw.append(scores.raw.double().cpu())
         if keep_maps:
             maps.append(scores.emap[:, 0].to(torch.float16).cpu())
-        bar.update(len(frames))
-    bar.close()
-    raw = torch.cat(raw).numpy()
-    lengths = [len(v.frames) - 4 for v in videos]
-    per_video = np.split(raw, np.cumsum(lengths)[:-1])
-    if keep_maps:
-        return per_video, np.split(torch.cat(maps).numpy(), np.cumsum(lengths)[:-1])
-    return per_video
+    per_video = _per_video(torch.cat(raw), videos)
+    return (per_video, _per_video(torch.cat(maps), videos)) if keep_maps else per_video
 
 
-@torch.no_grad()
-def term_means(model: STD, videos: list[Video], batch: int = 16, progress: bool = True,
+def term_means(scorer: Scorer, videos: list[Video], progress: bool = True,
                desc: str = "scoring terms") -> list[np.ndarray]:
     """Per video, the per-clip means of the score's four terms ([T-4, 4] float64): what a fusion is fitted
     on, and (fusion.score) the scores themselves, from one pass."""
-    model.eval()
-    device = device_of(model)
-    dataset = ClipDataset(videos)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False)
-    parts = []
-    bar = tqdm(total=len(dataset), desc=desc, unit="clip", disable=not progress)
-    for frames in loader:
-        clip, _ = ops.prepare_clip(frames.to(device))
-        parts.append(model.score_terms(clip).double().cpu())
-        bar.update(len(frames))
-    bar.close()
-    lengths = [len(v.frames) - 4 for v in videos]
-    return np.split(torch.cat(parts).numpy(), np.cumsum(lengths)[:-1])
+    return _per_video(torch.cat([scorer.score_terms(frames) for frames in _batches(scorer, videos, progress, desc)]),
+                      videos)
 
 
-def fit_fusion(model: STD, videos: list[Video], name: str, progress: bool = True,
+def fit_fusion(scorer: Scorer, videos: list[Video], name: str, progress: bool = True,
                desc: str = "scoring normal clips") -> list[np.ndarray]:
-    """Fits the fusion `name` on these normal videos and sets it on the model; returns their per-clip term
-    means (per video), from which fusion.score gives the scores without a second pass."""
-    terms = term_means(model, videos, progress=progress, desc=desc)
-    model.fusion = fusion.fit(name, np.concatenate(terms))
+    """Fits the fusion `name` on these normal videos, in the scorer's precision, and sets it on the model;
+    returns their per-clip term means (per video), from which fusion.score gives the scores without a
+    second pass."""
+    terms = term_means(scorer, videos, progress=progress, desc=desc)
+    scorer.model.fusion = fusion.fit(name, np.concatenate(terms))
     return terms
 
 
-@torch.no_grad()
-def scoring_seconds(model: STD, videos: list[Video], batch: int, clock=time.monotonic) -> float:
+def scoring_seconds(scorer: Scorer, videos: list[Video], clock=time.monotonic) -> float:
     """How long term_means over these videos will take, from one timed batch (its warm-up included, so the
     estimate errs long), with a 10 % margin: what a time budget keeps for the scoring pass after training."""
     dataset = ClipDataset(videos)
-    frames = torch.stack([dataset[i] for i in range(min(batch, len(dataset)))])
-    model.eval()
+    frames = torch.stack([dataset[i] for i in range(min(scorer.batch, len(dataset)))])
     started = clock()
-    model.score_terms(ops.prepare_clip(frames.to(device_of(model)))[0])
+    scorer.score_terms(frames)
     per_clip = (clock() - started) / len(frames)
     return 1.1 * per_clip * len(dataset)
 

@@ -1,0 +1,115 @@
+"""Scoring throughput by precision, batch and threads, through the Scorer every path uses (uint8 windows
+in, fused scores out, the project's kernels in the path), and what each model size leaves of one 10 fps
+camera's budget.
+
+    python benchmarks/precision.py [--seconds 3] [--precisions float32,bfloat16] [--batches 1,2,4,8]
+    python benchmarks/precision.py --live          # lite 128 / lite 160 / wide lite / paper 256 in `auto`
+    python benchmarks/precision.py --auc ../shared/data/ped2 [--precisions float32,bfloat16]
+    python benchmarks/precision.py --device cuda --precisions float32,float16,bfloat16 --threads 1
+
+Prints which precision `auto` takes on this machine, and why. Each cell runs at least one batch, so a
+precision this CPU only emulates still gives a (slow) figure instead of an endless run.
+"""
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from vad_edge import precision
+from vad_edge.eval import frame_metrics
+from vad_edge.data import load_split
+from vad_edge.model import checkpoint
+from vad_edge.model.network import PROFILES, STD, resized
+from vad_edge.model.scoring import Scorer, score_videos
+from vad_edge.train import pick_device
+
+LIVE_FPS = 10.0  # the shipped model's rate: a camera asks this many clips a second
+
+
+def clips_per_second(scorer: Scorer, batch: int, seconds: float) -> float:
+    size = scorer.model.profile.size
+    windows = torch.randint(0, 256, (batch, 5, size, size, 3), dtype=torch.uint8)
+    scorer.score(windows)  # warm-up
+    count, started = 0, time.perf_counter()
+    while count == 0 or time.perf_counter() - started < seconds:
+        scorer.score(windows)
+        count += batch
+    return count / (time.perf_counter() - started)
+
+
+def grid(precisions: list[str], batches: list[int], threads: list[int], seconds: float, device: str) -> None:
+    model, _ = checkpoint.load(checkpoint.shipped("lite"), pick_device(device))
+    print("| precision | threads | " + " | ".join(f"batch {b}" for b in batches) + " | |")
+    print("|---|---:|" + "---:|" * len(batches) + "---|")
+    first = {}  # threads -> the first precision's rates, what the others are compared with
+    for name in precisions:
+        for count in threads:
+            torch.set_num_threads(count)
+            rates = [clips_per_second(Scorer(model, name, batch), batch, seconds) for batch in batches]
+            first.setdefault(count, rates)
+            ratio = ", ".join(f"{r / b:.2f}x" for r, b in zip(rates, first[count]))
+            print(f"| {name} | {count} | " + " | ".join(f"{r:.1f}" for r in rates)
+                  + (f" | vs {precisions[0]}: {ratio} |" if name != precisions[0] else " | |"), flush=True)
+
+
+def live(seconds: float, threads: int) -> None:
+    """Batch 1 (one camera) in `auto`, per model: real-time factor against a 10 fps camera."""
+    torch.set_num_threads(threads)
+    lite = PROFILES["lite"]
+    models = {"lite 128 (shipped)": lite, "lite 160": resized(lite, 160),
+              "wide lite 128 (base 24)": replace(lite, name="lite", base=24), "paper 256": PROFILES["paper"]}
+    print(f"| model | clips/s, batch 1, {threads} thread(s) | x real time at {LIVE_FPS:g} fps | >= 2x |")
+    print("|---|---:|---:|---|")
+    for label, profile in models.items():
+        rate = clips_per_second(Scorer(STD(profile)), 1, seconds)
+        print(f"| {label} | {rate:.1f} | {rate / LIVE_FPS:.2f} | {'yes' if rate >= 2 * LIVE_FPS else 'no'} |",
+              flush=True)
+
+
+def auc(data: str, precisions: list[str], device: str) -> None:
+    model, meta = checkpoint.load(checkpoint.shipped("lite"), pick_device(device))
+    videos = load_split(data, "testing", model.profile.size, checkpoint.frame_rate(meta))
+    labels = [v.labels for v in videos]
+    scored = {}
+    print("| precision | micro | macro | raw | clips/s | median / max per-clip difference vs the first |")
+    print("|---|---:|---:|---:|---:|---|")
+    for name in precisions:
+        started = time.perf_counter()
+        scored[name] = np.concatenate(score_videos(Scorer(model, name, batch=8), videos, desc=name))
+        rate = len(scored[name]) / (time.perf_counter() - started)
+        metrics = frame_metrics(np.split(scored[name], np.cumsum([len(v.frames) - 4 for v in videos])[:-1]), labels)
+        diff = np.abs(scored[name] / scored[precisions[0]] - 1)
+        print(f"| {name} | {100 * metrics['auc_micro']:.2f} | {100 * metrics['auc_macro']:.2f} | "
+              f"{100 * metrics['auc_raw']:.2f} | {rate:.1f} | {100 * np.median(diff):.2f} % / {100 * diff.max():.2f} % |",
+              flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per cell (at least one batch)")
+    parser.add_argument("--precisions", default="float32,bfloat16")
+    parser.add_argument("--batches", default="1,2,4,8")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--live", action="store_true", help="model sizes against one 10 fps camera, in auto")
+    parser.add_argument("--auc", metavar="DATA", help="Ped2-style dataset: AUC and score agreement per precision")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (the GPU session passes cuda)")
+    args = parser.parse_args()
+    auto = precision.choose("auto", pick_device(args.device).type)
+    print(f"# {auto.reason} -> auto = {auto.name}; torch {torch.__version__}, "
+          f"{torch.backends.cpu.get_cpu_capability()}\n", file=sys.stderr)
+    precisions = args.precisions.split(",")
+    if args.auc:
+        auc(args.auc, precisions, args.device)
+    elif args.live:
+        live(args.seconds, int(args.threads.split(",")[-1]))
+    else:
+        grid(precisions, [int(b) for b in args.batches.split(",")], [int(t) for t in args.threads.split(",")],
+             args.seconds, args.device)
+
+
+if __name__ == "__main__":
+    main()

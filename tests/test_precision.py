@@ -1,0 +1,90 @@
+"""Which precision scores clips (issue 22): chosen from the hardware's own features, applied by the one Scorer
+every path uses, recorded where a score is fitted and flagged where a box scores in another."""
+
+import pytest
+import torch
+
+from vad_edge import precision
+from vad_edge.model import checkpoint
+from vad_edge.model.scoring import Scorer
+
+
+@pytest.mark.parametrize("features, device, expected", [
+    ({"avx2", "fma", "amx_bf16", "avx512_bf16"}, "cpu", "bfloat16"),
+    ({"avx512f", "avx512_bf16"}, "cpu", "bfloat16"),
+    ({"fp", "asimd", "bf16"}, "cpu", "bfloat16"),  # ARMv8.6 and later
+    ({"avx2", "fma", "avx512f"}, "cpu", "float32"),  # AVX-512 without its BF16 extension: emulated
+    ({"fp", "asimd", "asimdhp"}, "cpu", "float32"),  # Jetson Orin's Cortex-A78AE
+    (set(), "cuda", "float16"),
+])
+def test_auto_reads_the_hardware_features(features, device, expected):
+    chosen = precision.choose("auto", device, features)
+    assert chosen.name == expected and chosen.reason.startswith("auto: ")
+    if expected == "bfloat16":
+        assert f"({precision.native_bf16(features)})" in chosen.reason
+
+
+def test_an_explicit_precision_is_kept_and_a_bad_one_is_named():
+    assert precision.choose("float16", "cpu", set()).name == "float16"
+    assert precision.choose("bfloat16", "cpu", {"avx2"}).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="precision: expected one of auto, float32, bfloat16, float16, got 'fp64'"):
+        precision.choose("fp64", "cpu")
+
+
+def test_cpu_features_are_read_from_cpuinfo_on_x86_and_arm(tmp_path):
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 amx_bf16\nbugs\t\t: spectre\n")
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm bf16\nCPU part\t: 0xd42\n")
+    assert precision.native_bf16(precision.cpu_features(x86)) == "amx_bf16"
+    assert precision.native_bf16(precision.cpu_features(arm)) == "bf16"
+    assert precision.cpu_features(tmp_path / "missing") == set()
+
+
+def frames(n: int, size: int, seed: int) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 5, size, size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def test_the_scorer_scores_as_the_model_does_in_float32_and_close_to_it_in_bfloat16(tiny_checkpoint):
+    from vad_edge import ops
+
+    model, _ = checkpoint.load(tiny_checkpoint)
+    windows = frames(3, model.profile.size, seed=1)
+    exact = Scorer(model, "float32").score(windows)
+    with torch.no_grad():
+        direct = model.score(ops.prepare_clip(windows)[0])
+    assert torch.equal(exact.raw, direct.raw) and torch.equal(exact.emap, direct.emap)
+    half = Scorer(model, "bfloat16").score(windows)
+    # bfloat16 keeps 8 bits of mantissa (0.4 % a rounding): a score, a mean over many pixels of products of
+    # a few rounded values, stays within a few percent of float32.
+    assert torch.allclose(half.raw.double(), exact.raw.double(), rtol=0.05)
+    assert not torch.equal(half.raw.double(), exact.raw.double())  # it did run in another format
+
+
+def test_a_bundle_fitted_in_another_precision_says_so(tmp_path, tiny_checkpoint):
+    from vad_edge.agent.bundle import load_bundle
+
+    fitted = checkpoint.read_metadata(tiny_checkpoint)["precision"]
+    assert fitted == Scorer(checkpoint.load(tiny_checkpoint)[0]).precision.name  # train fits in the box's own
+    same = load_bundle(tiny_checkpoint, torch.device("cpu"), fitted)
+    assert same.precision_mismatch() is None
+    other = "bfloat16" if fitted != "bfloat16" else "float32"
+    warning = load_bundle(tiny_checkpoint, torch.device("cpu"), other).precision_mismatch()
+    assert f"fitted in {fitted}, this box scores in {other}" in warning and "recalibrate" in warning
+
+
+def test_a_checkpoint_from_before_precision_was_recorded_was_fitted_in_float32():
+    assert precision.fitted({"format": checkpoint.FORMAT}) == "float32"
+    assert precision.fitted(checkpoint.read_metadata(checkpoint.shipped("lite"))) == "float32"
+
+
+def test_the_config_takes_only_the_documented_precisions(tmp_path):
+    import yaml
+
+    from vad_edge import config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"device_id": "box", "cameras": [{"name": "door", "source": "x.mp4"}],
+                                    "model": {"precision": "fp8"}}))
+    with pytest.raises(config.ConfigError, match="model.precision"):
+        config.load(path)
