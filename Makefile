@@ -14,7 +14,7 @@ export VAD_EDGE_CUDA_EMULATION
 
 SOURCES := pyproject.toml CMakeLists.txt $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: setup test demo bench gpu-session gpu-session-tiny clean
+.PHONY: setup test system-packages demo bench gpu-session gpu-session-tiny clean
 
 setup: $(VENV)/.installed
 
@@ -26,8 +26,14 @@ $(VENV)/.installed: $(SOURCES)
 	$(BIN)/python -c "import vad_edge, json; print(json.dumps(vad_edge.ops.backend()))"
 	touch $@
 
-test: setup
+# The tests also run system tools (a real mosquitto, shellcheck, systemd-analyze, openssl, kill): say in one
+# line what to install before building anything, rather than fail one test at the end.
+test: system-packages setup
 	$(BIN)/python -m pytest
+
+system-packages:
+	@missing="$$(sh .ci/missing-packages)"; if [ -n "$$missing" ]; then \
+	  echo "make test needs these system packages: sudo apt-get install -y $$missing"; exit 1; fi
 
 demo: setup
 	$(BIN)/vad-edge demo

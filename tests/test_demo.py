@@ -37,3 +37,29 @@ def test_demo_with_an_unreadable_source_exits_with_the_reason(tmp_path, capsys):
     assert main(["demo", "--source", str(notes), "--out", str(out)]) == 1
     assert "notes.txt is a text file, not a video" in capsys.readouterr().err
     assert not out.exists()  # nothing claimed, nothing written
+
+
+def test_demo_without_any_broker_says_so_in_one_line(tmp_path, capsys, monkeypatch):
+    """Before: a RuntimeError traceback."""
+    import shutil
+    import sys
+
+    monkeypatch.setattr(shutil, "which", lambda *a, **k: None)  # no mosquitto
+    monkeypatch.setitem(sys.modules, "amqtt.broker", None)  # and no amqtt: importing it fails
+    assert main(["demo", "--fast", "--out", str(tmp_path / "demo")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: no MQTT broker for the demo: install mosquitto") and err.count("\n") == 1
+
+
+def test_other_libraries_log_from_warning_and_ours_from_info(tmp_path):
+    """amqtt's state machine filled the demo's terminal with ~60 INFO lines between the demo's own. In a
+    process of its own: pytest's log capture would keep the command from setting the logging up."""
+    import subprocess
+    import sys
+
+    script = ("import logging, sys; from vad_edge.cli import main; main(['config', 'check', sys.argv[1]]); "
+              "print([logging.getLogger(n).isEnabledFor(logging.INFO) for n in ('vad_edge.agent', "
+              "'transitions.core', 'amqtt.broker')])")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "missing.yaml")], capture_output=True,
+                          text=True)
+    assert done.stdout.strip() == "[True, False, False]", done.stdout + done.stderr

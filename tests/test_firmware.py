@@ -22,7 +22,7 @@ INSTALL = FW / "install.sh"
 def need(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
-        pytest.fail(f"{tool} is not installed (.ci/run installs it)")
+        pytest.fail(f"{tool} is not installed (.ci/missing-packages names its package; .ci/run installs it)")
     return path
 
 
@@ -260,3 +260,23 @@ def test_box_broker_bridges_to_central_and_survives_its_outage(tmp_path):
         watcher.close()
         box.stop()
         central.stop()
+
+
+def test_the_readme_names_every_system_package_the_tests_need(tmp_path):
+    """A newcomer installs what the README's first screen says, and `make test` must then pass: the list
+    there, the check `make test` runs first and what CI installs are one list (.ci/missing-packages)."""
+    import re
+    import subprocess
+
+    root = FW.parent
+    script = (root / ".ci/missing-packages").read_text()
+    packages = {pair.split(":")[1] for pair in re.findall(r"\b[\w-]+:[\w-]+\b", script.split("for pair in")[1])}
+    readme = (root / "README.md").read_text().split("## Using it")[0]
+    (line,) = re.findall(r"apt-get install -y ([\w -]+)`", readme)
+    assert set(line.split()) == packages == {"mosquitto", "shellcheck", "systemd", "openssl", "procps"}
+    # With no tool on PATH and none at the usual places (a fake root), every package is named.
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    fake = script.replace("/usr/sbin/", f"{tmp_path}/sbin/").replace("/usr/bin/", f"{tmp_path}/bin/")
+    said = subprocess.run(["/bin/sh", "-c", fake], capture_output=True, text=True, env={"PATH": str(empty)})
+    assert set(said.stdout.split()) == packages and said.returncode == 0

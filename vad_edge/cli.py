@@ -330,8 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     from vad_edge.config import ConfigError
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # "generated new fontManager" is not news
+    # Our own lines at INFO; other libraries' only from WARNING (amqtt's state machine, matplotlib's font
+    # cache and the like log their routine at INFO through the root logger).
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("vad_edge").setLevel(logging.INFO)
     try:
         return args.func(args)
     except BrokenPipeError:  # `vad-edge config schema | head`: the reader has all it wanted

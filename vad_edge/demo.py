@@ -34,6 +34,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class DemoError(ValueError):
+    """The demo cannot run (an unreadable source, no broker); the message says why."""
+
+
 class LocalBroker:
     """mosquitto on a free loopback port when installed, otherwise amqtt running in a thread."""
 
@@ -64,8 +68,8 @@ class LocalBroker:
         try:
             from amqtt.broker import Broker
         except ImportError as exc:
-            raise RuntimeError("no MQTT broker: install mosquitto (apt-get install mosquitto) "
-                               "or amqtt (pip install amqtt)") from exc
+            raise DemoError("no MQTT broker for the demo: install mosquitto (apt-get install mosquitto) "
+                            "or amqtt (pip install amqtt)") from exc
         settings = {"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
                     "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}}
         logging.getLogger("amqtt").setLevel(logging.CRITICAL)  # it logs every client's hiccup as an error
@@ -120,10 +124,6 @@ def write_timeline(path: Path, times: list[float], scores: list[float], events: 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-class DemoError(ValueError):
-    """The demo cannot run (an unreadable source); the message says why."""
 
 
 def run_demo(out: Path, source: Path = SAMPLE, checkpoint: Path | None = None, realtime: bool = True,
