@@ -1,0 +1,117 @@
+"""vad_edge.export: the ONNX graph of STD's networks, and scoring with it in ONNX Runtime and OpenVINO.
+
+The parity gate: the runtime's Scores (raw, emap, cmap) against torch's on the clips of a labelled synthetic
+test set, then the frame AUCs computed from both. onnx, onnxruntime and openvino are optional (the `export`
+extra); each test that needs one is skipped, with the reason, where it is not installed.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vad_edge import export, ops
+from vad_edge.data import ClipDataset, load_split
+from vad_edge.data.synthetic import write_dataset
+from vad_edge.eval import frame_metrics
+from vad_edge.model import checkpoint
+
+# OpenVINO (2026.4.1) reads these at opsets 13-17 as if `axes` were an input and reduces over every axis.
+AXES_ATTRIBUTE_IGNORED_BY_OPENVINO = {"ReduceL1", "ReduceLogSum", "ReduceLogSumExp"}
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_checkpoint, tmp_path_factory):
+    pytest.importorskip("onnx", reason="onnx is not installed (pip install -e '.[export]')")
+    out = tmp_path_factory.mktemp("export")
+    info = export.export(tiny_checkpoint, out)
+    return out / info["onnx"], info
+
+
+@pytest.fixture(scope="module")
+def test_videos(tmp_path_factory):
+    """Two labelled synthetic test videos (an anomaly in the middle of each) at the tiny profile's side."""
+    root = tmp_path_factory.mktemp("synthetic-test")
+    data = write_dataset(root / "data", size=32, train_videos=0, test_videos=2, frames=40)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VAD_EDGE_CACHE", str(root / "cache"))
+        return load_split(data, "testing", size=32, fps=10.0, progress=False)
+
+
+def scores(score, videos, batch):
+    """(per-video raw scores, all emaps, all cmaps) over every clip, in batches of `batch` (the last smaller)."""
+    dataset = ClipDataset(videos)
+    raw, emap, cmap = [], [], []
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch):
+            frames = torch.stack([dataset[i] for i in range(start, min(start + batch, len(dataset)))])
+            s = score(ops.prepare_clip(frames)[0])
+            raw.append(s.raw.double())
+            emap.append(s.emap)
+            cmap.append(s.cmap)
+    per_video = np.split(torch.cat(raw).numpy(), np.cumsum([len(v.frames) - 4 for v in videos])[:-1])
+    return per_video, torch.cat(emap), torch.cat(cmap)
+
+
+def assert_score_parity(runner, tiny_checkpoint, videos, batch):
+    model, _ = checkpoint.load(tiny_checkpoint)
+    torch_raw, torch_emap, torch_cmap = scores(model.score, videos, 16)
+    raw, emap, cmap = scores(runner.score, videos, batch)
+    a, b = np.concatenate(torch_raw), np.concatenate(raw)
+    assert a.shape == b.shape
+    assert np.abs(b - a).max() <= 1e-4 * np.abs(a).max()
+    torch.testing.assert_close(emap, torch_emap, rtol=1e-4, atol=1e-4 * torch_emap.abs().max().item())
+    torch.testing.assert_close(cmap, torch_cmap, rtol=1e-4, atol=1e-6)
+    labels = [v.labels for v in videos]
+    expected, got = frame_metrics(torch_raw, labels), frame_metrics(raw, labels)
+    assert 0 < sum(y[4:].sum() for y in labels) < len(a)  # both classes: the AUCs mean something
+    for key in ("auc_micro", "auc_raw"):
+        assert got[key] == pytest.approx(expected[key], abs=0.01), key
+
+
+def test_export_writes_a_graph_with_a_dynamic_batch_and_leaves_the_model_as_it_was(exported, tiny_checkpoint):
+    import onnx
+
+    path, info = exported
+    graph = onnx.load(path).graph
+    onnx.checker.check_model(onnx.load(path))
+    assert [i.name for i in graph.input] == [export.INPUT]
+    assert [o.name for o in graph.output] == list(export.OUTPUTS)
+    dims = graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [15, 32, 32]
+    assert json.loads((path.parent / f"{path.name}.json").read_text()) == info
+    assert info["checkpoint_sha256"] == checkpoint.file_sha256(tiny_checkpoint)
+    # The kernels stay outside the graph: nothing but standard ONNX ops in it.
+    assert {n.domain for n in graph.node} <= {"", "ai.onnx"}
+
+    model, _ = checkpoint.load(tiny_checkpoint)
+    export.export_model(model, path.parent / "again.onnx")
+    assert model.use_kernels and all(a.use_kernels for a in model.motion_encoder.attention)
+    assert not model.training
+
+
+def test_export_writes_no_reduce_axes_attribute_that_openvino_ignores(exported):
+    import onnx
+
+    path, _ = exported
+    nodes = [n for n in onnx.load(path).graph.node if n.op_type in AXES_ATTRIBUTE_IGNORED_BY_OPENVINO]
+    assert nodes, "the L1 normalisation of the latents is expected as ReduceL1; update this test if it moved"
+    assert not [n.name for n in nodes if any(a.name == "axes" for a in n.attribute)]
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_onnxruntime_scores_match_torch(exported, tiny_checkpoint, test_videos, batch):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e '.[export]')")
+    model, _ = checkpoint.load(tiny_checkpoint)
+    runner = export.Runner.from_model(export.onnxruntime_session(exported[0]), model)
+    assert_score_parity(runner, tiny_checkpoint, test_videos, batch)
+
+
+def test_openvino_scores_match_torch(exported, tiny_checkpoint, test_videos):
+    """With the f32 precision hint, the only way the back end is offered: the CPU's default is bf16 where it
+    has AMX or AVX-512 BF16, which is not held to this gate."""
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install -e '.[export]')")
+    model, _ = checkpoint.load(tiny_checkpoint)
+    runner = export.Runner.from_model(export.openvino_model(exported[0], precision="f32"), model)
+    assert_score_parity(runner, tiny_checkpoint, test_videos, 5)
