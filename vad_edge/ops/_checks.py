@@ -8,8 +8,8 @@ import torch
 
 from vad_edge.ops import _emulation
 
-# What the kernels read and write. The CPU kernels have no float16: most CPUs (a Jetson's included) have no
-# float16 arithmetic worth a kernel, and CPU autocast produces bfloat16.
+# What the kernels read and write. The CPU kernels have no float16: CPU autocast produces bfloat16, the one
+# half-precision type the CPU path meets, so float16 CPU tensors go to the reference ops (model/network.py).
 CUDA_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 CPU_FLOAT_DTYPES = (torch.float32, torch.bfloat16)
 # The CUDA kernels put the batch on the grid's y axis.

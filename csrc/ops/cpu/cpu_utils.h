@@ -20,7 +20,7 @@ template <>
 inline BFloat16 from_float<BFloat16>(float v) { return BFloat16{float_to_bfloat16_bits(v)}; }
 
 // Calls fn with a value of the element type that matches dtype: fn(float{}) or fn(BFloat16{}). No float16:
-// most CPUs have no arithmetic for it, so the Python layer keeps it on the reference ops.
+// CPU autocast produces bfloat16, and the Python layer keeps float16 CPU tensors on the reference ops.
 template <typename Fn>
 void dispatch_float(DType dtype, const char* op, Fn&& fn) {
   switch (dtype) {
