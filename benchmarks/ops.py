@@ -1,4 +1,5 @@
-"""Kernels against their eager pure-torch reference at the model's shapes, batch 1 and 8.
+"""Kernels against their eager pure-torch reference at the model's shapes, batch 1 and 8, in float32 and
+bfloat16 (both sides in the row's precision; prepare_clip reads uint8 and writes it).
 
 Prints a markdown table: median time of each, the speed-up, and the kernel's effective bandwidth (the bytes
 it must read and write, over its time). On CUDA it also measures the device's copy bandwidth, the roof for
@@ -42,17 +43,18 @@ def nbytes(*tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def cases(n: int, device: torch.device):
-    """(op, shape label, kernel call, reference call, bytes the op must move) at the model's shapes."""
+def cases(n: int, device: torch.device, dtype: torch.dtype):
+    """(op, shape label, kernel call, reference call, bytes the op must move) at the model's shapes, with
+    floating-point tensors of dtype."""
 
     def rand(*shape):
-        return torch.randn(*shape, device=device)
+        return torch.randn(*shape, device=device, dtype=dtype)
 
     for size in (256, 128):
         frames = torch.randint(0, 256, (n, 5, size, size, 3), dtype=torch.uint8, device=device)
-        moved = nbytes(frames) + 18 * n * size * size * 4
-        yield ("prepare_clip", f"{size}x{size}", lambda f=frames: ops.prepare_clip(f),
-               lambda f=frames: reference.prepare_clip(f), moved)
+        moved = nbytes(frames) + 18 * n * size * size * dtype.itemsize
+        yield ("prepare_clip", f"{size}x{size}", lambda f=frames: ops.prepare_clip(f, dtype=dtype),
+               lambda f=frames: reference.prepare_clip(f, dtype=dtype), moved)
     for c, size, pool in ((64, 128, 8), (128, 64, 4), (256, 32, 2)):
         p, x = rand(n, c, size, size), rand(n, c, size, size)
         yield ("variance_attention", f"C={c} {size}x{size} pool {pool}",
@@ -61,8 +63,9 @@ def cases(n: int, device: torch.device):
     centers = F.normalize(rand(32, 512), dim=1)
     for size in (32, 16):
         z = rand(n, 512, size, size)
+        outputs = n * size * size * (8 + 2 * dtype.itemsize)  # nearest (int64), cmap and dmin
         yield ("cluster_distance", f"D=512 {size}x{size} K=32", lambda z=z: ops.cluster_distance(z, centers),
-               lambda z=z: reference.cluster_distance(z, centers), nbytes(z) + 4 * n * size * size * 4)
+               lambda z=z: reference.cluster_distance(z, centers), nbytes(z) + outputs)
     for size in (256, 128):
         images = [rand(n, 3, size, size) for _ in range(4)]
         cmap = rand(n, 1, size // 8, size // 8).abs()
@@ -70,7 +73,7 @@ def cases(n: int, device: torch.device):
         yield ("anomaly_score", f"{size}x{size}, cmap {size // 8}x{size // 8}",
                lambda i=images, c=cmap: ops.anomaly_score(*i, c, w),
                lambda i=images, c=cmap: reference.anomaly_score(*i, c, w),
-               nbytes(*images, cmap) + n * size * size * 4)
+               nbytes(*images, cmap) + n * size * size * dtype.itemsize)
 
 
 def copy_bandwidth(device: torch.device, reps: int) -> float:
@@ -84,15 +87,17 @@ def run(device: torch.device, reps: int) -> None:
           f" torch {torch.__version__}, {torch.get_num_threads()} threads, reps {reps}\n")
     if device.type == "cuda":
         print(f"device copy bandwidth: {copy_bandwidth(device, reps):.0f} GB/s\n")
-    print("| op | shape | N | kernel ms | eager ms | speed-up | kernel GB/s |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| op | precision | shape | N | kernel ms | eager ms | speed-up | kernel GB/s |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
     with torch.no_grad():
         for n in (1, 8):
-            for name, shape, kernel, eager, moved in cases(n, device):
-                t_kernel = median_seconds(kernel, device, reps)
-                t_eager = median_seconds(eager, device, reps)
-                print(f"| {name} | {shape} | {n} | {t_kernel * 1e3:.3f} | {t_eager * 1e3:.3f} | "
-                      f"{t_eager / t_kernel:.2f}x | {moved / t_kernel / 1e9:.1f} |", flush=True)
+            for dtype in (torch.float32, torch.bfloat16):
+                precision = str(dtype).removeprefix("torch.")
+                for name, shape, kernel, eager, moved in cases(n, device, dtype):
+                    t_kernel = median_seconds(kernel, device, reps)
+                    t_eager = median_seconds(eager, device, reps)
+                    print(f"| {name} | {precision} | {shape} | {n} | {t_kernel * 1e3:.3f} | {t_eager * 1e3:.3f} | "
+                          f"{t_eager / t_kernel:.2f}x | {moved / t_kernel / 1e9:.1f} |", flush=True)
 
 
 def main() -> None:

@@ -64,33 +64,35 @@ std::vector<std::string> split_archs(const std::string& archs) {
 #ifndef VAD_EDGE_CUDA_EMULATION
 void register_cpu(py::module_& m) {
   m.def("prepare_clip_cpu", [](std::uintptr_t frames, const std::vector<int64_t>& strides, int64_t N, int64_t H,
-                               int64_t W, bool bgr, std::uintptr_t clip, std::uintptr_t diff, int threads) {
+                               int64_t W, bool bgr, std::uintptr_t clip, std::uintptr_t diff, int dtype, int threads) {
+    const FrameStrides s = frame_strides(strides);
     py::gil_scoped_release release;
-    vad_edge::prepare_clip_cpu(ptr<const uint8_t>(frames), frame_strides(strides), N, H, W, bgr, ptr<float>(clip),
-                               ptr<float>(diff), threads);
+    vad_edge::prepare_clip_cpu(ptr<const uint8_t>(frames), s, N, H, W, bgr, ptr<void>(clip), ptr<void>(diff),
+                               static_cast<DType>(dtype), threads);
   });
-  m.def("variance_attention_cpu", [](std::uintptr_t p, std::uintptr_t x, std::uintptr_t out, int64_t N, int64_t C,
-                                     int64_t H, int64_t W, int64_t pool, int threads) {
+  m.def("variance_attention_cpu", [](std::uintptr_t p, std::uintptr_t x, std::uintptr_t out, int dtype, int64_t N,
+                                     int64_t C, int64_t H, int64_t W, int64_t pool, int threads) {
     py::gil_scoped_release release;
-    vad_edge::variance_attention_cpu(ptr<const float>(p), ptr<const float>(x), ptr<float>(out), N, C, H, W, pool,
-                                     threads);
+    vad_edge::variance_attention_cpu(ptr<const void>(p), ptr<const void>(x), ptr<void>(out), static_cast<DType>(dtype),
+                                     N, C, H, W, pool, threads);
   });
   m.def("cluster_distance_cpu", [](std::uintptr_t z, std::uintptr_t centers, std::uintptr_t cmap,
-                                   std::uintptr_t nearest, std::uintptr_t dmin, int64_t N, int64_t D, int64_t P,
-                                   int64_t K, float alpha, int threads) {
+                                   std::uintptr_t nearest, std::uintptr_t dmin, int dtype, int64_t N, int64_t D,
+                                   int64_t P, int64_t K, float alpha, int threads) {
     py::gil_scoped_release release;
-    vad_edge::cluster_distance_cpu(ptr<const float>(z), ptr<const float>(centers), ptr<float>(cmap),
-                                   ptr<int64_t>(nearest), ptr<float>(dmin), N, D, P, K, alpha, threads);
+    vad_edge::cluster_distance_cpu(ptr<const void>(z), ptr<const float>(centers), ptr<void>(cmap),
+                                   ptr<int64_t>(nearest), ptr<void>(dmin), static_cast<DType>(dtype), N, D, P, K,
+                                   alpha, threads);
   });
   m.def("anomaly_score_cpu", [](std::uintptr_t fif_hat, std::uintptr_t d_hat, std::uintptr_t first,
                                 std::uintptr_t last, std::uintptr_t cmap, const std::vector<float>& weights,
-                                std::uintptr_t score, std::uintptr_t emap, int64_t N, int64_t H, int64_t W, int64_t h,
-                                int64_t w, int threads) {
+                                std::uintptr_t score, std::uintptr_t emap, int dtype, int64_t N, int64_t H, int64_t W,
+                                int64_t h, int64_t w, int threads) {
     const auto wt = score_weights(weights);
     py::gil_scoped_release release;
-    vad_edge::anomaly_score_cpu(ptr<const float>(fif_hat), ptr<const float>(d_hat), ptr<const float>(first),
-                                ptr<const float>(last), ptr<const float>(cmap), wt, ptr<float>(score),
-                                ptr<float>(emap), N, H, W, h, w, threads);
+    vad_edge::anomaly_score_cpu(ptr<const void>(fif_hat), ptr<const void>(d_hat), ptr<const void>(first),
+                                ptr<const void>(last), ptr<const void>(cmap), wt, ptr<void>(score), ptr<void>(emap),
+                                static_cast<DType>(dtype), N, H, W, h, w, threads);
   });
 }
 
@@ -117,12 +119,12 @@ void on_device(int device, Fn&& launch) {
 
 void register_cuda(py::module_& m) {
   m.def("prepare_clip_cuda", [](std::uintptr_t frames, const std::vector<int64_t>& strides, int64_t N, int64_t H,
-                                int64_t W, bool bgr, std::uintptr_t clip, std::uintptr_t diff, int device,
+                                int64_t W, bool bgr, std::uintptr_t clip, std::uintptr_t diff, int dtype, int device,
                                 std::uintptr_t stream) {
     const FrameStrides s = frame_strides(strides);
     on_device(device, [&] {
-      vad_edge::prepare_clip_cuda(ptr<const uint8_t>(frames), s, N, H, W, bgr, ptr<float>(clip), ptr<float>(diff),
-                                  stream_of(stream));
+      vad_edge::prepare_clip_cuda(ptr<const uint8_t>(frames), s, N, H, W, bgr, ptr<void>(clip), ptr<void>(diff),
+                                  static_cast<DType>(dtype), stream_of(stream));
     });
   });
   m.def("variance_attention_cuda", [](std::uintptr_t p, std::uintptr_t x, std::uintptr_t out,

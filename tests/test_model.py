@@ -8,10 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vad_edge import ops
 from vad_edge.model import PROFILES, build
 from vad_edge.model import checkpoint, fusion
 from vad_edge.model.losses import autoencoder_loss, cluster_loss, gradient_loss
-from vad_edge.ops import reference
+from vad_edge.model.network import use_kernels
+from vad_edge.ops import _emulation, reference
 
 
 @pytest.fixture
@@ -71,6 +73,50 @@ def test_kernel_and_reference_paths_give_the_same_scores(profile):
     torch.testing.assert_close(fast.raw, slow.raw, rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(fast.emap, slow.emap, rtol=1e-4, atol=1e-6)
     assert fast.raw.shape == (3,) and (fast.raw > 0).all()
+
+
+def test_bfloat16_goes_to_the_cpu_kernels_and_float16_to_the_reference(tiny):
+    with torch.no_grad():
+        assert use_kernels(tiny, torch.zeros(1)) and use_kernels(tiny, torch.zeros(1, dtype=torch.bfloat16))
+        assert not use_kernels(tiny, torch.zeros(1, dtype=torch.float16))  # no float16 CPU kernel
+        assert not use_kernels(tiny, torch.zeros(1, dtype=torch.float64))
+        if _emulation.available():
+            with _emulation.cuda_on_cpu():  # the CUDA kernels take float16 too
+                assert use_kernels(tiny, torch.zeros(1, dtype=torch.float16))
+
+
+@pytest.mark.parametrize("clip_dtype", [torch.bfloat16, torch.float32])
+def test_kernels_and_reference_agree_under_bfloat16_autocast(monkeypatch, clip_dtype):
+    """The shipped lite model under CPU bfloat16 autocast, on a clip that prepare_clip wrote in bfloat16 (the
+    fast path) or float32: the CPU kernels score it as the reference ops do, within bfloat16's precision."""
+    model, _ = checkpoint.load(checkpoint.shipped("lite"))
+    model.eval()
+    still = torch.randint(0, 256, (2, 1, 128, 128, 3), generator=torch.Generator().manual_seed(4), dtype=torch.uint8)
+    frames = torch.cat([still.roll(3 * t, dims=3) for t in range(5)], dim=1)  # a texture moving right
+    clip, _ = ops.prepare_clip(frames, dtype=clip_dtype)
+    kernel_calls = []
+    for name in ("variance_attention", "cluster_distance", "anomaly_score"):
+        op = getattr(ops, name)
+        monkeypatch.setattr(ops, name, lambda *args, op=op, name=name: kernel_calls.append(name) or op(*args))
+    scores = {}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for kernels in (True, False):
+            model.set_use_kernels(kernels)
+            scores[kernels] = model.score(clip)
+    fast, slow = scores[True], scores[False]
+    # The kernels ran (3 attention stages, then the two score ops), and only on the kernel pass.
+    assert sorted(kernel_calls) == sorted(["variance_attention"] * 3 + ["cluster_distance", "anomaly_score"])
+    assert fast.raw.dtype == slow.raw.dtype == torch.promote_types(torch.bfloat16, clip_dtype)
+    # The two passes run the same bfloat16 network and differ only inside the ops: a kernel rounds its output
+    # to bfloat16 once (at most 2^-8 of the value), the reference's bfloat16 torch ops round after each step
+    # (pooling, softmax, exp, product: about 4 roundings). Those few 2^-8 in the attended features pass
+    # through the convolutions, which average independent roundings rather than add them, so the outputs
+    # stay within 5 x 2^-8 ~ 2e-2 of each other, relative to each map's scale; the score is their mean.
+    tol = 2e-2
+    torch.testing.assert_close(fast.raw.double(), slow.raw.double(), rtol=tol, atol=0)
+    for got, want in ((fast.emap, slow.emap), (fast.cmap, slow.cmap)):
+        want = want.double()
+        torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol * want.abs().max().item())
 
 
 def test_training_mode_goes_through_autograd(tiny):

@@ -10,7 +10,18 @@ import torch.nn.functional as F
 from vad_edge import ops
 from vad_edge.ops import _emulation, reference
 
-HALF_DTYPES = [torch.float16, torch.bfloat16]
+# What every kernel takes on every device (float16 only on CUDA: the half-precision section below).
+KERNEL_DTYPES = [torch.float32, torch.bfloat16]
+# bfloat16 keeps 8 significant bits, so rounding to nearest moves a value by at most 2^-8 of itself. The
+# kernels read bfloat16 inputs exactly, compute in float32 (or double) as they do for float32, and round each
+# output once; the reference computes in float64 from the same bfloat16 inputs. So a bfloat16 output is off by
+# the float32 kernel's own error (each test's atol and rtol) plus at most 2^-8 of its value.
+BF16_ROUNDING = 2.0**-8
+
+
+def rtol(dtype, float32_rtol=1e-5):
+    """The relative tolerance of a kernel's output of `dtype`, given the float32 kernel's."""
+    return float32_rtol + (BF16_ROUNDING if dtype == torch.bfloat16 else 0.0)
 
 
 def randn(gen, *shape, device="cpu", dtype=torch.float32):
@@ -31,16 +42,29 @@ def random_frames(gen, n, h, w, device):
     return torch.randint(0, 256, (n, 5, h, w, 3), generator=gen, dtype=torch.uint8).to(device)
 
 
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
 @pytest.mark.parametrize("n,h,w", [(1, 256, 256), (8, 128, 128), (3, 17, 23)])
 @pytest.mark.parametrize("bgr", [True, False])
-def test_prepare_clip_matches_reference(device, gen, n, h, w, bgr):
+def test_prepare_clip_matches_reference(device, gen, n, h, w, bgr, dtype):
     frames = random_frames(gen, n, h, w, device)
-    clip, diff = ops.prepare_clip(frames, bgr=bgr)
-    ref_clip, ref_diff = reference.prepare_clip(frames.cpu(), bgr=bgr)
+    clip, diff = ops.prepare_clip(frames, bgr=bgr, dtype=dtype)
+    ref_clip, ref_diff = reference.prepare_clip(frames.cpu(), bgr=bgr, dtype=torch.float64)
     assert clip.shape == (n, 15, h, w) and diff.shape == (n, 3, h, w)
-    assert clip.dtype == diff.dtype == torch.float32 and clip.device == frames.device
-    assert_close(clip, ref_clip, atol=1e-6)
-    assert_close(diff, ref_diff, atol=1e-6)
+    assert clip.dtype == diff.dtype == dtype and clip.device == frames.device
+    assert_close(clip, ref_clip, atol=1e-6, rtol=rtol(dtype))
+    assert_close(diff, ref_diff, atol=1e-6, rtol=rtol(dtype))
+    # Rounded once, as torch rounds: the float32 clip and difference, converted.
+    clip32, diff32 = ops.prepare_clip(frames, bgr=bgr)
+    assert torch.equal(clip, clip32.to(dtype)) and torch.equal(diff, diff32.to(dtype))
+
+
+def test_prepare_clip_float16_on_cuda_kernels(cuda_device, gen):
+    frames = random_frames(gen, 2, 9, 14, cuda_device)
+    clip, diff = ops.prepare_clip(frames, dtype=torch.float16)
+    clip32, diff32 = ops.prepare_clip(frames)
+    assert torch.equal(clip, clip32.half()) and torch.equal(diff, diff32.half())
+    with pytest.raises(ValueError, match="dtype: expected dtype float32, float16, bfloat16"):
+        ops.prepare_clip(frames, dtype=torch.float64)
 
 
 def test_prepare_clip_channel_order(device):
@@ -50,7 +74,8 @@ def test_prepare_clip_channel_order(device):
     assert clip[0, 2].eq(1).all() and clip[0, 0].eq(0).all()  # frame 0: R = 0, B = 1
 
 
-def test_prepare_clip_reads_strided_views(device, gen):
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+def test_prepare_clip_reads_strided_views(device, gen, dtype):
     ring = random_frames(gen, 2, 40, 30, device).repeat(1, 2, 1, 1, 1)  # [2,10,H,W,3], a ring buffer
     views = {
         "time slice": ring[:, 3:8],
@@ -59,10 +84,10 @@ def test_prepare_clip_reads_strided_views(device, gen):
     }
     for name, view in views.items():
         assert not view.is_contiguous(), name
-        clip, diff = ops.prepare_clip(view)
-        ref_clip, ref_diff = reference.prepare_clip(view.cpu())
-        assert_close(clip, ref_clip, atol=1e-6)
-        assert_close(diff, ref_diff, atol=1e-6)
+        clip, diff = ops.prepare_clip(view, dtype=dtype)
+        ref_clip, ref_diff = reference.prepare_clip(view.cpu(), dtype=torch.float64)
+        assert_close(clip, ref_clip, atol=1e-6, rtol=rtol(dtype))
+        assert_close(diff, ref_diff, atol=1e-6, rtol=rtol(dtype))
 
 
 # --- variance_attention -----------------------------------------------------------------------------------
@@ -72,23 +97,41 @@ VARIANCE_CASES = [(1, 64, 128, 128, 8), (1, 128, 64, 64, 4), (2, 256, 32, 32, 2)
                   (2, 7, 24, 36, 6), (1, 3, 5, 7, 1)]
 
 
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
 @pytest.mark.parametrize("n,c,h,w,pool", VARIANCE_CASES)
-def test_variance_attention_matches_reference(device, gen, n, c, h, w, pool):
-    p, x = randn(gen, n, c, h, w, device=device), randn(gen, n, c, h, w, device=device)
+def test_variance_attention_matches_reference(device, gen, n, c, h, w, pool, dtype):
+    p, x = randn(gen, n, c, h, w, device=device, dtype=dtype), randn(gen, n, c, h, w, device=device, dtype=dtype)
     out = ops.variance_attention(p, x, pool)
     expected = reference.variance_attention(*as64(p, x), pool)
     assert out.shape == x.shape and out.dtype == x.dtype
-    assert_close(out, expected, atol=1e-5)
+    assert_close(out, expected, atol=1e-5, rtol=rtol(dtype))
 
 
-def test_variance_attention_non_contiguous(device, gen):
-    base_p = randn(gen, 3, 6, 24, 24, device=device)
-    base_x = randn(gen, 3, 6, 24, 24, device=device)
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+def test_variance_attention_non_contiguous(device, gen, dtype):
+    base_p = randn(gen, 3, 6, 24, 24, device=device, dtype=dtype)
+    base_x = randn(gen, 3, 6, 24, 24, device=device, dtype=dtype)
     p = base_p.transpose(2, 3)  # a transposed view
     x = base_x.to(memory_format=torch.channels_last)
     assert not p.is_contiguous() and not x.is_contiguous()
     out = ops.variance_attention(p, x, 4)
-    assert_close(out, reference.variance_attention(*as64(p, x), 4), atol=1e-5)
+    assert_close(out, reference.variance_attention(*as64(p, x), 4), atol=1e-5, rtol=rtol(dtype))
+
+
+def test_bfloat16_outputs_are_rounded_as_torch_rounds(device, gen):
+    """To nearest, ties to even; infinities stay, overflow gives infinity, NaN stays NaN. With p = 0 every
+    attention weight is the same w = exp(1/256) (a uniform softmax over 16 x 16 cells), which the float32
+    kernel returns exactly for x = 1."""
+    p = torch.zeros(2, 4, 64, 64, device=device)
+    w = ops.variance_attention(p, torch.ones_like(p), 4)
+    x = randn(gen, 2, 4, 64, 64, device=device).mul(1e3)
+    # bfloat16's largest value times w (> 1 + 2^-9) is a finite float32 that rounds up to infinity in bfloat16.
+    big = torch.finfo(torch.bfloat16).max
+    x.view(-1)[:5] = torch.tensor([float("inf"), -float("inf"), float("nan"), big, -big])
+    x = x.bfloat16()
+    out = ops.variance_attention(p.bfloat16(), x, 4)
+    torch.testing.assert_close(out, (x.float() * w).bfloat16(), atol=0, rtol=0, equal_nan=True)
+    assert out.view(-1)[3].isinf() and out.view(-1)[2].isnan()
 
 
 def test_variance_attention_weights_in_range(gen):
@@ -119,30 +162,33 @@ def check_nearest(nearest, dist64):
     assert torch.equal(nearest.cpu()[clear.view(nearest.shape)], ref[clear.view(nearest.shape)])
 
 
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
 @pytest.mark.parametrize("n,d,h,w,k", CLUSTER_CASES)
-def test_cluster_distance_matches_reference(device, gen, n, d, h, w, k):
-    z = randn(gen, n, d, h, w, device=device)
+def test_cluster_distance_matches_reference(device, gen, n, d, h, w, k, dtype):
+    z = randn(gen, n, d, h, w, device=device, dtype=dtype)
     centers = random_centers(gen, k, d, device)
     cmap, nearest, dmin = ops.cluster_distance(z, centers, alpha=25.0)
     ref_cmap, _, ref_dmin = reference.cluster_distance(*as64(z.cpu(), centers.cpu()), alpha=25.0)
     assert cmap.shape == (n, 1, h, w) and nearest.shape == dmin.shape == (n, h, w)
-    assert nearest.dtype == torch.int64 and cmap.dtype == z.dtype
-    assert_close(cmap, ref_cmap, atol=2e-5)
-    assert_close(dmin, ref_dmin, atol=2e-5)
+    assert nearest.dtype == torch.int64 and cmap.dtype == dmin.dtype == z.dtype
+    assert_close(cmap, ref_cmap, atol=2e-5, rtol=rtol(dtype))
+    assert_close(dmin, ref_dmin, atol=2e-5, rtol=rtol(dtype))
+    # The argmin is taken on the unrounded distances, so it is as exact as in float32.
     check_nearest(nearest, reference.cluster_distances(*as64(z.cpu(), centers.cpu())))
 
 
-def test_cluster_distance_alpha_and_inputs(device, gen):
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+def test_cluster_distance_alpha_and_inputs(device, gen, dtype):
     """Other alphas, float64 centres, a non-contiguous z and an all-zero latent (normalises to 0)."""
-    z = randn(gen, 2, 16, 6, 10, device=device).transpose(2, 3)
+    z = randn(gen, 2, 16, 6, 10, device=device, dtype=dtype).transpose(2, 3)
     z[0, :, 1, 2] = 0
     centers = random_centers(gen, 5, 16, device).double()
     for alpha in (0.5, 25.0, 200.0):
         cmap, _, dmin = ops.cluster_distance(z, centers, alpha=alpha)
         ref_cmap, _, ref_dmin = reference.cluster_distance(*as64(z.cpu(), centers.cpu()), alpha=alpha)
-        assert_close(cmap, ref_cmap, atol=2e-5)
-        assert_close(dmin, ref_dmin, atol=2e-5)
-    assert_close(dmin[0, 1, 2], centers.norm(dim=1).min(), atol=1e-6)
+        assert_close(cmap, ref_cmap, atol=2e-5, rtol=rtol(dtype))
+        assert_close(dmin, ref_dmin, atol=2e-5, rtol=rtol(dtype))
+    assert_close(dmin[0, 1, 2], centers.norm(dim=1).min(), atol=1e-6, rtol=rtol(dtype))
 
 
 # --- anomaly_score ----------------------------------------------------------------------------------------
@@ -153,17 +199,20 @@ WEIGHTS = [reference.PAPER_WEIGHTS, (1, 0, 0, 0), (0, 1, 0, 0), (0, 0, 1, 0), (2
            (0.3, 1.7, 2.5, 0.9)]
 
 
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
 @pytest.mark.parametrize("weights", WEIGHTS)
 @pytest.mark.parametrize("n,big_h,big_w,h,w", SCORE_CASES)
-def test_anomaly_score_matches_reference(device, gen, n, big_h, big_w, h, w, weights):
-    images = [randn(gen, n, 3, big_h, big_w, device=device) for _ in range(4)]
-    cmap = randn(gen, n, 1, h, w, device=device).abs()
+def test_anomaly_score_matches_reference(device, gen, n, big_h, big_w, h, w, weights, dtype):
+    images = [randn(gen, n, 3, big_h, big_w, device=device, dtype=dtype) for _ in range(4)]
+    cmap = randn(gen, n, 1, h, w, device=device, dtype=dtype).abs()
     score, emap = ops.anomaly_score(*images, cmap, weights)
     ref_score, ref_emap = reference.anomaly_score(*as64(*images, cmap), weights)
     scale = max(weights)
     assert score.shape == (n,) and emap.shape == (n, 1, big_h, big_w)
-    assert_close(score, ref_score, atol=1e-6 * scale, rtol=1e-5)
-    assert_close(emap, ref_emap, atol=1e-5 * scale, rtol=1e-5)
+    assert score.dtype == emap.dtype == dtype
+    # The score is the mean of the unrounded map, rounded once: the same bound as each map value.
+    assert_close(score, ref_score, atol=1e-6 * scale, rtol=rtol(dtype))
+    assert_close(emap, ref_emap, atol=1e-5 * scale, rtol=rtol(dtype))
 
 
 def test_anomaly_score_terms_are_what_they_say(gen):
@@ -178,21 +227,23 @@ def test_anomaly_score_terms_are_what_they_say(gen):
         assert score.item() == pytest.approx(want)
 
 
-def test_anomaly_score_non_contiguous(device, gen):
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+def test_anomaly_score_non_contiguous(device, gen, dtype):
     """The model's own case: the first and last frames are channel slices of the 15-channel clip."""
-    clip = randn(gen, 2, 15, 16, 16, device=device)
-    fif_hat, d_hat = randn(gen, 2, 3, 16, 16, device=device), randn(gen, 2, 3, 16, 16, device=device)
-    cmap = randn(gen, 2, 1, 16, 2, device=device).abs().transpose(2, 3)  # [2,1,2,16] view
+    clip = randn(gen, 2, 15, 16, 16, device=device, dtype=dtype)
+    fif_hat = randn(gen, 2, 3, 16, 16, device=device, dtype=dtype)
+    d_hat = randn(gen, 2, 3, 16, 16, device=device, dtype=dtype)
+    cmap = randn(gen, 2, 1, 16, 2, device=device, dtype=dtype).abs().transpose(2, 3)  # [2,1,2,16] view
     first, last = clip[:, 0:3], clip[:, 12:15]
     assert not last.is_contiguous() and not cmap.is_contiguous()
     weights = (0.5, 2.0, 1.0, 1.5)
     score, emap = ops.anomaly_score(fif_hat, d_hat, first, last, cmap, weights)
     ref_score, ref_emap = reference.anomaly_score(*as64(fif_hat, d_hat, first, last, cmap), weights)
-    assert_close(score, ref_score, atol=1e-5)
-    assert_close(emap, ref_emap, atol=1e-5)
+    assert_close(score, ref_score, atol=1e-5, rtol=rtol(dtype))
+    assert_close(emap, ref_emap, atol=1e-5, rtol=rtol(dtype))
 
 
-# --- half precision (the CUDA kernels: emulated on the CPU, and on a GPU when there is one) ----------------
+# --- float16 (the CUDA kernels only: emulated on the CPU, and on a GPU when there is one) -------------------
 
 # (shape, pool) of variance attention, (n, d, h, w, k) of the cluster distance, (n, H, W, h, w) of the score:
 # one of the model's own shapes and one odd one each (K not a multiple of the 32-centre chunk, D not of the
@@ -201,11 +252,10 @@ HALF_CASES = [((2, 64, 32, 32), 8, (2, 512, 8, 8, 32), (2, 64, 64, 8, 8)),
               ((3, 7, 12, 18), 3, (1, 70, 3, 5, 33), (3, 12, 20, 3, 4))]
 
 
-@pytest.mark.parametrize("dtype", HALF_DTYPES)
 @pytest.mark.parametrize("case", range(len(HALF_CASES)))
-def test_half_precision_on_cuda_kernels(cuda_device, gen, dtype, case):
+def test_float16_on_cuda_kernels(cuda_device, gen, case):
     (shape, pool, (n, d, h, w, k), (sn, sh, sw, ch, cw)) = HALF_CASES[case]
-    tol = 2e-2 if dtype == torch.bfloat16 else 5e-3
+    dtype, tol = torch.float16, 5e-3
     p, x = randn(gen, *shape, device=cuda_device, dtype=dtype), randn(gen, *shape, device=cuda_device, dtype=dtype)
     out = ops.variance_attention(p, x, pool)
     assert out.dtype == dtype
@@ -229,10 +279,11 @@ def test_half_precision_on_cuda_kernels(cuda_device, gen, dtype, case):
 
 # --- defects a read of the kernels found, one test each ------------------------------------------------------
 
-def test_a_non_finite_latent_is_never_a_perfect_match(device, gen):
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+def test_a_non_finite_latent_is_never_a_perfect_match(device, gen, dtype):
     """NaN or inf anywhere in a latent gives NaN, never the distance 0 ("perfectly normal"); a component
     near 1e20 (its square overflows float32) still normalises to a unit vector."""
-    z = randn(gen, 1, 12, 2, 3, device=device)
+    z = randn(gen, 1, 12, 2, 3, device=device, dtype=dtype)
     z[0, 4, 0, 1] = float("nan")
     z[0, 7, 1, 0] = float("inf")
     z[0, 2, 1, 2] = 1e20
@@ -243,8 +294,8 @@ def test_a_non_finite_latent_is_never_a_perfect_match(device, gen):
     ref_cmap, _, ref_dmin = reference.cluster_distance(*as64(z.cpu(), centers.cpu()))
     finite = torch.isfinite(ref_cmap)
     assert finite.sum() == 4  # float64 normalises the 1e20 component: its pixel is compared too
-    assert_close(cmap[finite], ref_cmap[finite], atol=2e-5)
-    assert_close(dmin[finite[:, 0]], ref_dmin[finite[:, 0]], atol=2e-5)
+    assert_close(cmap[finite], ref_cmap[finite], atol=2e-5, rtol=rtol(dtype))
+    assert_close(dmin[finite[:, 0]], ref_dmin[finite[:, 0]], atol=2e-5, rtol=rtol(dtype))
 
 
 @pytest.mark.parametrize("channels", [12281, 12288, 12300])
@@ -256,13 +307,6 @@ def test_variance_attention_takes_any_number_of_channels(device, gen, channels):
     p, x = randn(gen, 1, channels, 2, 4, device=device) * 0.01, randn(gen, 1, channels, 2, 4, device=device)
     out = ops.variance_attention(p, x, 2)
     assert_close(out, reference.variance_attention(*as64(p, x), 2), atol=1e-5)
-
-
-@pytest.mark.parametrize("dtype", HALF_DTYPES)
-def test_half_precision_rejected_on_cpu(dtype):
-    p = torch.randn(1, 4, 8, 8, dtype=dtype)
-    with pytest.raises(ValueError, match=r"p: expected dtype float32 on cpu"):
-        ops.variance_attention(p, p, 2)
 
 
 # --- bad input --------------------------------------------------------------------------------------------
@@ -283,6 +327,28 @@ BAD_INPUTS = {
     "frames 1 channel": (lambda: ops.prepare_clip(_img(1, 5, 4, 4, 1, dtype=torch.uint8)), r"\[N,5,H,W,3\]"),
     "frames empty": (lambda: ops.prepare_clip(_img(0, 5, 4, 4, 3, dtype=torch.uint8)), "frames: expected a non-empty"),
     "bgr not bool": (lambda: ops.prepare_clip(_img(1, 5, 4, 4, 3, dtype=torch.uint8), bgr="yes"), "bgr: expected a bool"),
+    # float16 has no CPU kernel (CUDA only).
+    "clip float16 on cpu": (lambda: ops.prepare_clip(_img(1, 5, 4, 4, 3, dtype=torch.uint8), dtype=torch.float16),
+                            "dtype: expected dtype float32, bfloat16 on cpu, got torch.float16"),
+    "clip float64": (lambda: ops.prepare_clip(_img(1, 5, 4, 4, 3, dtype=torch.uint8), dtype=torch.float64),
+                     "dtype: expected dtype float32, bfloat16 on cpu, got torch.float64"),
+    "clip dtype a string": (lambda: ops.prepare_clip(_img(1, 5, 4, 4, 3, dtype=torch.uint8), dtype="bfloat16"),
+                            "dtype: expected dtype float32, bfloat16 on cpu, got bfloat16"),
+    "p float16 on cpu": (lambda: ops.variance_attention(*[_img(1, 2, 4, 4, dtype=torch.float16)] * 2, 2),
+                         "p: expected dtype float32, bfloat16 on cpu, got torch.float16"),
+    "p bfloat16 x float32": (lambda: ops.variance_attention(_img(1, 2, 4, 4, dtype=torch.bfloat16), _img(1, 2, 4, 4),
+                                                            2),
+                             r"p: expected the same dtype as x \(torch.float32\), got torch.bfloat16"),
+    "z float16 on cpu": (lambda: ops.cluster_distance(_img(1, 8, 4, 4, dtype=torch.float16), _img(3, 8)),
+                         "z: expected dtype float32, bfloat16 on cpu, got torch.float16"),
+    "z int": (lambda: ops.cluster_distance(_img(1, 8, 4, 4, dtype=torch.int32), _img(3, 8)),
+              "z: expected dtype float32, bfloat16 on cpu, got torch.int32"),
+    "score float16 on cpu": (lambda: ops.anomaly_score(*[_img(1, 3, 8, 8, dtype=torch.float16)] * 4,
+                                                       _img(1, 1, 2, 2, dtype=torch.float16)),
+                             "last: expected dtype float32, bfloat16 on cpu, got torch.float16"),
+    "cmap bfloat16, images float32": (lambda: ops.anomaly_score(*_imgs(1, 3, 8, 8),
+                                                                _img(1, 1, 2, 2, dtype=torch.bfloat16)),
+                                      "cmap: expected the same dtype as last"),
     "pool zero": (lambda: ops.variance_attention(_img(1, 2, 4, 4), _img(1, 2, 4, 4), 0), "pool: expected an integer >= 1"),
     "pool float": (lambda: ops.variance_attention(_img(1, 2, 4, 4), _img(1, 2, 4, 4), 2.0), "pool: expected an integer"),
     "pool not dividing": (lambda: ops.variance_attention(_img(1, 2, 6, 6), _img(1, 2, 6, 6), 4), "pool: 4 must divide H"),
@@ -291,7 +357,7 @@ BAD_INPUTS = {
     "p x dtypes": (lambda: ops.variance_attention(_img(1, 2, 4, 4, dtype=torch.float64), _img(1, 2, 4, 4), 2),
                    "p: expected dtype float32"),
     "x int": (lambda: ops.variance_attention(_img(1, 2, 4, 4), _img(1, 2, 4, 4, dtype=torch.int32), 2),
-              "x: expected dtype float32 on cpu"),
+              "x: expected dtype float32, bfloat16 on cpu, got torch.int32"),
     "x rank": (lambda: ops.variance_attention(_img(2, 4, 4), _img(2, 4, 4), 2), "p: expected 4 dimensions"),
     "x empty": (lambda: ops.variance_attention(_img(1, 0, 4, 4), _img(1, 0, 4, 4), 2), "p: expected a non-empty"),
     "z rank": (lambda: ops.cluster_distance(_img(8, 4, 4), _img(3, 8)), "z: expected 4 dimensions"),
@@ -384,13 +450,27 @@ emulated_only = pytest.mark.skipif(not _emulation.available(), reason="built wit
     (lambda m: m.anomaly_score_cuda(0, 0, 0, 0, 0, [0, 0, 0, 1], 0, 0, 0, 0, 1, 8, 8, 3, 4, 0, 0), "must divide H x W"),
     (lambda m: m.anomaly_score_cuda(0, 0, 0, 0, 0, [0, 0, 1], 0, 0, 0, 0, 1, 8, 8, 2, 2, 0, 0), "expected 4 values"),
     (lambda m: m.cluster_distance_cuda(0, 0, 0, 0, 0, 0, 0, 65536, 4, 4, 2, 25.0, 0, 0), "N must be 1 to 65535"),
-    (lambda m: m.prepare_clip_cuda(0, [0, 0, 0, 0, 0], 1, 0, 4, True, 0, 0, 0, 0), "H x W must be 1 to"),
+    (lambda m: m.prepare_clip_cuda(0, [0, 0, 0, 0, 0], 1, 0, 4, True, 0, 0, 0, 0, 0), "H x W must be 1 to"),
 ])
 def test_cuda_launchers_refuse_what_would_read_out_of_bounds(call, message):
     from vad_edge import _cuda_emulated
 
     with pytest.raises(ValueError, match=message):
         call(_cuda_emulated)
+
+
+@pytest.mark.parametrize("call", [
+    lambda m: m.prepare_clip_cpu(0, [0, 0, 0, 0, 0], 1, 1, 1, True, 0, 0, 1, 1),
+    lambda m: m.variance_attention_cpu(0, 0, 0, 1, 1, 1, 2, 2, 2, 1),
+    lambda m: m.cluster_distance_cpu(0, 0, 0, 0, 0, 1, 1, 2, 4, 3, 25.0, 1),
+    lambda m: m.anomaly_score_cpu(0, 0, 0, 0, 0, [0, 0, 0, 1], 0, 0, 1, 1, 8, 8, 2, 2, 1),
+])
+def test_cpu_kernels_refuse_float16_whoever_calls_them(call):
+    """The dtype code 1 (float16) has no CPU kernel: refused before anything is read."""
+    from vad_edge import _C
+
+    with pytest.raises(ValueError, match="the CPU kernels take float32 and bfloat16"):
+        call(_C)
 
 
 def test_a_driver_older_than_the_runtime_is_named():

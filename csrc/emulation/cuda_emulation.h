@@ -12,7 +12,6 @@
 #include <barrier>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -20,6 +19,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "vad_edge/bfloat16.h"
 
 #define __global__
 #define __device__
@@ -174,16 +175,6 @@ struct __nv_bfloat16 {
 };
 inline float __half2float(__half h) { return static_cast<float>(h.value); }
 inline __half __float2half_rn(float f) { return __half{static_cast<_Float16>(f)}; }
-inline float __bfloat162float(__nv_bfloat16 b) {
-  const uint32_t bits = static_cast<uint32_t>(b.bits) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-inline __nv_bfloat16 __float2bfloat16_rn(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, sizeof bits);
-  if (std::isnan(f)) return __nv_bfloat16{static_cast<uint16_t>((bits >> 16) | 0x40)};  // stays a NaN
-  bits += 0x7fff + ((bits >> 16) & 1);  // round to nearest, ties to even
-  return __nv_bfloat16{static_cast<uint16_t>(bits >> 16)};
-}
+// The CPU kernels' bfloat16 conversions (vad_edge/bfloat16.h): the same bits as CUDA's.
+inline float __bfloat162float(__nv_bfloat16 b) { return vad_edge::bfloat16_bits_to_float(b.bits); }
+inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __nv_bfloat16{vad_edge::float_to_bfloat16_bits(f)}; }

@@ -13,9 +13,11 @@ struct ScoreWeights {
 // fif_hat, d_hat, first, last: [N, 3, H, W] contiguous; cmap: [N, 1, h, w] contiguous, h | H and w | W.
 // emap:  [N, 1, H, W] = weighted sum of the terms, up() = nearest upsampling of cmap to H x W
 // score: [N] = mean over pixels of emap
-void anomaly_score_cpu(const float* fif_hat, const float* d_hat, const float* first, const float* last,
-                       const float* cmap, ScoreWeights weights, float* score, float* emap, int64_t N, int64_t H,
-                       int64_t W, int64_t h, int64_t w, int num_threads);
+// All of them float32 or all bfloat16 (`dtype`; float16 throws std::invalid_argument); float32 per pixel,
+// double sums for the score.
+void anomaly_score_cpu(const void* fif_hat, const void* d_hat, const void* first, const void* last, const void* cmap,
+                       ScoreWeights weights, void* score, void* emap, DType dtype, int64_t N, int64_t H, int64_t W,
+                       int64_t h, int64_t w, int num_threads);
 
 // Number of partial sums per sample that anomaly_score_cuda needs in its workspace.
 constexpr int64_t kAnomalyScoreBlocks = 64;

@@ -45,9 +45,11 @@ class BasicBlock(nn.Module):
 
 
 def use_kernels(module: nn.Module, x: torch.Tensor) -> bool:
-    """The C++/CUDA kernels run when nothing needs a gradient; training goes through the reference ops, and so
-    do the bfloat16 activations of CPU autocast (the CPU kernels are float32)."""
-    return module.use_kernels and not torch.is_grad_enabled() and (x.is_cuda or x.dtype == torch.float32)
+    """The C++/CUDA kernels run when nothing needs a gradient and they take x's dtype (ops.kernel_dtypes):
+    float32 and bfloat16 (CPU autocast's activations) on the CPU; float32, float16 and bfloat16 on CUDA and
+    its CPU emulation. Training goes through the reference ops, and so does float16 on the CPU: the CPU kernels
+    have no float16."""
+    return module.use_kernels and not torch.is_grad_enabled() and x.dtype in ops.kernel_dtypes(x)
 
 
 class VarianceAttention(nn.Module):
@@ -236,8 +238,13 @@ class STD(nn.Module):
         out = self(clip)
         impl = ops if use_kernels(self, out.z) else reference
         cmap, _, _ = impl.cluster_distance(out.z, self.centers.to(out.z.dtype), self.profile.alpha)
-        raw, emap = impl.anomaly_score(out.fif_hat, out.d_hat, clip[:, 0:3], clip[:, 12:15], cmap,
-                                       self.fusion.weights)
+        # The score's inputs in one dtype, as the kernels take them: under autocast the network's outputs are
+        # bfloat16 and a float32 clip promotes them, as the reference's arithmetic would; a bfloat16 clip
+        # (ops.prepare_clip(..., dtype=torch.bfloat16)) keeps the whole score in bfloat16, with no conversion.
+        dtype = torch.promote_types(out.fif_hat.dtype, clip.dtype)
+        fif_hat, d_hat, first, last, cmap = (
+            t.to(dtype) for t in (out.fif_hat, out.d_hat, clip[:, 0:3], clip[:, 12:15], cmap))
+        raw, emap = impl.anomaly_score(fif_hat, d_hat, first, last, cmap, self.fusion.weights)
         return Scores(raw, emap, cmap)
 
     def score_terms(self, clip: torch.Tensor) -> torch.Tensor:

@@ -8,15 +8,20 @@ is the "Kernel contracts" table of the architecture document.
 import torch
 
 from vad_edge.ops import _checks, _kernels, reference
+from vad_edge.ops._checks import kernel_dtypes
 from vad_edge.ops._kernels import backend
 
-__all__ = ["prepare_clip", "variance_attention", "cluster_distance", "anomaly_score", "backend", "reference"]
+__all__ = ["prepare_clip", "variance_attention", "cluster_distance", "anomaly_score", "backend", "kernel_dtypes",
+           "reference"]
 
 
-def prepare_clip(frames: torch.Tensor, bgr: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 [N,5,H,W,3] window -> (clip float32 [N,15,H,W] RGB in [0,1], diff float32 [N,3,H,W] = frame4 - frame0).
+def prepare_clip(
+    frames: torch.Tensor, bgr: bool = True, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 [N,5,H,W,3] window -> (clip [N,15,H,W] RGB in [0,1], diff [N,3,H,W] = frame4 - frame0), both of `dtype`.
 
-    `frames` may be any strided view (a ring buffer slice); `bgr` says it holds OpenCV's BGR order.
+    `frames` may be any strided view (a ring buffer slice); `bgr` says it holds OpenCV's BGR order. `dtype`:
+    float32 or bfloat16 (a bfloat16 model input written directly, with no conversion pass); float16 too on CUDA.
     """
     _checks.tensor("frames", frames, "[N,5,H,W,3]")
     if frames.dtype != torch.uint8:
@@ -25,7 +30,8 @@ def prepare_clip(frames: torch.Tensor, bgr: bool = True) -> tuple[torch.Tensor, 
         raise ValueError(f"frames: expected shape [N,5,H,W,3], got {tuple(frames.shape)}")
     if not isinstance(bgr, bool):
         raise ValueError(f"bgr: expected a bool, got {bgr!r}")
-    return _kernels.prepare_clip(frames, bgr)
+    _checks.dtype("dtype", dtype, frames)
+    return _kernels.prepare_clip(frames, bgr, dtype)
 
 
 def variance_attention(p: torch.Tensor, x: torch.Tensor, pool: int) -> torch.Tensor:

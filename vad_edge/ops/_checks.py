@@ -8,8 +8,10 @@ import torch
 
 from vad_edge.ops import _emulation
 
-# What the CUDA kernels read; the CPU kernels read float32 only.
+# What the kernels read and write. The CPU kernels have no float16: CPU autocast produces bfloat16, the one
+# half-precision type the CPU path meets, so float16 CPU tensors go to the reference ops (model/network.py).
 CUDA_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+CPU_FLOAT_DTYPES = (torch.float32, torch.bfloat16)
 # The CUDA kernels put the batch on the grid's y axis.
 MAX_CUDA_BATCH = 65535
 
@@ -40,12 +42,23 @@ def tensor(name: str, value, layout: str) -> torch.Tensor:
     return value
 
 
+def kernel_dtypes(value: torch.Tensor) -> tuple[torch.dtype, ...]:
+    """The floating dtypes the kernels take for a tensor on value's device."""
+    return CUDA_FLOAT_DTYPES if cuda_rules(value) else CPU_FLOAT_DTYPES
+
+
 def float_dtype(name: str, value: torch.Tensor) -> None:
-    """float32 on CPU; float32, float16 or bfloat16 on CUDA."""
-    allowed = CUDA_FLOAT_DTYPES if cuda_rules(value) else (torch.float32,)
-    if value.dtype not in allowed:
+    """float32 or bfloat16 on CPU; float32, float16 or bfloat16 on CUDA."""
+    dtype(name, value.dtype, value)
+
+
+def dtype(name: str, value, like: torch.Tensor) -> torch.dtype:
+    """value is a dtype the kernels take (kernel_dtypes) on the device of `like`."""
+    allowed = kernel_dtypes(like)
+    if value not in allowed:
         names = ", ".join(str(d).removeprefix("torch.") for d in allowed)
-        raise ValueError(f"{name}: expected dtype {names} on {value.device.type}, got {value.dtype}")
+        raise ValueError(f"{name}: expected dtype {names} on {like.device.type}, got {value}")
+    return value
 
 
 def same(what: str, names: list[str], values: list[torch.Tensor], key) -> None:

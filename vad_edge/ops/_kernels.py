@@ -93,13 +93,14 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
-def _prepare_clip(frames: torch.Tensor, bgr: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _prepare_clip(frames: torch.Tensor, bgr: bool, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     if _use_reference(frames.device):
-        return reference.prepare_clip(frames, bgr)
+        return reference.prepare_clip(frames, bgr, dtype)
     n, _, h, w, _ = frames.shape
-    clip = torch.empty((n, 15, h, w), dtype=torch.float32, device=frames.device)
-    diff = torch.empty((n, 3, h, w), dtype=torch.float32, device=frames.device)
-    args = (frames.data_ptr(), list(frames.stride()), n, h, w, bgr, clip.data_ptr(), diff.data_ptr())
+    clip = torch.empty((n, 15, h, w), dtype=dtype, device=frames.device)
+    diff = torch.empty((n, 3, h, w), dtype=dtype, device=frames.device)
+    args = (frames.data_ptr(), list(frames.stride()), n, h, w, bgr, clip.data_ptr(), diff.data_ptr(),
+            _DTYPE_CODES[dtype])
     if cuda := _cuda(frames):
         with cuda.context:
             cuda.module.prepare_clip_cuda(*args, cuda.device, cuda.stream)
@@ -122,7 +123,8 @@ def _variance_attention(p: torch.Tensor, x: torch.Tensor, pool: int) -> torch.Te
                 n, c, h, w, pool, cuda.device, cuda.stream,
             )
     else:
-        _C.variance_attention_cpu(p.data_ptr(), x.data_ptr(), out.data_ptr(), n, c, h, w, pool, _threads())
+        _C.variance_attention_cpu(p.data_ptr(), x.data_ptr(), out.data_ptr(), _DTYPE_CODES[x.dtype], n, c, h, w, pool,
+                                  _threads())
     return out
 
 
@@ -145,7 +147,7 @@ def _cluster_distance(
             cuda.module.cluster_distance_cuda(*pointers, norms.data_ptr(), _DTYPE_CODES[z.dtype], n, d, h * w, k,
                                               alpha, cuda.device, cuda.stream)
     else:
-        _C.cluster_distance_cpu(*pointers, n, d, h * w, k, alpha, _threads())
+        _C.cluster_distance_cpu(*pointers, _DTYPE_CODES[z.dtype], n, d, h * w, k, alpha, _threads())
     return cmap, nearest, dmin
 
 
@@ -167,15 +169,16 @@ def _anomaly_score(
             cuda.module.anomaly_score_cuda(*inputs, score.data_ptr(), emap.data_ptr(), workspace.data_ptr(),
                                            _DTYPE_CODES[last.dtype], n, big_h, big_w, h, w, cuda.device, cuda.stream)
     else:
-        _C.anomaly_score_cpu(*inputs, score.data_ptr(), emap.data_ptr(), n, big_h, big_w, h, w, _threads())
+        _C.anomaly_score_cpu(*inputs, score.data_ptr(), emap.data_ptr(), _DTYPE_CODES[last.dtype], n, big_h, big_w, h,
+                             w, _threads())
     return score, emap
 
 
 # --- torch.library registration: shapes for tracing (fake tensors), then the real implementations. -------
 
-def _prepare_clip_fake(frames, bgr):
+def _prepare_clip_fake(frames, bgr, dtype):
     n, _, h, w, _ = frames.shape
-    return frames.new_empty((n, 15, h, w), dtype=torch.float32), frames.new_empty((n, 3, h, w), dtype=torch.float32)
+    return frames.new_empty((n, 15, h, w), dtype=dtype), frames.new_empty((n, 3, h, w), dtype=dtype)
 
 
 def _variance_attention_fake(p, x, pool):

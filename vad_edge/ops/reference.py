@@ -8,14 +8,18 @@ import torch
 import torch.nn.functional as F
 
 
-def prepare_clip(frames: torch.Tensor, bgr: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 [N,5,H,W,3] -> (clip float32 [N,15,H,W] RGB in [0,1], diff float32 [N,3,H,W] = frame4 - frame0)."""
+def prepare_clip(
+    frames: torch.Tensor, bgr: bool = True, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 [N,5,H,W,3] -> (clip [N,15,H,W] RGB in [0,1], diff [N,3,H,W] = frame4 - frame0), both of `dtype`.
+
+    Computed in float32 and rounded once to `dtype`, the difference too (as the kernels do)."""
     n, t, h, w, _ = frames.shape
     x = frames.to(torch.float32) / 255.0
     if bgr:
         x = x.flip(-1)
     clip = x.permute(0, 1, 4, 2, 3).reshape(n, t * 3, h, w)
-    return clip, clip[:, 12:15] - clip[:, 0:3]
+    return clip.to(dtype), (clip[:, 12:15] - clip[:, 0:3]).to(dtype)
 
 
 def variance_attention(p: torch.Tensor, x: torch.Tensor, pool: int) -> torch.Tensor:

@@ -2,31 +2,37 @@
 
 #include <vector>
 
+#include "ops/cpu/cpu_utils.h"
+
 namespace vad_edge {
 
-void anomaly_score_cpu(const float* fif_hat, const float* d_hat, const float* first, const float* last,
-                       const float* cmap, ScoreWeights weights, float* score, float* emap, int64_t N, int64_t H,
-                       int64_t W, int64_t h, int64_t w, int num_threads) {
+namespace {
+
+// The kernel for one element type T (float or BFloat16); per-pixel values in float, the score in double.
+template <typename T>
+void anomaly_score(const T* fif_hat, const T* d_hat, const T* first, const T* last, const T* cmap,
+                   ScoreWeights weights, T* score, T* emap, int64_t N, int64_t H, int64_t W, int64_t h, int64_t w,
+                   int num_threads) {
   const int64_t plane = H * W, sy = H / h, sx = W / w;
   std::vector<double> row_sums(N * H);
 #pragma omp parallel for collapse(2) schedule(static) num_threads(num_threads)
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t y = 0; y < H; ++y) {
-      const float* crow = cmap + (n * h + y / sy) * w;
+      const T* crow = cmap + (n * h + y / sy) * w;
       const int64_t base = n * 3 * plane + y * W;
-      float* erow = emap + n * plane + y * W;
+      T* erow = emap + n * plane + y * W;
       float sum = 0.0f;
       for (int64_t x = 0; x < W; ++x) {
         const auto load = [&](int c, float& fif, float& d, float& f0, float& f4) {
           const int64_t i = base + c * plane + x;
-          fif = fif_hat[i];
-          d = d_hat[i];
-          f0 = first[i];
-          f4 = last[i];
+          fif = cpu::to_float(fif_hat[i]);
+          d = cpu::to_float(d_hat[i]);
+          f0 = cpu::to_float(first[i]);
+          f4 = cpu::to_float(last[i]);
         };
-        const float v = weighted_score(weights, load, crow[x / sx]);
-        erow[x] = v;
-        sum += v;
+        const float v = weighted_score(weights, load, cpu::to_float(crow[x / sx]));
+        erow[x] = cpu::from_float<T>(v);
+        sum += v;  // the unrounded value: the score does not pay for emap's storage precision
       }
       row_sums[n * H + y] = sum;
     }
@@ -35,8 +41,21 @@ void anomaly_score_cpu(const float* fif_hat, const float* d_hat, const float* fi
   for (int64_t n = 0; n < N; ++n) {
     double total = 0.0;
     for (int64_t y = 0; y < H; ++y) total += row_sums[n * H + y];
-    score[n] = static_cast<float>(total / static_cast<double>(plane));
+    score[n] = cpu::from_float<T>(static_cast<float>(total / static_cast<double>(plane)));
   }
+}
+
+}  // namespace
+
+void anomaly_score_cpu(const void* fif_hat, const void* d_hat, const void* first, const void* last, const void* cmap,
+                       ScoreWeights weights, void* score, void* emap, DType dtype, int64_t N, int64_t H, int64_t W,
+                       int64_t h, int64_t w, int num_threads) {
+  cpu::dispatch_float(dtype, "anomaly_score", [&](auto tag) {
+    using T = decltype(tag);
+    anomaly_score(static_cast<const T*>(fif_hat), static_cast<const T*>(d_hat), static_cast<const T*>(first),
+                  static_cast<const T*>(last), static_cast<const T*>(cmap), weights, static_cast<T*>(score),
+                  static_cast<T*>(emap), N, H, W, h, w, num_threads);
+  });
 }
 
 }  // namespace vad_edge

@@ -4,20 +4,23 @@
 #include <cmath>
 #include <vector>
 
+#include "ops/cpu/cpu_utils.h"
+
 namespace vad_edge {
 
 namespace {
 
 // Average-pools one [H, W] plane into [H/pool, W/pool]. The pool rows of a cell are first added into a
-// full-width row (a contiguous, vectorised loop), which is then reduced in groups of pool.
-void avg_pool_plane(const float* plane, float* pooled, int64_t H, int64_t W, int64_t pool, float* row_sum) {
+// full-width float row (a contiguous, vectorised loop), which is then reduced in groups of pool.
+template <typename T>
+void avg_pool_plane(const T* plane, float* pooled, int64_t H, int64_t W, int64_t pool, float* row_sum) {
   const int64_t wp = W / pool;
   const float inv_area = 1.0f / static_cast<float>(pool * pool);
   for (int64_t i = 0; i < H / pool; ++i) {
     std::fill(row_sum, row_sum + W, 0.0f);
     for (int64_t y = i * pool; y < (i + 1) * pool; ++y) {
-      const float* row = plane + y * W;
-      for (int64_t x = 0; x < W; ++x) row_sum[x] += row[x];
+      const T* row = plane + y * W;
+      for (int64_t x = 0; x < W; ++x) row_sum[x] += cpu::to_float(row[x]);
     }
     for (int64_t j = 0; j < wp; ++j) {
       float sum = 0.0f;
@@ -48,10 +51,10 @@ void attention_weights(const float* pooled, float* weights, int64_t C, int64_t c
   for (int64_t i = 0; i < cells; ++i) weights[i] = static_cast<float>(std::exp(variance[i] / total));
 }
 
-}  // namespace
-
-void variance_attention_cpu(const float* p, const float* x, float* out, int64_t N, int64_t C, int64_t H,
-                            int64_t W, int64_t pool, int num_threads) {
+// The kernel for one element type T (float or BFloat16); everything in between is float or double.
+template <typename T>
+void variance_attention(const T* p, const T* x, T* out, int64_t N, int64_t C, int64_t H, int64_t W, int64_t pool,
+                        int num_threads) {
   const int64_t hp = H / pool, wp = W / pool, cells = hp * wp, plane = H * W;
   std::vector<float> pooled(N * C * cells);
   // Weights expanded along x (one row of W per pooled row), so the final multiply is a plain vector loop.
@@ -86,10 +89,21 @@ void variance_attention_cpu(const float* p, const float* x, float* out, int64_t 
       for (int64_t y = 0; y < H; ++y) {
         const float* wrow = weight_rows.data() + (n * hp + y / pool) * W;
         const int64_t offset = (n * C + c) * plane + y * W;
-        const float* src = x + offset;
-        float* dst = out + offset;
-        for (int64_t xx = 0; xx < W; ++xx) dst[xx] = src[xx] * wrow[xx];
+        const T* src = x + offset;
+        T* dst = out + offset;
+        for (int64_t xx = 0; xx < W; ++xx) dst[xx] = cpu::from_float<T>(cpu::to_float(src[xx]) * wrow[xx]);
       }
+}
+
+}  // namespace
+
+void variance_attention_cpu(const void* p, const void* x, void* out, DType dtype, int64_t N, int64_t C, int64_t H,
+                            int64_t W, int64_t pool, int num_threads) {
+  cpu::dispatch_float(dtype, "variance_attention", [&](auto tag) {
+    using T = decltype(tag);
+    variance_attention(static_cast<const T*>(p), static_cast<const T*>(x), static_cast<T*>(out), N, C, H, W, pool,
+                       num_threads);
+  });
 }
 
 }  // namespace vad_edge
