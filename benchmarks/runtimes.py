@@ -56,7 +56,7 @@ def runtimes(model, onnx_path: Path, threads: int) -> dict:
     """name -> (score function, outputs function or None for torch itself); the runtimes not installed are left out."""
     found = {"torch float32 (kernels)": (model.score, None)}
     try:
-        runner = export.Runner.from_model(export.onnxruntime_session(onnx_path, threads), model)
+        runner = export.Runner(export.onnxruntime_session(onnx_path, threads), model)
         found["ONNX Runtime float32"] = (runner.score, runner.outputs)
     except ImportError:
         print("onnxruntime is not installed: its rows are left out")
@@ -64,7 +64,7 @@ def runtimes(model, onnx_path: Path, threads: int) -> dict:
         for label, precision in [("f32 hint", "f32"), ("default precision", None)]:
             compiled = export.openvino_model(onnx_path, threads, precision)
             hint = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
-            runner = export.Runner.from_model(compiled, model)
+            runner = export.Runner(compiled, model)
             found[f"OpenVINO {label} ({hint})"] = (runner.score, runner.outputs)
     except ImportError:
         print("openvino is not installed: its rows are left out")

@@ -45,10 +45,10 @@ def test_a_closed_pipe_is_not_an_error():
 
 
 def test_parser_choices_match_the_model():
-    from vad_edge import precision
+    from vad_edge import export, precision
 
     assert set(cli.PROFILES) == set(PROFILES) and tuple(cli.FUSIONS) == FUSIONS
-    assert cli.PRECISIONS == precision.PRECISIONS
+    assert cli.PRECISIONS == precision.PRECISIONS and cli.RUNTIMES == export.RUNTIMES
 
 
 def test_every_option_has_a_help_text():

@@ -104,7 +104,7 @@ def test_export_writes_no_reduce_axes_attribute_that_openvino_ignores(exported):
 def test_onnxruntime_scores_match_torch(exported, tiny_checkpoint, test_videos, batch):
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e '.[export]')")
     model, _ = checkpoint.load(tiny_checkpoint)
-    runner = export.Runner.from_model(export.onnxruntime_session(exported[0]), model)
+    runner = export.Runner(export.onnxruntime_session(exported[0]), model)
     assert_score_parity(runner, tiny_checkpoint, test_videos, batch)
 
 
@@ -113,5 +113,43 @@ def test_openvino_scores_match_torch(exported, tiny_checkpoint, test_videos):
     has AMX or AVX-512 BF16, which is not held to this gate."""
     pytest.importorskip("openvino", reason="openvino is not installed (pip install -e '.[export]')")
     model, _ = checkpoint.load(tiny_checkpoint)
-    runner = export.Runner.from_model(export.openvino_model(exported[0], precision="f32"), model)
+    runner = export.Runner(export.openvino_model(exported[0], precision="f32"), model)
     assert_score_parity(runner, tiny_checkpoint, test_videos, 5)
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_the_scorer_runs_an_exported_graph_after_a_parity_check(tiny_checkpoint, runtime):
+    """model.runtime / --runtime: the Scorer exports the networks, loads them in the runtime, checks them
+    against torch and scores (and fits terms) with the kernels after the graph."""
+    pytest.importorskip(runtime, reason=f"{runtime} is not installed (pip install -e '.[export]')")
+    from vad_edge.model.scoring import Scorer
+
+    model, _ = checkpoint.load(tiny_checkpoint)
+    frames = torch.randint(0, 256, (3, 5, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    reference, exported = Scorer(model, "float32"), Scorer(model, "auto", runtime=runtime)
+    assert exported.runner is not None and exported.precision.name == "float32"
+    torch.testing.assert_close(exported.score(frames).raw, reference.score(frames).raw, rtol=1e-4, atol=0)
+    torch.testing.assert_close(exported.score_terms(frames), reference.score_terms(frames), rtol=1e-4, atol=1e-9)
+    assert exported.describe()["runtime"] == runtime
+
+
+def test_a_runtime_that_scores_otherwise_is_refused(tiny_checkpoint, tmp_path):
+    """The gate the agent runs at load, on the graph OpenVINO misreads (opset 17: ReduceL1's axes ignored)."""
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install -e '.[export]')")
+    model, _ = checkpoint.load(tiny_checkpoint)
+    misread = export.Runner(export.openvino_model(export.export_model(model, tmp_path / "m.onnx", opset=17)), model)
+    with pytest.raises(ValueError, match="runtime openvino: its scores differ from torch's by .* refused"):
+        export.check_parity(misread, model, "openvino")
+    export.check_parity(export.Runner(export.openvino_model(export.export_model(model, tmp_path / "ok.onnx")), model),
+                        model, "openvino")  # the shipped opset passes
+
+
+def test_an_exported_graph_runs_in_float32_on_the_cpu_only(tiny_checkpoint):
+    from vad_edge.model.scoring import Scorer
+
+    model, _ = checkpoint.load(tiny_checkpoint)
+    with pytest.raises(ValueError, match="runtime openvino: runs the exported networks in float32 on the CPU, not "
+                                         "bfloat16"):
+        Scorer(model, "bfloat16", runtime="openvino")
+    with pytest.raises(ValueError, match="runtime: expected one of onnxruntime, openvino"):
+        export.runner_for(model, "tensorrt", 1)

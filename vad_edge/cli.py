@@ -32,14 +32,14 @@ def _eval(args: argparse.Namespace) -> int:
     from vad_edge.eval import evaluate
 
     report = evaluate(args.data, args.checkpoint, args.out, baseline=args.baseline, batch=args.batch,
-                      device=args.device, fusion_name=args.fusion, precision=args.precision)
+                      device=args.device, fusion_name=args.fusion, precision=args.precision, runtime=args.runtime)
     summary = {k: report[k] for k in ("auc_micro", "auc_macro", "auc_raw", "auc_pixel")}
     if "baseline_framediff" in report:
         for lag, key in (("", "baseline_framediff"), ("_lag4", "baseline_framediff_lag4")):
             for metric in ("auc_micro", "auc_raw"):
                 summary[f"framediff{lag}_{metric}"] = report[key][metric]
     print(json.dumps(summary, indent=2))
-    print(f"scored in {report['precision']} ({report['why']}) on {report['device']}")
+    print(f"scored in {report['precision']} by {report['runtime']} ({report['why']}) on {report['device']}")
     print(f"report and plots in {args.out}")
     return 0
 
@@ -61,6 +61,15 @@ def _fuse(args: argparse.Namespace) -> int:
     path = checkpoint.save(model, args.out, meta, dtype=checkpoint.stored_dtype(args.checkpoint))
     print(json.dumps(model.fusion.to_metadata(), indent=2))
     print(f"checkpoint written: {path}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from vad_edge.export import export
+
+    info = export(args.checkpoint, args.out)
+    print(json.dumps(info, indent=2))
+    print(f"graph written: {os.path.join(args.out, info['onnx'])}")
     return 0
 
 
@@ -199,8 +208,9 @@ PROFILES = ("lite", "paper", "tiny")
 FUSIONS = ("standardised", "paper")
 
 
-# As vad_edge.precision.PRECISIONS (a test keeps them equal).
+# As vad_edge.precision.PRECISIONS and vad_edge.export.RUNTIMES (a test keeps them equal).
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+RUNTIMES = ("torch", "onnxruntime", "openvino")
 
 
 def add_precision(parser: argparse.ArgumentParser, what: str = "scored in") -> None:
@@ -249,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch", type=int, default=16, help="clips per forward pass")
     evaluate.add_argument("--device", default="auto", help="cpu, cuda or auto (a GPU when there is one)")
     add_precision(evaluate)
+    evaluate.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                          help="what runs the networks: torch, or their ONNX export in onnxruntime or openvino "
+                               "(float32, CPU; pip install 'vad-edge[export]')")
     evaluate.set_defaults(func=_eval)
 
     fuse = sub.add_parser("fuse", help="refit how a checkpoint's terms become one score, on normal footage")
@@ -258,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
     add_precision(fuse, "fitted in")
     fuse.set_defaults(func=_fuse)
+
+    exporter = sub.add_parser("export", help="write the model's two networks as ONNX (opset 18; the kernels stay "
+                                             "outside the graph), for ONNX Runtime or OpenVINO")
+    exporter.add_argument("--checkpoint", help="checkpoint or bundle (default: the shipped lite model)")
+    exporter.add_argument("--out", required=True, help="folder for <name>.onnx and <name>.onnx.json")
+    exporter.set_defaults(func=_export)
 
     run = sub.add_parser("run", help="run the agent: cameras in, anomaly events out over MQTT")
     run.add_argument("--config", default="/etc/vad-edge/config.yaml", help="device configuration (YAML)")

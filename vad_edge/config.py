@@ -93,6 +93,9 @@ class Model(Strict):
         "the format clips are scored in; auto: bfloat16 on CPUs that run it natively (AMX, AVX-512 BF16, ARM "
         "BF16), float16 on CUDA, float32 elsewhere. A bundle fitted in another precision is scored as it is, "
         "with a warning: recalibrate on the box"))
+    runtime: Literal["torch", "onnxruntime", "openvino"] = Field("torch", description=(
+        "what runs the networks: torch, or their ONNX export in ONNX Runtime or OpenVINO (float32 on the CPU, "
+        "checked against torch at load; pip install 'vad-edge[export]'). The kernels score after the graph"))
 
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")

@@ -31,17 +31,22 @@ def check_build() -> list[Row]:
 def check_kernels(config: Config | None) -> list[Row]:
     import torch
 
-    from vad_edge import ops, precision
+    from vad_edge import ops
     from vad_edge.cpu_share import agent_threads, cores
+    from vad_edge.model.scoring import scoring_precision
     from vad_edge.train import pick_device
 
     info = ops.backend()
     threads = agent_threads(config.model.threads if config else 0)
-    scoring = precision.choose(config.model.precision if config else "auto",
-                               pick_device(config.model.device if config else "auto").type)
+    model = config.model if config else Config.model_fields["model"].default
     rows = [("threads", OK, f"the agent scores with {threads} of {cores()} cores (model.threads); "
-                            f"vad-edge calibrate takes its own share at lower priority"),
-            ("precision", OK, f"clips are scored in {scoring.name} ({scoring.reason}; model.precision)")]
+                            f"vad-edge calibrate takes its own share at lower priority")]
+    try:
+        scoring = scoring_precision(model.precision, model.runtime, pick_device(model.device))
+        rows.append(("precision", OK, f"clips are scored in {scoring.name} by {model.runtime} ({scoring.reason}; "
+                                      f"model.precision, model.runtime)"))
+    except ValueError as exc:
+        rows.append(("precision", FAIL, str(exc)))
     z, centers = torch.randn(1, 16, 4, 4), torch.randn(5, 16)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
@@ -70,7 +75,8 @@ def check_models(config: Config) -> list[Row]:
         calibrated = config.state_dir / "calibration" / f"{cam.name}.safetensors"
         path = cam.bundle or (calibrated if calibrated.exists() else config.model.checkpoint)
         try:
-            bundle = load_bundle(path, pick_device(config.model.device), config.model.precision)
+            bundle = load_bundle(path, pick_device(config.model.device), config.model.precision,
+                                 config.model.runtime)
             kind = "calibrated " + bundle.calibration["created"] if bundle.calibration["id"] else "not calibrated"
             rows.append((f"model {cam.name}", OK if bundle.calibration["id"] else WARN,
                          f"{bundle.path.name}: {bundle.model_info['name']} at {bundle.fps:g} fps, {kind}"))

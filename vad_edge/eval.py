@@ -143,7 +143,7 @@ def plot_report(out: Path, videos: list[Video], curves: dict[str, list[np.ndarra
 
 def evaluate(data: str | Path, checkpoint_path: str | Path | None = None, out: str | Path = "eval-out",
              baseline: str | None = None, batch: int = 16, device: str = "auto", progress: bool = True,
-             fusion_name: str | None = None, precision: str = "auto") -> dict:
+             fusion_name: str | None = None, precision: str = "auto", runtime: str = "torch") -> dict:
     """Scores <data>/testing with a checkpoint or calibration bundle, writes report.json and PNG plots into
     out, returns the report. fusion_name: score with that fusion instead of the checkpoint's; it is fitted
     on <data>/training (normal clips, no labels) unless the checkpoint holds a fit of it."""
@@ -151,7 +151,7 @@ def evaluate(data: str | Path, checkpoint_path: str | Path | None = None, out: s
 
     checkpoint_path = Path(checkpoint_path) if checkpoint_path else checkpoint.shipped("lite")
     model, meta = checkpoint.load(checkpoint_path, pick_device(device))
-    scorer = Scorer(model, precision, batch)
+    scorer = Scorer(model, precision, batch, runtime)
     fitted_in = precision_fitted(meta)
     if fusion_name is not None and fusion_name != model.fusion.name:
         fitted_in = scorer.precision.name

@@ -9,6 +9,7 @@ imports them at module level.
 """
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,10 @@ OUTPUTS = ("fif_hat", "d_hat", "z")
 # 13-17 as if axes were an input, finds none and reduces over every axis: z, fif_hat and d_hat come out wrong
 # by their own size. At opset 18 (or <= 12) it reads the axes; ONNX Runtime is right at every opset.
 OPSET = 18
+RUNTIMES = ("torch", "onnxruntime", "openvino")  # what scores clips: torch itself, or the exported graph in one
+# A runtime's scores must match torch's on a test batch before it scores a camera (relative, on each score):
+# both compute in float32, and the measured gap is 6e-7 (benchmarks/README.md).
+PARITY_RTOL = 1e-3
 
 
 class Networks(nn.Module):
@@ -63,11 +68,12 @@ def export_model(model: STD, path: str | Path, opset: int = OPSET) -> Path:
     return path
 
 
-def export(checkpoint_path: str | Path, out_dir: str | Path, opset: int = OPSET) -> dict:
+def export(checkpoint_path: str | Path | None, out_dir: str | Path, opset: int = OPSET) -> dict:
     """`vad-edge export --checkpoint X --out DIR`: DIR/<checkpoint stem>.onnx (the two networks) and
     DIR/<checkpoint stem>.onnx.json (what scoring after the graph needs and where it came from). Returns
-    the JSON's content. The checkpoint itself stays the source of the centres and fusion (Runner.from_model)."""
-    checkpoint_path, out_dir = Path(checkpoint_path), Path(out_dir)
+    the JSON's content. The checkpoint itself stays the source of the centres and fusion (Runner)."""
+    checkpoint_path = Path(checkpoint_path) if checkpoint_path else checkpoint.shipped("lite")
+    out_dir = Path(out_dir)
     model, meta = checkpoint.load(checkpoint_path)
     onnx_path = export_model(model, out_dir / f"{checkpoint_path.stem}.onnx", opset)
     info = {
@@ -87,17 +93,12 @@ def export(checkpoint_path: str | Path, out_dir: str | Path, opset: int = OPSET)
 
 class Runner:
     """STD.score with the networks run by an ONNX Runtime InferenceSession or an OpenVINO CompiledModel, and
-    the project's kernels after the graph. `clip` is what `ops.prepare_clip` returns (float32, CPU)."""
+    the project's kernels after the graph (STD.score_outputs: the model's centres, alpha and fusion).
+    `clip` is what `ops.prepare_clip` returns (float32, CPU)."""
 
-    def __init__(self, session, centers: torch.Tensor, alpha: float, weights):
+    def __init__(self, session, model: STD):
         self.session = session
-        self.centers = centers.detach().float().cpu().contiguous()
-        self.alpha = float(alpha)
-        self.weights = tuple(float(w) for w in weights)
-
-    @classmethod
-    def from_model(cls, session, model: STD) -> "Runner":
-        return cls(session, model.centers, model.profile.alpha, model.fusion.weights)
+        self.model = model
 
     def outputs(self, clip: torch.Tensor) -> Outputs:
         feed = np.ascontiguousarray(clip.detach().cpu().numpy(), dtype=np.float32)
@@ -109,10 +110,40 @@ class Runner:
         return Outputs(*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays))
 
     def score(self, clip: torch.Tensor) -> Scores:
-        out = self.outputs(clip)
-        cmap, _, _ = ops.cluster_distance(out.z, self.centers, self.alpha)
-        raw, emap = ops.anomaly_score(out.fif_hat, out.d_hat, clip[:, 0:3], clip[:, 12:15], cmap, self.weights)
-        return Scores(raw, emap, cmap)
+        return self.model.score_outputs(self.outputs(clip), clip)
+
+    def score_terms(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.model.terms_of_outputs(self.outputs(clip), clip)
+
+
+def runner_for(model: STD, runtime: str, threads: int) -> Runner:
+    """The model's networks exported and loaded by `runtime` ("onnxruntime" or "openvino", float32), after a
+    parity check against torch on one batch: a runtime that scores otherwise is refused (ValueError), as
+    OpenVINO would have been on an opset-17 graph."""
+    loaders = {"onnxruntime": onnxruntime_session, "openvino": openvino_model}
+    if runtime not in loaders:
+        raise ValueError(f"runtime: expected one of {', '.join(loaders)} for an exported graph, got {runtime!r}")
+    with tempfile.TemporaryDirectory(prefix="vad-edge-onnx-") as tmp:
+        try:
+            session = loaders[runtime](export_model(model, Path(tmp) / "model.onnx"), threads)
+        except ImportError as exc:
+            raise ValueError(f"runtime {runtime}: not installed ({exc.name}); pip install 'vad-edge[export]'") from exc
+    runner = Runner(session, model)
+    check_parity(runner, model, runtime)
+    return runner
+
+
+def check_parity(runner: Runner, model: STD, runtime: str) -> None:
+    size = model.profile.size
+    frames = torch.randint(0, 256, (2, 5, size, size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    clip = ops.prepare_clip(frames)[0]
+    with torch.no_grad():
+        want = model.score(clip).raw.double()
+    got = runner.score(clip).raw.double()
+    worst = ((got - want).abs() / want.abs().clamp_min(1e-12)).max().item()
+    if not worst <= PARITY_RTOL:
+        raise ValueError(f"runtime {runtime}: its scores differ from torch's by {worst:.3g} (relative) on a test "
+                         f"batch, more than {PARITY_RTOL:g}: refused; use runtime torch")
 
 
 def onnxruntime_session(path: str | Path, threads: int = 1):

@@ -60,7 +60,8 @@ def default_threshold(meta: dict) -> float:
     return float(q)
 
 
-def load_bundle(path: str | Path | None, device: torch.device, precision_name: str = "auto") -> Bundle:
+def load_bundle(path: str | Path | None, device: torch.device, precision_name: str = "auto",
+                runtime: str = "torch") -> Bundle:
     path = Path(path) if path else checkpoint.shipped("lite")
     model, meta = checkpoint.load(path, device)
     calibration = meta.get("calibration")
@@ -71,4 +72,4 @@ def load_bundle(path: str | Path | None, device: torch.device, precision_name: s
         threshold = default_threshold(meta)
         info = {"id": None, "created": None}
     model_info = {"name": f"std-{model.profile.name}", "sha256": checkpoint.file_sha256(path)}
-    return Bundle(path, model, threshold, model_info, info, meta, Scorer(model, precision_name))
+    return Bundle(path, model, threshold, model_info, info, meta, Scorer(model, precision_name, runtime=runtime))

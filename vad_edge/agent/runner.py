@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import vad_edge
-from vad_edge import ops, precision
+from vad_edge import ops
 from vad_edge.agent import discovery, preflight
 from vad_edge.agent.bundle import Bundle, load_bundle
 from vad_edge.agent.commands import CommandError, Settings, parse_detect, parse_multiplier, shown
@@ -29,6 +29,7 @@ from vad_edge.agent.snapshot import jpeg, overlay
 from vad_edge.agent.sources import CameraReader, Clip, Frame, is_file_source
 from vad_edge.config import Camera, Config, ConfigError
 from vad_edge.cpu_share import agent_threads, use_threads
+from vad_edge.model.scoring import scoring_precision
 from vad_edge.train import pick_device
 
 log = logging.getLogger("vad_edge.agent")
@@ -65,7 +66,7 @@ class Agent:
         preflight.check(config)
         self.device = pick_device(config.model.device)
         self.threads = use_threads(agent_threads(config.model.threads))
-        self.precision = precision.choose(config.model.precision, self.device.type)
+        self.precision = scoring_precision(config.model.precision, config.model.runtime, self.device)
         config.state_dir.mkdir(parents=True, exist_ok=True)
         max_bytes = (int(config.outbox.max_mb * 2**20) if config.outbox.max_mb
                      else default_max_bytes(config.state_dir))
@@ -133,7 +134,7 @@ class Agent:
             path = self._bundle_path(cam)
             if str(path) not in by_path:
                 try:
-                    bundle = load_bundle(path, self.device, self.config.model.precision)
+                    bundle = load_bundle(path, self.device, self.config.model.precision, self.config.model.runtime)
                 except ValueError as exc:
                     by_path[str(path)] = exc
                 else:
@@ -350,7 +351,8 @@ class Agent:
             "device_id": self.config.device_id, "uptime_s": round(time.monotonic() - self.started, 1),
             "versions": {"vad_edge": vad_edge.__version__, "torch": torch.__version__},
             "kernels": {"cuda": ops.backend()["cuda"], "device": str(self.device), "threads": self.threads,
-                        "precision": self.precision.name, "precision_why": self.precision.reason},
+                        "precision": self.precision.name, "precision_why": self.precision.reason,
+                        "runtime": self.config.model.runtime},
             "outbox": {"depth": depth, "dropped": self.outbox.dropped(), **disk},
             "storage": self.delivery.stats(),
             "mqtt": {"connected": self.publisher.connected, "connects": self.publisher.connects},

@@ -235,7 +235,10 @@ class STD(nn.Module):
 
     def score(self, clip: torch.Tensor) -> Scores:
         """The anomaly score of each clip: the appearance, motion and cluster terms fused as self.fusion says."""
-        out = self(clip)
+        return self.score_outputs(self(clip), clip)
+
+    def score_outputs(self, out: Outputs, clip: torch.Tensor) -> Scores:
+        """score() after the networks: also for outputs another runtime computed (vad_edge/export.py)."""
         impl = ops if use_kernels(self, out.z) else reference
         cmap, _, _ = impl.cluster_distance(out.z, self.centers.to(out.z.dtype), self.profile.alpha)
         # The score's inputs in one dtype, as the kernels take them: under autocast the network's outputs are
@@ -249,7 +252,10 @@ class STD(nn.Module):
 
     def score_terms(self, clip: torch.Tensor) -> torch.Tensor:
         """[N,4] per-clip means of the score's four terms (reference.score_terms), to fit a fusion on."""
-        out = self(clip)
+        return self.terms_of_outputs(self(clip), clip)
+
+    def terms_of_outputs(self, out: Outputs, clip: torch.Tensor) -> torch.Tensor:
+        """score_terms() after the networks."""
         cmap, _, _ = reference.cluster_distance(out.z, self.centers.to(out.z.dtype), self.profile.alpha)
         terms = reference.score_terms(out.fif_hat, out.d_hat, clip[:, 0:3], clip[:, 12:15], cmap)
         return terms.flatten(2).mean(dim=2)

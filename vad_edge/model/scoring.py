@@ -25,11 +25,20 @@ def device_of(model: torch.nn.Module) -> torch.device:
 
 
 class Scorer:
-    def __init__(self, model: STD, precision_name: str = "auto", batch: int = 16):
+    """runtime: "torch", or the model's networks exported to ONNX and run by "onnxruntime" or "openvino"
+    (float32 on the CPU; vad_edge/export.py), with the project's kernels after the graph either way."""
+
+    def __init__(self, model: STD, precision_name: str = "auto", batch: int = 16, runtime: str = "torch"):
         self.model = model.eval()
         self.device = device_of(model)
-        self.precision = precision.choose(precision_name, self.device.type)
         self.batch = batch
+        self.runtime = runtime
+        self.precision = scoring_precision(precision_name, runtime, self.device)
+        self.runner = None
+        if runtime != "torch":
+            from vad_edge.export import runner_for
+
+            self.runner = runner_for(model, runtime, torch.get_num_threads())
 
     def _autocast(self):
         """float32 as it is; the other formats through autocast, which keeps the numerically touchy ops
@@ -47,18 +56,35 @@ class Scorer:
     @torch.no_grad()
     def score(self, frames: torch.Tensor) -> Scores:
         """Scores of uint8 windows [N,5,H,W,3] (OpenCV's BGR), in one pass."""
+        clip = self._clip(frames)
+        if self.runner:
+            return self.runner.score(clip)
         with self._autocast():
-            return self.model.score(self._clip(frames))
+            return self.model.score(clip)
 
     @torch.no_grad()
     def score_terms(self, frames: torch.Tensor) -> torch.Tensor:
         """[N,4] float64 per-clip means of the score's four terms (what a fusion is fitted on)."""
+        clip = self._clip(frames)
+        if self.runner:
+            return self.runner.score_terms(clip).double().cpu()
         with self._autocast():
-            return self.model.score_terms(self._clip(frames)).double().cpu()
+            return self.model.score_terms(clip).double().cpu()
 
     def describe(self) -> dict:
-        return {"device": str(self.device), "precision": self.precision.name, "why": self.precision.reason,
-                "batch": self.batch, "threads": torch.get_num_threads()}
+        return {"device": str(self.device), "runtime": self.runtime, "precision": self.precision.name,
+                "why": self.precision.reason, "batch": self.batch, "threads": torch.get_num_threads()}
+
+
+def scoring_precision(requested: str, runtime: str, device: torch.device) -> precision.Precision:
+    """The precision clips are scored in. torch: as precision.choose says; an exported graph runs in float32
+    on the CPU (OpenVINO with its f32 hint: its bf16 default is not held to the parity gate)."""
+    if runtime == "torch":
+        return precision.choose(requested, device.type)
+    if device.type != "cpu" or requested not in ("auto", "float32"):
+        raise ValueError(f"runtime {runtime}: runs the exported networks in float32 on the CPU, not "
+                         f"{requested} on {device}; use runtime torch for that")
+    return precision.Precision("float32", f"the {runtime} runtime runs the exported networks in float32")
 
 
 def _batches(scorer: Scorer, videos: list[Video], progress: bool, desc: str):
