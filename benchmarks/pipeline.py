@@ -7,6 +7,7 @@ Two modes per camera count:
   committed and handed to MQTT in the same step), with CPU use and peak memory of the process.
 
     python benchmarks/pipeline.py [--seconds 20] [--checkpoint model.safetensors] [--device cpu]
+                                  [--runtime torch|onnxruntime|openvino] [--precision auto]
 """
 
 import argparse
@@ -23,13 +24,14 @@ from vad_edge.config import Config
 from vad_edge.demo import SAMPLE, LocalBroker
 
 
-def measure(cameras: int, paced: bool, seconds: float, checkpoint: str | None, device: str) -> dict:
+def measure(cameras: int, paced: bool, seconds: float, checkpoint: str | None, device: str,
+            runtime: str = "torch", precision: str = "auto") -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="vad-edge-bench-"))
     broker = LocalBroker(workdir)
     cfg = Config.model_validate({
         "device_id": "bench", "state_dir": str(workdir / "state"),
         "mqtt": {"host": "127.0.0.1", "port": broker.port}, "health": {"port": 0},
-        "model": {"checkpoint": checkpoint, "device": device},
+        "model": {"checkpoint": checkpoint, "device": device, "runtime": runtime, "precision": precision},
         "cameras": [{"name": f"cam{i}", "source": str(SAMPLE), "loop": True, "realtime": paced}
                     for i in range(cameras)],
     })
@@ -65,6 +67,7 @@ def measure(cameras: int, paced: bool, seconds: float, checkpoint: str | None, d
         "cpu_percent": 100 * (time.process_time() - marks["cpu"]) / wall,
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "device": str(agent.device), "model": agent.cameras["cam0"].bundle.model_info["name"],
+        "scoring": f"{runtime}, {agent.precision.name}, {agent.threads} thread(s)",
     }
 
 
@@ -73,10 +76,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--checkpoint", help="default: the shipped lite model")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--runtime", default="torch", help="model.runtime: torch, onnxruntime or openvino")
+    parser.add_argument("--precision", default="auto", help="model.precision")
     args = parser.parse_args()
-    rows = [measure(n, paced, args.seconds, args.checkpoint, args.device)
+    rows = [measure(n, paced, args.seconds, args.checkpoint, args.device, args.runtime, args.precision)
             for n in (1, 4) for paced in (False, True)]
-    print(f"\n{rows[0]['model']} on {rows[0]['device']}, {args.seconds:.0f} s per row (python {sys.version.split()[0]})\n")
+    print(f"\n{rows[0]['model']} on {rows[0]['device']} ({rows[0]['scoring']}), {args.seconds:.0f} s per row "
+          f"(python {sys.version.split()[0]})\n")
     print("| cameras | mode | fps / stream | fps total | latency p50 ms | latency p95 ms | clips skipped % | CPU % | peak RSS MB |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:

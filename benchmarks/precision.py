@@ -41,7 +41,8 @@ def clips_per_second(scorer: Scorer, batch: int, seconds: float) -> float:
     return count / (time.perf_counter() - started)
 
 
-def grid(precisions: list[str], batches: list[int], threads: list[int], seconds: float, device: str) -> None:
+def grid(precisions: list[str], batches: list[int], threads: list[int], seconds: float, device: str,
+         runtime: str) -> None:
     model, _ = checkpoint.load(checkpoint.shipped("lite"), pick_device(device))
     print("| precision | threads | " + " | ".join(f"batch {b}" for b in batches) + " | |")
     print("|---|---:|" + "---:|" * len(batches) + "---|")
@@ -49,23 +50,23 @@ def grid(precisions: list[str], batches: list[int], threads: list[int], seconds:
     for name in precisions:
         for count in threads:
             torch.set_num_threads(count)
-            rates = [clips_per_second(Scorer(model, name, batch), batch, seconds) for batch in batches]
+            rates = [clips_per_second(Scorer(model, name, batch, runtime), batch, seconds) for batch in batches]
             first.setdefault(count, rates)
             ratio = ", ".join(f"{r / b:.2f}x" for r, b in zip(rates, first[count]))
             print(f"| {name} | {count} | " + " | ".join(f"{r:.1f}" for r in rates)
                   + (f" | vs {precisions[0]}: {ratio} |" if name != precisions[0] else " | |"), flush=True)
 
 
-def live(seconds: float, threads: int) -> None:
+def live(seconds: float, threads: int, runtime: str) -> None:
     """Batch 1 (one camera) in `auto`, per model: real-time factor against a 10 fps camera."""
     torch.set_num_threads(threads)
     lite = PROFILES["lite"]
     models = {"lite 128 (shipped)": lite, "lite 160": resized(lite, 160),
               "wide lite 128 (base 24)": replace(lite, name="lite", base=24), "paper 256": PROFILES["paper"]}
-    print(f"| model | clips/s, batch 1, {threads} thread(s) | x real time at {LIVE_FPS:g} fps | >= 2x |")
+    print(f"| model | clips/s, batch 1, {threads} thread(s), {runtime} | x real time at {LIVE_FPS:g} fps | >= 2x |")
     print("|---|---:|---:|---|")
     for label, profile in models.items():
-        rate = clips_per_second(Scorer(STD(profile)), 1, seconds)
+        rate = clips_per_second(Scorer(STD(profile), runtime=runtime), 1, seconds)
         print(f"| {label} | {rate:.1f} | {rate / LIVE_FPS:.2f} | {'yes' if rate >= 2 * LIVE_FPS else 'no'} |",
               flush=True)
 
@@ -97,6 +98,7 @@ def main() -> None:
     parser.add_argument("--live", action="store_true", help="model sizes against one 10 fps camera, in auto")
     parser.add_argument("--auc", metavar="DATA", help="Ped2-style dataset: AUC and score agreement per precision")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (the GPU session passes cuda)")
+    parser.add_argument("--runtime", default="torch", help="torch, onnxruntime or openvino (float32 only)")
     args = parser.parse_args()
     auto = precision.choose("auto", pick_device(args.device).type)
     print(f"# {auto.reason} -> auto = {auto.name}; torch {torch.__version__}, "
@@ -105,10 +107,10 @@ def main() -> None:
     if args.auc:
         auc(args.auc, precisions, args.device)
     elif args.live:
-        live(args.seconds, int(args.threads.split(",")[-1]))
+        live(args.seconds, int(args.threads.split(",")[-1]), args.runtime)
     else:
         grid(precisions, [int(b) for b in args.batches.split(",")], [int(t) for t in args.threads.split(",")],
-             args.seconds, args.device)
+             args.seconds, args.device, args.runtime)
 
 
 if __name__ == "__main__":
