@@ -76,11 +76,17 @@ def markdown(summary: dict) -> str:
         for row in summary["scoring"]:
             lines.append(f"| {row['profile']} | {row['dtype']} | {row['batch']} | {row['kernels_clips_per_s']:.0f} | "
                          f"{row['reference_clips_per_s']:.0f} | {row['ms_per_batch']:.2f} |")
+    if summary.get("precision"):
+        lines += ["", "## The Scorer per precision (clips/s)", "", summary["precision"].strip()]
     if summary.get("eval"):
         e = summary["eval"]
         lines += ["", "## Trained model on Ped2", "", f"micro {e['auc_micro']:.1f}, macro {e['auc_macro']:.1f}, "
-                  f"raw {e['auc_raw']:.1f}, pixel {e['auc_pixel']}; lag-1 frame difference micro "
-                  f"{e['framediff_micro']:.1f}, raw {e['framediff_raw']:.1f}; trained {e['minutes']} min"]
+                  f"raw {e['auc_raw']:.1f}, pixel {e['auc_pixel']} in {e['precision']}; lag-1 frame difference "
+                  f"micro {e['framediff_micro']:.1f}, raw {e['framediff_raw']:.1f}; trained {e['minutes']} min"]
+    if summary.get("eval_float32"):
+        e = summary["eval_float32"]
+        lines += ["", f"The same model in float32: micro {e['auc_micro']:.1f}, macro {e['auc_macro']:.1f}, "
+                      f"raw {e['auc_raw']:.1f}, {e['clips_per_second']:.0f} clips/s"]
     return "\n".join(lines) + "\n"
 
 

@@ -21,11 +21,13 @@ def test_gpu_session_tiny_mode_runs_every_step(tmp_path, monkeypatch):
     summary = json.loads((out / "summary.json").read_text())
     ran = {step: r["rc"] for step, r in summary["steps"].items()}
     assert ran == {"backend": 0, "kernel tests": 0, "sanitizer memcheck": "skipped", "sanitizer racecheck": "skipped",
-                   "kernel benchmark": 0, "scoring throughput": 0, "train paper": 0, "float16 checkpoint": 0,
-                   "evaluate": 0}
+                   "kernel benchmark": 0, "scoring throughput": 0, "precision throughput": 0, "train paper": 0,
+                   "float16 checkpoint": 0, "evaluate": 0, "evaluate float32": 0}
     assert "passed" in summary["steps"]["kernel tests"]["result"]
     assert summary["scoring"] and all(row["kernels_clips_per_s"] > 0 for row in summary["scoring"])
     assert 0 <= summary["eval"]["auc_micro"] <= 100
     model, _ = checkpoint.load(out / "paper.safetensors")
     assert checkpoint.stored_dtype(out / "paper.safetensors").is_floating_point
     assert "## Scoring throughput" in (out / "summary.md").read_text()
+    assert "| bfloat16 | 1 |" in summary["precision"] and "The same model in float32" in (out / "summary.md").read_text()
+    assert 0 <= summary["eval_float32"]["auc_micro"] <= 100
