@@ -14,11 +14,25 @@ def test_thread_budgets_leave_room_for_the_other_job(monkeypatch):
     monkeypatch.setattr(cpu_share, "cores", lambda: 8)
     assert cpu_share.agent_threads() == 7 and cpu_share.calibration_threads() == 4
     assert cpu_share.agent_threads(3) == 3  # configured
+    assert cpu_share.calibration_threads(beside_agent=False) == 8  # alone on the box: every core
     before = torch.get_num_threads()
     try:
         assert cpu_share.use_threads(1) == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_agent_running_finds_the_agent_however_it_was_started(tmp_path):
+    def process(pid, *argv):
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+
+    process("1", "/sbin/init")
+    process("20", "/opt/vad-edge/venv/bin/python3", "/opt/vad-edge/venv/bin/vad-edge", "calibrate", "--camera", "run")
+    (tmp_path / "self").mkdir()  # not a process directory
+    assert not cpu_share.agent_running(str(tmp_path))
+    process("30", "/opt/vad-edge/venv/bin/python3", "/opt/vad-edge/venv/bin/vad-edge", "run", "--config", "c.yaml")
+    assert cpu_share.agent_running(str(tmp_path))
 
 
 def test_lower_priority_reaches_threads_started_before_it():

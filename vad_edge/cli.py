@@ -129,12 +129,12 @@ def _run(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from vad_edge.cpu_share import calibration_threads, lower_priority, use_threads
+    from vad_edge.cpu_share import agent_running, calibration_threads, lower_priority, use_threads
 
     # Calibration often runs beside the agent on the same box: the agent's live scoring keeps priority, on
-    # every thread (torch's included) and with a share of the cores.
+    # every thread (torch's included) and with a share of the cores. Alone, it takes them all.
     lower_priority(10)
-    threads = use_threads(calibration_threads(args.threads))
+    threads = use_threads(calibration_threads(args.threads, beside_agent=agent_running()))
 
     from vad_edge import config
     from vad_edge.calibrate import calibrate, load_footage
@@ -296,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--base", help="base checkpoint to adapt (default: the shipped one of --profile)")
     cal.add_argument("--out", help="folder for the bundle and report (default: <state_dir>/calibration)")
     cal.add_argument("--threads", type=int, default=0,
-                     help="CPU threads for training (default: half the cores, at least 1; the agent keeps the rest)")
+                     help="CPU threads for training (default: half the cores beside a running agent, which "
+                          "keeps the rest; every core when no agent runs)")
     cal.add_argument("--min-event-frames", type=int, default=3, help="with --source: the agent's event rule")
     cal.add_argument("--cooldown", type=float, default=3.0, help="with --source: the agent's event rule (s)")
     cal.add_argument("--device", default="auto", help="cpu, cuda or auto (a GPU when there is one)")

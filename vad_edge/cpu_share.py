@@ -21,9 +21,26 @@ def agent_threads(requested: int = 0) -> int:
     return requested or max(1, cores() - 1)
 
 
-def calibration_threads(requested: int = 0) -> int:
-    """Calibration's budget: as requested, or half the cores (at least 1); it runs beside the agent."""
-    return requested or max(1, cores() // 2)
+def calibration_threads(requested: int = 0, beside_agent: bool = True) -> int:
+    """Calibration's budget: as requested; else half the cores (at least 1) beside a running agent, and all
+    of them when it has the box to itself (a technician waiting, nothing live to starve)."""
+    return requested or (max(1, cores() // 2) if beside_agent else cores())
+
+
+def agent_running(proc: str = "/proc") -> bool:
+    """Whether a `vad-edge run` process (the agent, as its systemd unit starts it) is alive on this box."""
+    for pid in os.listdir(proc):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"{proc}/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue  # ended meanwhile, or not ours to read
+        # `vad-edge run ...`, however started: the console script directly, or by its interpreter.
+        if any(os.path.basename(a) == b"vad-edge" and b == b"run" for a, b in zip(argv, argv[1:])):
+            return True
+    return False
 
 
 def use_threads(count: int) -> int:
