@@ -1,18 +1,26 @@
-"""What each term of the score is worth, per checkpoint, on a labelled test split (Ped2), against the
-no-learning baselines. Same protocol as `vad-edge eval` (clip t-4..t scores frame t; micro: per-video
+"""What each term of the score is worth, and each variant of the score tried, per scene and checkpoint, against
+the no-learning baselines. Same protocol as `vad-edge eval` (clip t-4..t scores frame t; micro: per-video
 min-max of 1/S, pooled; macro: mean per-video AUC; raw: pooled, no normalisation, as a live box sees it).
 
-From one forward pass per clip, the frame score of each term is its mean over pixels
-(vad_edge.ops.reference.score_terms): the paper's E·C, E = mean_rgb (FIF^ + D^ - F4)^2; the appearance
-error (FIF^ - F0)^2; the motion error (F0 + D^ - F4)^2; the cluster map C. The standardised fusion (and its
-leave-one-term-out variants) is fitted on the training split's clips only: no test label chooses anything.
+A scene is a labelled data set and the checkpoint that scores it: Ped2 with the shipped model, and a second
+scene (UCSD Ped1) with the bundle `vad-edge calibrate` made from its training clips, as a site would.
+
+From one forward pass per clip, each term's mean over every cell of a 16 x 16 grid (STD.score_terms): the
+paper's E·C, E = mean_rgb (FIF^ + D^ - F4)^2; the appearance error (FIF^ - F0)^2; the motion error
+(F0 + D^ - F4)^2; the cluster map C. A term's frame score is its mean over the grid. Every fitted variant is
+fitted on the scene's normal training clips only: no test label chooses anything.
+- standardised: each term divided by its normal mean, summed (the shipped fusion); and leaving one term out.
+- per place: each cell's terms standardised by that cell's own normal mean and spread (what is normal on
+  this patch of a static camera's frame), the frame scored by its most anomalous cell or the mean of its
+  top 1/16 of cells.
+- causal: the standardised score averaged over the last 5 clips (what a live box can do).
 
 A second table, on the training clips (normal footage only), says how much of each term is just the amount
 of motion: the correlation of its frame score with the clip's own F4 - F0 energy (the lag-4 frame
-difference). `--plot` draws those frames as one scatter per term.
+difference). `--plot` draws those frames as one scatter per term (the first scene's).
 
-    python benchmarks/ablation.py --data ../shared/data/ped2 --checkpoint a.safetensors [--checkpoint b ...]
-                                  [--plot benchmarks/results/terms_vs_motion_energy.png]
+    python benchmarks/ablation.py --scene ../shared/data/ped2 \
+        --scene ../shared/data/ped1-dev=calibration/ped1.safetensors [--runtime openvino] [--plot PNG]
 """
 
 import argparse
@@ -24,21 +32,42 @@ from vad_edge.eval import frame_difference_scores, frame_metrics
 from vad_edge.model import checkpoint, fusion
 from vad_edge.model.scoring import Scorer, term_means
 
-
 TERM_NAMES = ("appearance", "motion", "cluster map")
+GRID = 16
+CAUSAL_CLIPS = 5
 
 
-def rows_for(model, meta, data) -> tuple[dict[str, list[np.ndarray]], list, np.ndarray, np.ndarray]:
+def per_place(normal: np.ndarray, test: list[np.ndarray], top: int) -> list[np.ndarray]:
+    """Frame scores from per-cell statistics: z = (x - mean_cell) / (std_cell + std_all) per term (the
+    whole-frame spread keeps a cell where nothing ever moved from turning noise into alarms), summed over
+    the three terms, then the mean of the `top` largest cells."""
+    mean, spread = normal.mean(axis=0), normal.std(axis=0) + normal.std(axis=(0, 2, 3))[:, None, None]
+    scores = []
+    for cells in test:
+        z = ((cells - mean) / spread).sum(axis=1).reshape(len(cells), -1)
+        scores.append(np.sort(z, axis=1)[:, -top:].mean(axis=1))
+    return scores
+
+
+def causal_mean(series: np.ndarray, clips: int) -> np.ndarray:
+    """The mean of each score and the clips before it (fewer at the start of a video)."""
+    sums = np.cumsum(series)
+    sums[clips:] = sums[clips:] - sums[:-clips]
+    return sums / np.minimum(np.arange(1, len(series) + 1), clips)
+
+
+def rows_for(scorer: Scorer, data: str, fps: float) -> tuple[dict[str, list[np.ndarray]], list, np.ndarray,
+                                                             np.ndarray]:
     """The test split's frame scores per row, its videos, and the training frames' term means [N, 4] with
     their F4 - F0 energies [N]."""
-    fps = checkpoint.frame_rate(meta)
-    normal = load_split(data, "training", model.profile.size, fps)
-    videos = load_split(data, "testing", model.profile.size, fps)
-    scorer = Scorer(model)
-    normal_terms = np.concatenate(term_means(scorer, normal, desc="training clips"))
-    normal_energy = np.concatenate(frame_difference_scores(normal, lag=4))
+    size = scorer.model.profile.size
+    normal_videos = load_split(data, "training", size, fps)
+    videos = load_split(data, "testing", size, fps)
+    normal_cells = np.concatenate(term_means(scorer, normal_videos, desc="training clips", grid=GRID))
+    test_cells = term_means(scorer, videos, desc="test clips", grid=GRID)
+    normal_terms = normal_cells.mean(axis=(2, 3))
+    terms = [cells.mean(axis=(2, 3)) for cells in test_cells]
     standardised = fusion.fit("standardised", normal_terms)
-    terms = term_means(scorer, videos, desc="test clips")
     mu = standardised.normal_means
     rows = {"E·C (paper)": [t[:, 3] for t in terms],
             "appearance": [t[:, 0] for t in terms],
@@ -46,8 +75,16 @@ def rows_for(model, meta, data) -> tuple[dict[str, list[np.ndarray]], list, np.n
             "cluster map": [t[:, 2] for t in terms],
             "standardised a + m + c": [standardised.score(t) for t in terms]}
     for dropped, name in enumerate(("appearance", "motion", "cluster")):
-        weights = [0.0 if i == dropped else 1.0 / mu[i] for i in range(3)] + [0.0]
-        rows[f"standardised without {name}"] = [t @ np.array(weights) for t in terms]
+        weights = np.array([0.0 if i == dropped else 1.0 / mu[i] for i in range(3)] + [0.0])
+        rows[f"standardised without {name}"] = [t @ weights for t in terms]
+    normal_cells, test_cells = normal_cells[:, :3], [cells[:, :3] for cells in test_cells]
+    rows["per place, most anomalous cell"] = per_place(normal_cells, test_cells, top=1)
+    rows["per place, top 1/16 of cells"] = per_place(normal_cells, test_cells, top=GRID * GRID // 16)
+    for name in ("standardised a + m + c", "standardised without appearance"):
+        rows[f"{name}, causal mean of {CAUSAL_CLIPS} clips"] = [causal_mean(s, CAUSAL_CLIPS) for s in rows[name]]
+    rows["frame difference, lag 1 (no learning)"] = frame_difference_scores(videos, lag=1)
+    rows["frame difference, lag 4 (no learning)"] = frame_difference_scores(videos, lag=4)
+    normal_energy = np.concatenate(frame_difference_scores(normal_videos, lag=4))
     return rows, videos, normal_terms, normal_energy
 
 
@@ -62,43 +99,46 @@ def plot_against_energy(path: str, name: str, terms: np.ndarray, energy: np.ndar
         ax.scatter(energy, terms[:, k], s=2, alpha=0.3)
         ax.set(title=f"{term} (r = {r[k]:.2f})",
                xlabel="F4 - F0 energy of the clip", ylabel="frame score" if k == 0 else None)
-    fig.suptitle(f"{name}: each term on Ped2's normal training frames against the amount of motion")
+    fig.suptitle(f"{name}: each term on the normal training frames against the amount of motion")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def parse_scene(text: str) -> tuple[str, str]:
+    data, _, path = text.partition("=")
+    return data, path or str(checkpoint.shipped("lite"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="../shared/data/ped2")
-    parser.add_argument("--checkpoint", action="append", default=[])
-    parser.add_argument("--plot", help="PNG: the training frames' terms against their F4 - F0 energy "
-                        "(the first checkpoint's)")
+    parser.add_argument("--scene", action="append", type=parse_scene, default=[], metavar="DATA[=CHECKPOINT]",
+                        help="a labelled data set and the checkpoint or bundle to score it with (default: Ped2 "
+                             "with the shipped lite); repeat for more scenes or checkpoints")
+    parser.add_argument("--runtime", default="torch", help="torch, onnxruntime or openvino (float32)")
+    parser.add_argument("--plot", help="PNG: the training frames' terms against their F4 - F0 energy")
     args = parser.parse_args()
-    paths = args.checkpoint or [str(checkpoint.shipped("lite"))]
-    print("| checkpoint | frame score | micro | macro | raw |")
-    print("|---|---|---:|---:|---:|")
-    baselines_done = False
+    scenes = args.scene or [parse_scene("../shared/data/ped2")]
+    print("| scene | checkpoint | frame score | micro | macro | raw |")
+    print("|---|---|---|---:|---:|---:|")
     correlations = []
-    for path in paths:
+    for data, path in scenes:
         model, meta = checkpoint.load(path)
-        rows, videos, normal_terms, normal_energy = rows_for(model, meta, args.data)
+        scorer = Scorer(model, "float32", runtime=args.runtime)
+        rows, videos, normal_terms, normal_energy = rows_for(scorer, data, checkpoint.frame_rate(meta))
         correlations.append([np.corrcoef(normal_terms[:, k], normal_energy)[0, 1] for k in range(3)])
-        if args.plot and path == paths[0]:
-            plot_against_energy(args.plot, path, normal_terms, normal_energy, correlations[-1])
-        if not baselines_done:
-            rows["frame difference, lag 1 (no learning)"] = frame_difference_scores(videos, lag=1)
-            rows["frame difference, lag 4 (no learning)"] = frame_difference_scores(videos, lag=4)
-            baselines_done = True
+        if args.plot and (data, path) == scenes[0]:
+            plot_against_energy(args.plot, f"{data} ({path})", normal_terms, normal_energy, correlations[-1])
         labels = [v.labels for v in videos]
         for name, scores in rows.items():
             m = frame_metrics(scores, labels)
-            print(f"| {path} | {name} | {m['auc_micro']:.1f} | {m['auc_macro']:.1f} | {m['auc_raw']:.1f} |", flush=True)
+            print(f"| {data} | {path} | {name} | {m['auc_micro']:.1f} | {m['auc_macro']:.1f} | {m['auc_raw']:.1f} |",
+                  flush=True)
     print("\nOn the training clips: correlation of each term's frame score with the clip's F4 - F0 energy\n")
-    print("| checkpoint | " + " | ".join(TERM_NAMES) + " |")
-    print("|---|" + "---:|" * len(TERM_NAMES))
-    for path, r in zip(paths, correlations):
-        print(f"| {path} | " + " | ".join(f"{v:.2f}" for v in r) + " |")
+    print("| scene | checkpoint | " + " | ".join(TERM_NAMES) + " |")
+    print("|---|---|" + "---:|" * len(TERM_NAMES))
+    for (data, path), r in zip(scenes, correlations):
+        print(f"| {data} | {path} | " + " | ".join(f"{v:.2f}" for v in r) + " |")
 
 
 if __name__ == "__main__":

@@ -269,6 +269,19 @@ def test_kernel_score_is_the_fusion_of_the_term_means(tiny):
         np.testing.assert_allclose(tiny.score(clip).raw.double().numpy(), terms[:, 3], rtol=1e-5)
 
 
+def test_term_grid_cells_average_to_the_term_means(tiny):
+    """Per-place statistics come from the terms' means per grid cell; the cells of an even grid average to
+    the whole frame's means, and an uneven grid still covers the frame."""
+    clip = clip_batch(2, 32)
+    with torch.no_grad():
+        means = tiny.score_terms(clip)
+        cells = tiny.score_terms(clip, grid=4)
+        uneven = tiny.score_terms(clip, grid=5)
+    assert cells.shape == (2, 4, 4, 4) and uneven.shape == (2, 4, 5, 5)
+    torch.testing.assert_close(cells.mean(dim=(2, 3)), means, rtol=1e-5, atol=1e-9)
+    assert not torch.allclose(cells[:, :, 0, 0], cells[:, :, 3, 3])  # the cells differ: a real map
+
+
 def test_checkpoint_keeps_its_fusion(tmp_path, tiny):
     tiny.fusion = fusion.fit("standardised", np.array([[1.0, 2.0, 4.0, 8.0]]))
     loaded, meta = checkpoint.load(checkpoint.save(tiny, tmp_path / "f.safetensors", {}))

@@ -112,8 +112,8 @@ class Runner:
     def score(self, clip: torch.Tensor) -> Scores:
         return self.model.score_outputs(self.outputs(clip), clip)
 
-    def score_terms(self, clip: torch.Tensor) -> torch.Tensor:
-        return self.model.terms_of_outputs(self.outputs(clip), clip)
+    def score_terms(self, clip: torch.Tensor, grid: int | None = None) -> torch.Tensor:
+        return self.model.terms_of_outputs(self.outputs(clip), clip, grid)
 
 
 def runner_for(model: STD, runtime: str, threads: int) -> Runner:

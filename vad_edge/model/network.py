@@ -250,14 +250,18 @@ class STD(nn.Module):
         raw, emap = impl.anomaly_score(fif_hat, d_hat, first, last, cmap, self.fusion.weights)
         return Scores(raw, emap, cmap)
 
-    def score_terms(self, clip: torch.Tensor) -> torch.Tensor:
-        """[N,4] per-clip means of the score's four terms (reference.score_terms), to fit a fusion on."""
-        return self.terms_of_outputs(self(clip), clip)
+    def score_terms(self, clip: torch.Tensor, grid: int | None = None) -> torch.Tensor:
+        """[N,4] per-clip means of the score's four terms (reference.score_terms), to fit a fusion on; with
+        `grid`, their means over each cell of a grid x grid partition of the frame, [N,4,grid,grid] (what
+        per-place statistics are computed from)."""
+        return self.terms_of_outputs(self(clip), clip, grid)
 
-    def terms_of_outputs(self, out: Outputs, clip: torch.Tensor) -> torch.Tensor:
+    def terms_of_outputs(self, out: Outputs, clip: torch.Tensor, grid: int | None = None) -> torch.Tensor:
         """score_terms() after the networks."""
         cmap, _, _ = reference.cluster_distance(out.z, self.centers.to(out.z.dtype), self.profile.alpha)
         terms = reference.score_terms(out.fif_hat, out.d_hat, clip[:, 0:3], clip[:, 12:15], cmap)
+        if grid is not None:
+            return F.adaptive_avg_pool2d(terms, grid)
         return terms.flatten(2).mean(dim=2)
 
 

@@ -63,13 +63,14 @@ class Scorer:
             return self.model.score(clip)
 
     @torch.no_grad()
-    def score_terms(self, frames: torch.Tensor) -> torch.Tensor:
-        """[N,4] float64 per-clip means of the score's four terms (what a fusion is fitted on)."""
+    def score_terms(self, frames: torch.Tensor, grid: int | None = None) -> torch.Tensor:
+        """[N,4] float64 per-clip means of the score's four terms (what a fusion is fitted on); with `grid`,
+        per cell of a grid x grid partition of the frame, [N,4,grid,grid] (STD.score_terms)."""
         clip = self._clip(frames)
         if self.runner:
-            return self.runner.score_terms(clip).double().cpu()
+            return self.runner.score_terms(clip, grid).double().cpu()
         with self._autocast():
-            return self.model.score_terms(clip).double().cpu()
+            return self.model.score_terms(clip, grid).double().cpu()
 
     def describe(self) -> dict:
         return {"device": str(self.device), "runtime": self.runtime, "precision": self.precision.name,
@@ -118,11 +119,11 @@ def score_videos(scorer: Scorer, videos: list[Video], keep_maps: bool = False, p
 
 
 def term_means(scorer: Scorer, videos: list[Video], progress: bool = True,
-               desc: str = "scoring terms") -> list[np.ndarray]:
+               desc: str = "scoring terms", grid: int | None = None) -> list[np.ndarray]:
     """Per video, the per-clip means of the score's four terms ([T-4, 4] float64): what a fusion is fitted
-    on, and (fusion.score) the scores themselves, from one pass."""
-    return _per_video(torch.cat([scorer.score_terms(frames) for frames in _batches(scorer, videos, progress, desc)]),
-                      videos)
+    on, and (fusion.score) the scores themselves, from one pass. With `grid`, per grid cell ([T-4, 4, g, g])."""
+    batches = _batches(scorer, videos, progress, desc)
+    return _per_video(torch.cat([scorer.score_terms(frames, grid) for frames in batches]), videos)
 
 
 def fit_fusion(scorer: Scorer, videos: list[Video], name: str, progress: bool = True,
