@@ -1,10 +1,11 @@
-"""Ped2 as a stand-in site for `vad-edge calibrate`: calibrate on the training clips only (normal footage,
-no labels), then run the agent's event rule over the test clips and measure what a site would see:
+"""A labelled data set as a stand-in site for `vad-edge calibrate` (Ped2, or Ped1 for a scene the model was not
+built on): calibrate on the training clips only (normal footage, no labels), then run the agent's event
+rule over the test clips and measure what a site would see:
 false alarms per hour on normal stretches, event-level recall (anomalous intervals that got an event),
 detection delay, and the frame-level AUC of the calibrated model.
 
-    python benchmarks/calibration_ped2.py [--data ../shared/data/ped2] [--budget 10] [--target 1]
-    python benchmarks/calibration_ped2.py --bundle bench-out/calibration/ped2.safetensors   # measure only
+    python benchmarks/calibration_site.py [--data ../shared/data/ped2] [--budget 10] [--target 1]
+    python benchmarks/calibration_site.py --data ../shared/data/ped1-dev --bundle B.safetensors   # measure only
 
 Ped2's test set has only ~6 minutes of footage and under a minute of it is normal, so its false-alarm count
 is a sanity check, not a rate; the rate the threshold is built for comes from the calibration's own
@@ -26,7 +27,7 @@ from vad_edge.eval import frame_metrics
 from vad_edge.model import checkpoint
 from vad_edge.model.scoring import score_videos
 
-FPS = 10.0  # UCSD Ped2 frame rate
+FPS = 10.0  # the UCSD sets' frame rate
 
 
 def intervals(label: np.ndarray) -> list[tuple[int, int]]:
@@ -38,7 +39,7 @@ def intervals(label: np.ndarray) -> list[tuple[int, int]]:
 
 def events_of(scores: np.ndarray, threshold: float, min_frames: int, cooldown: float) -> list[tuple[int, int, int]]:
     """The agent's event rule over one video: (first frame above, frame the start was published, last frame)."""
-    tracker = EventTracker("bench", "ped2", min_frames, cooldown, {}, {})
+    tracker = EventTracker("bench", "site", min_frames, cooldown, {}, {})
     events, opened = [], None
     for i, raw in enumerate(scores):
         frame = i + 4  # a clip scores its last frame
@@ -121,6 +122,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench-out/calibration")
     args = parser.parse_args()
     out = Path(args.out)
+    site_name = Path(args.data).name  # names the bundle and the outputs: ped2, ped1-dev
 
     if args.bundle:
         bundle_path = Path(args.bundle)
@@ -128,7 +130,7 @@ def main() -> None:
         base = Path(args.base) if args.base else checkpoint.shipped("lite")
         size = checkpoint.read_metadata(base)["profile"]["size"]
         train = load_split(args.data, "training", size, FPS)
-        bundle_path = calibrate(train, base, out, "ped2", budget_minutes=args.budget, target_per_hour=args.target,
+        bundle_path = calibrate(train, base, out, site_name, budget_minutes=args.budget, target_per_hour=args.target,
                                 min_event_frames=args.min_event_frames, cooldown=args.cooldown)["bundle"]
     bundle = load_bundle(bundle_path, torch.device("cpu"))
     report = bundle.meta["calibration"]
@@ -148,9 +150,9 @@ def main() -> None:
               "test": site, "frame_auc": {k: frames[k] for k in ("auc_micro", "auc_macro", "auc_raw")},
               "threshold_sweep": {str(k): v for k, v in sweep.items()}}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "ped2_site.json").write_text(json.dumps(result, indent=2))
-    np.savez(out / "ped2_test_scores.npz", *raw)
-    plot_timelines(out / "ped2_site.png", raw, labels, bundle.threshold, rule["min_event_frames"], rule["cooldown"])
+    (out / f"{site_name}_site.json").write_text(json.dumps(result, indent=2))
+    np.savez(out / f"{site_name}_test_scores.npz", *raw)
+    plot_timelines(out / f"{site_name}_site.png", raw, labels, bundle.threshold, rule["min_event_frames"], rule["cooldown"])
 
     c, t, f = result["calibration"], site, result["frame_auc"]
     low, high = c["false_alarms_per_hour_range"]["low"], c["false_alarms_per_hour_range"]["high"]
@@ -172,7 +174,7 @@ def main() -> None:
     for scale, m in sweep.items():
         print(f"| {scale} | {m['false_alarms']} | {m['detected_intervals']}/{m['anomalous_intervals']} | "
               f"{m['masked_intervals']} | {m['detection_delay_s_median']} |")
-    print(f"\nwrote {out / 'ped2_site.json'} and {out / 'ped2_site.png'}")
+    print(f"\nwrote {out / f'{site_name}_site.json'} and {out / f'{site_name}_site.png'}")
 
 
 if __name__ == "__main__":
