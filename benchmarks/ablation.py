@@ -9,7 +9,8 @@ From one forward pass per clip, each term's mean over every cell of a 16 x 16 gr
 paper's E·C, E = mean_rgb (FIF^ + D^ - F4)^2; the appearance error (FIF^ - F0)^2; the motion error
 (F0 + D^ - F4)^2; the cluster map C. A term's frame score is its mean over the grid. Every fitted variant is
 fitted on the scene's normal training clips only: no test label chooses anything.
-- standardised: each term divided by its normal mean, summed (the shipped fusion); and leaving one term out.
+- standardised: each term divided by its normal mean, summed; and leaving one term out (without appearance
+  is the shipped `motion-cluster` fusion).
 - per place: each cell's terms standardised by that cell's own normal mean and spread (what is normal on
   this patch of a static camera's frame), the frame scored by its most anomalous cell or the mean of its
   top 1/16 of cells.

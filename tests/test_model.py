@@ -241,6 +241,15 @@ def test_standardised_fusion_divides_each_term_by_its_normal_mean():
     assert fusion.fit("paper", terms) is fusion.PAPER
 
 
+def test_motion_cluster_fusion_leaves_the_appearance_error_out():
+    terms = np.array([[2.0, 0.1, 4.0, 9.0], [4.0, 0.3, 6.0, 1.0]])
+    fused = fusion.fit("motion-cluster", terms)
+    assert fused.weights == pytest.approx((0.0, 5.0, 0.2, 0.0))
+    assert fused.score(terms).mean() == pytest.approx(2.0)
+    # The appearance error may be anything on footage the fusion does not use it from.
+    assert fusion.fit("motion-cluster", terms * [0.0, 1, 1, 1]).weights == pytest.approx(fused.weights)
+
+
 @pytest.mark.parametrize("terms,message", [
     (np.array([[0.0, 1.0, 1.0, 1.0]]), "each must be > 0"),
     (np.array([[np.nan, 1.0, 1.0, 1.0]]), "each must be > 0"),
@@ -248,7 +257,7 @@ def test_standardised_fusion_divides_each_term_by_its_normal_mean():
 def test_fusion_fit_refuses_degenerate_footage(terms, message):
     with pytest.raises(fusion.FusionError, match=message):
         fusion.fit("standardised", terms)
-    with pytest.raises(fusion.FusionError, match="expected one of standardised, paper"):
+    with pytest.raises(fusion.FusionError, match="expected one of motion-cluster, standardised, paper"):
         fusion.fit("median", terms)
 
 

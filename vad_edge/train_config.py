@@ -21,4 +21,4 @@ class TrainConfig:
     save_every: int = 250
     fps: float = 10.0  # frame rate of the clips: video files are sampled to it (Ped2's frames are 10 fps)
     precision: str = "auto"  # auto: bfloat16 autocast where the hardware has it (CUDA; CPUs with AVX-512 BF16)
-    fusion: str = "standardised"  # how the terms become one score (model/fusion.py): standardised or paper
+    fusion: str = "motion-cluster"  # how the terms become one score (model/fusion.py)

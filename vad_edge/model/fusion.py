@@ -5,11 +5,15 @@ appearance error (FIF^ - F0)^2, motion error (F0 + D^ - F4)^2, the cluster map C
 (FIF^ + D^ - F4)^2 * C.
 
 - "paper": the authors' score, the last term alone.
-- "standardised" (default): appearance + motion + cluster, each divided by its mean on normal footage
-  (the training clips, or a site's own clips after `vad-edge calibrate`), so no term drowns the others
-  because of its units. In the paper's product the appearance error, about 4x the motion error on Ped2 for
-  the shipped lite, decides the score; standardised, each term counts once. No labels are involved: the weights
-  are a property of normal footage.
+- "standardised": appearance + motion + cluster, each divided by its mean on normal footage (the training
+  clips, or a site's own clips after `vad-edge calibrate`), so no term drowns the others because of its
+  units. In the paper's product the appearance error, about 4x the motion error on Ped2 for the shipped lite,
+  decides the score; standardised, each term counts once. No labels are involved: the weights are a
+  property of normal footage.
+- "motion-cluster" (default): the same without the appearance error. The appearance branch still counts
+  through the cluster map (its latents are half of each clustered point); its pixel error, added as a term,
+  mostly re-measures how many people are in view and cost raw AUC on Ped2 without gaining on a second
+  scene (benchmarks/README.md, "What each term of the score is worth").
 """
 
 from dataclasses import dataclass
@@ -19,7 +23,9 @@ import numpy as np
 from vad_edge.ops.reference import PAPER_WEIGHTS
 
 TERMS = ("appearance", "motion", "cluster", "paper")
-FUSIONS = ("standardised", "paper")
+FUSIONS = ("motion-cluster", "standardised", "paper")
+# The terms each fitted fusion adds, each divided by its normal mean.
+FITTED_TERMS = {"standardised": (0, 1, 2), "motion-cluster": (1, 2)}
 
 
 @dataclass(frozen=True)
@@ -48,13 +54,14 @@ def fit(name: str, term_means: np.ndarray) -> Fusion:
     """The fusion `name` with its weights fitted on per-clip term means [clips, 4] of normal footage."""
     if name == "paper":
         return PAPER
-    if name != "standardised":
+    if name not in FITTED_TERMS:
         raise FusionError(f"fusion: expected one of {', '.join(FUSIONS)}, got {name!r}")
     means = np.asarray(term_means, dtype=np.float64).reshape(-1, 4).mean(axis=0)
-    if not np.all(np.isfinite(means[:3])) or np.any(means[:3] <= 0):
+    used = list(FITTED_TERMS[name])
+    if not np.all(np.isfinite(means[used])) or np.any(means[used] <= 0):
         raise FusionError(f"fusion: normal footage gave term means {means[:3].tolist()}; each must be > 0 "
                           "(footage without any change or texture cannot standardise the terms)")
-    weights = (1.0 / means[0], 1.0 / means[1], 1.0 / means[2], 0.0)
+    weights = [1.0 / means[i] if i in used else 0.0 for i in range(4)]
     return Fusion(name, tuple(float(w) for w in weights), tuple(float(m) for m in means))
 
 
