@@ -78,19 +78,24 @@ def test_a_dataset_video_at_another_rate_is_sampled_with_its_labels(tmp_path):
 # --- the reader: clips of consecutive frames ----------------------------------------------------------------
 
 class FakeStream:
-    """A live camera stand-in: `frames` returned one per read, then the stream breaks."""
+    """A live camera stand-in: `frames` returned one per read, each with its pts (`times`, seconds; OpenCV
+    says 0 for an unknown one), then the stream breaks."""
 
-    def __init__(self, frames):
-        self.frames = list(frames)
+    def __init__(self, frames, times):
+        self.frames, self.times = list(frames), list(times)
+        self.pts = 0.0
 
     def isOpened(self):
         return True
 
     def get(self, prop):
-        return 0.0
+        return self.pts if prop == cv2.CAP_PROP_POS_MSEC else 0.0
 
     def read(self):
-        return (True, self.frames.pop(0)) if self.frames else (False, None)
+        if not self.frames:
+            return False, None
+        self.pts = 1000 * self.times.pop(0)
+        return True, self.frames.pop(0)
 
     def set(self, *args):
         return False
@@ -108,9 +113,9 @@ def read_clips(camera: dict, fps: float = 10, **reader_args) -> tuple[list, list
 
 
 def test_a_gap_in_a_stream_restarts_the_window(monkeypatch):
-    times = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0]  # a stall after 0.6 s
+    times = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 1.6, 1.7, 1.8, 1.9, 2.0, 2.1]  # a stall after 0.7 s
     frames = list(numbered_frames(len(times), 8))
-    monkeypatch.setattr(sources, "open_source", lambda source: FakeStream(frames))
+    monkeypatch.setattr(sources, "open_source", lambda source, timeout: FakeStream(frames, times))
     clock = iter([1000.0] + [1000.0 + t for t in times])  # start of the stream, then each frame read
     clips, statuses, reader = read_clips({"name": "gate", "source": "rtsp://cam/1"}, clock=lambda: next(clock))
     assert reader._play_once().startswith("no frame from rtsp://cam/1")
@@ -120,6 +125,35 @@ def test_a_gap_in_a_stream_restarts_the_window(monkeypatch):
         np.testing.assert_allclose(np.diff([f.time for f in clip]), 0.1, atol=1e-6)
     assert reader.window_restarts == 1
     assert statuses[0] == ("online", "frames arriving")
+
+
+def test_a_stream_read_in_a_burst_keeps_its_frames_spacing_by_their_pts(monkeypatch):
+    """FFmpeg hands over the seconds it buffered while probing a stream all at once. Stamped on arrival,
+    the burst bunched up and the grid joined its first, stale frame to live ones in one clip. Their pts
+    place them, and the wall clock follows the freshest frame; a frame without a pts is left out."""
+    pts = [0.0, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.0, 0.8, 0.9, 1.0, 1.1, 1.2]  # OpenCV: 0 = unknown
+    read = [5.0] * 8 + [5.05, 5.1, 5.2, 5.3, 5.4, 5.5]  # the first eight at once, then live
+    frames = list(numbered_frames(len(pts), 8))
+    monkeypatch.setattr(sources, "open_source", lambda source, timeout: FakeStream(frames, pts))
+    clock = iter([4.9] + read)
+    clips, _, reader = read_clips({"name": "gate", "source": "rtsp://cam/1"}, clock=lambda: next(clock))
+    reader._play_once()
+    numbers = [[frame_number(f) for f in clip] for clip in clips]
+    assert numbers == [[2, 3, 4, 5, 6], [3, 4, 5, 6, 7], [9, 10, 11, 12, 13]]  # frame 8's gap restarts
+    # Wall times: the burst's frames are known only as late as they came; live frames at capture time.
+    assert [round(f.time, 6) for f in clips[0]] == [5.0] * 5
+    assert [round(f.time, 6) for f in clips[-1]] == [5.1, 5.2, 5.3, 5.4, 5.5]
+
+
+def test_a_stream_without_pts_is_placed_by_arrival(monkeypatch):
+    times = [0.1 * i for i in range(30)]
+    frames = list(numbered_frames(len(times), 8))
+    monkeypatch.setattr(sources, "open_source", lambda source, timeout: FakeStream(frames, [0.0] * 30))
+    clock = iter([1000.0] + [1000.0 + t for t in times])
+    clips, _, reader = read_clips({"name": "gate", "source": "rtsp://cam/1"}, clock=lambda: next(clock))
+    reader._play_once()
+    first = sources.StreamClock.PATIENCE  # frames waited for a pts before giving up on them
+    assert [frame_number(f) for f in clips[0]] == list(range(first, first + 5)) and len(clips) == 30 - first - 4
 
 
 def test_a_file_at_30_fps_gives_clips_at_the_model_rate(tmp_path):
@@ -226,7 +260,7 @@ def test_a_stream_that_cannot_be_opened_says_why_without_its_password():
 
 def test_the_reader_logs_one_line_per_state_change(monkeypatch, caplog):
     cam = config.Camera.model_validate({"name": "gate", "source": "rtsp://u:pw@127.0.0.1:1/s"})
-    monkeypatch.setattr(sources, "open_source", lambda s: (_ for _ in ()).throw(SourceError("cannot open it")))
+    monkeypatch.setattr(sources, "open_source", lambda s, timeout: (_ for _ in ()).throw(SourceError("cannot open it")))
     reader = CameraReader(cam, 10, 16, lambda *a: None, lambda *a: None, backoff_start=0.001, backoff_max=0.001)
     attempts = []
     monkeypatch.setattr(reader._stopping, "wait", lambda t: len(attempts) >= 5 or attempts.append(t) or False)

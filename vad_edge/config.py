@@ -79,7 +79,9 @@ class Camera(Strict):
         "multiplies the calibrated threshold (0.05 to 20; threshold/set changes it live)"))
     min_event_frames: int = Field(3, ge=1, description="consecutive frames above threshold to start an event")
     cooldown: float = Field(3.0, ge=0, description="seconds below threshold before an event ends")
-    offline_after: float = Field(5.0, gt=0, description="seconds without a frame before the camera is offline")
+    offline_after: float = Field(5.0, gt=0, description=(
+        "seconds without a frame before the camera is offline; a stream also gets this long to connect and "
+        "to deliver each frame before the agent reconnects"))
     enabled: bool = Field(True, description="score this camera (detect/set can change it live)")
 
 

@@ -1,18 +1,17 @@
 """`vad-edge demo`: the whole appliance on the bundled sample clip, on this machine.
 
-Starts a local broker (mosquitto when installed, else amqtt in-process), runs the agent with the shipped
-`lite` model on the sample (UCSD Ped2 test clip 02: pedestrians, then a cyclist), prints every event as a
+Starts a local broker (mosquitto when installed, else amqtt in a process of its own), runs the agent with
+the shipped `lite` model on the sample (UCSD Ped2 test clip 02: pedestrians, then a cyclist), prints every event as a
 subscriber receives it, and writes an annotated MP4, a score timeline PNG and the events as JSON lines.
 """
 
-import asyncio
+import importlib.util
 import json
-import logging
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -39,66 +38,41 @@ class DemoError(ValueError):
 
 
 class LocalBroker:
-    """mosquitto on a free loopback port when installed, otherwise amqtt running in a thread."""
+    """mosquitto on a free loopback port when installed, otherwise amqtt in a process of its own
+    (vad_edge.demo_broker): either way the broker never shares the agent's process, GIL or event loop."""
 
     def __init__(self, workdir: Path):
         self.port = free_port()
-        self.process = None
-        self.thread = None
         mosquitto = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin")
         if mosquitto:
             conf = workdir / "mosquitto.conf"
             conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-            self.process = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                            stderr=subprocess.DEVNULL)
-            self.kind = "mosquitto"
+            command, self.kind = [mosquitto, "-c", str(conf)], "mosquitto"
         else:
-            self._start_amqtt()
-            self.kind = "amqtt (in-process)"
-            return
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+            if importlib.util.find_spec("amqtt.broker") is None:
+                raise DemoError("no MQTT broker for the demo: install mosquitto (apt-get install mosquitto) "
+                                "or amqtt (pip install amqtt)")
+            command, self.kind = [sys.executable, "-m", "vad_edge.demo_broker", str(self.port)], "amqtt"
+        # stdin: the amqtt broker exits when this pipe closes (mosquitto ignores it).
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30  # amqtt takes seconds to import on a loaded box
+        while time.monotonic() < deadline and self.process.poll() is None:
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", self.port)) == 0:
                     return
             time.sleep(0.05)
-        raise RuntimeError(f"the local {self.kind} broker did not start on port {self.port}")
-
-    def _start_amqtt(self) -> None:
-        try:
-            from amqtt.broker import Broker
-        except ImportError as exc:
-            raise DemoError("no MQTT broker for the demo: install mosquitto (apt-get install mosquitto) "
-                            "or amqtt (pip install amqtt)") from exc
-        settings = {"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
-                    "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}}
-        logging.getLogger("amqtt").setLevel(logging.CRITICAL)  # it logs every client's hiccup as an error
-        self.loop = asyncio.new_event_loop()
-        started = threading.Event()
-
-        def serve():
-            asyncio.set_event_loop(self.loop)
-
-            async def start():
-                self.broker = Broker(settings)
-                await self.broker.start()
-
-            self.loop.run_until_complete(start())
-            started.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=serve, name="amqtt", daemon=True)
-        self.thread.start()
-        if not started.wait(10):
-            raise RuntimeError(f"the in-process amqtt broker did not start on port {self.port}")
+        self.stop()
+        raise DemoError(f"the local {self.kind} broker did not start on 127.0.0.1:{self.port}")
 
     def stop(self) -> None:
-        if self.process:
-            self.process.terminate()
+        self.process.stdin.close()
+        self.process.terminate()
+        try:
             self.process.wait(10)
-        elif self.thread:
-            asyncio.run_coroutine_threadsafe(self.broker.shutdown(), self.loop).result(10)
-            self.loop.call_soon_threadsafe(self.loop.stop)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def write_timeline(path: Path, times: list[float], scores: list[float], events: list[dict]) -> None:

@@ -100,8 +100,9 @@ def _why_unreachable(url: str) -> str:
         return f"cannot reach {parts.hostname}:{port} ({exc.strerror or exc})"
 
 
-def open_source(source: str) -> cv2.VideoCapture:
-    """An opened capture for a file, URL, V4L2 device path or index; SourceError says why not."""
+def open_source(source: str, timeout: float | None = None) -> cv2.VideoCapture:
+    """An opened capture for a file, URL, V4L2 device path or index; SourceError says why not. timeout:
+    how long a stream may take to connect and then to give each frame (FFmpeg's default: 30 s)."""
     shown = mask_password(source)
     if source.isdigit():
         capture = cv2.VideoCapture(int(source))
@@ -116,7 +117,11 @@ def open_source(source: str) -> cv2.VideoCapture:
             raise SourceError(f"cannot open {source} (busy, not a video device, or no permission)")
         return capture
     if "://" in source:
-        capture = cv2.VideoCapture(source)
+        # A camera that stops sending without closing (a hung encoder, UDP packets that stop) would hold
+        # the reader in one read for FFmpeg's 30 s: the reader's own limit replaces it.
+        limits = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(timeout * 1000),
+                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(timeout * 1000)] if timeout else []
+        capture = cv2.VideoCapture(source, cv2.CAP_FFMPEG, limits)
         if not capture.isOpened():
             raise SourceError(f"cannot open {shown}: {_why_unreachable(source)}")
         return capture
@@ -144,6 +149,43 @@ def probe(source: str) -> str | None:
         return None if ok and frame is not None else f"{mask_password(source)} gave no decodable frame"
     finally:
         capture.release()
+
+
+class StreamClock:
+    """Places a stream's frames in time: by the stream's own timestamps (pts) when it has them.
+
+    FFmpeg holds back the first seconds of a stream while it probes it (about 3 s on loopback) and then
+    hands them over at once. Stamped on arrival, that burst would bunch up, and the grid would put its
+    first, stale frame into one clip with live ones seconds later: a clip across a gap, at every connect.
+    Its pts keep the frames' true spacing. A frame's wall time is its pts plus the smallest arrival-minus-
+    pts seen so far, the offset of the freshest frame, which is capture time once the burst is read.
+    OpenCV gives 0 for a frame whose pts FFmpeg does not know: such a frame is not placed (skipped, so the
+    window restarts across it); a stream that gives no advancing pts for PATIENCE frames in a row is
+    placed by arrival time for the rest of the session.
+    """
+
+    PATIENCE = 2 * CLIP_FRAMES
+
+    def __init__(self, clock: Callable[[], float]):
+        self.clock = clock
+        self.started = clock()
+        self.offset: float | None = None
+        self.last_pts = 0.0
+        self.misses = 0  # frames in a row without an advancing pts
+
+    def place(self, pts_ms: float) -> tuple[float, float] | None:
+        """(time on the grid, wall time in epoch seconds) of the frame just read, given its pts in ms, or
+        None for a frame that cannot be placed."""
+        now, pts = self.clock(), pts_ms / 1000
+        if self.misses < self.PATIENCE:
+            if pts <= self.last_pts:
+                self.misses += 1
+                return None
+            self.misses = 0
+            self.last_pts = pts
+            self.offset = now - pts if self.offset is None else min(self.offset, now - pts)
+            return pts, self.offset + pts
+        return now - self.started, now
 
 
 class CameraReader(threading.Thread):
@@ -194,7 +236,11 @@ class CameraReader(threading.Thread):
         waiting for the scoring loop to take its clip is not starved of frames."""
         if self.status == "online" and not self._waiting and \
                 time.monotonic() - self._last_frame > self.camera.offline_after:
-            self._set_status("offline", f"no frame for {self.camera.offline_after:g} s")
+            self._set_status("offline", self._no_frame_reason())
+
+    def _no_frame_reason(self) -> str:
+        """The watchdog's reason; a stream read that times out says the same, so a stall is one line."""
+        return f"no frame for {self.camera.offline_after:g} s"
 
     def run(self) -> None:
         backoff = self.backoff_start
@@ -220,7 +266,7 @@ class CameraReader(threading.Thread):
     def _play_once(self) -> str:
         """Reads the source until it fails or ends; returns why it stopped."""
         source = self.camera.source
-        capture = open_source(source)
+        capture = open_source(source, timeout=None if self.file_source else self.camera.offline_after)
         try:
             declared = capture.get(cv2.CAP_PROP_FPS) or 0.0
             native_fps = declared if 0 < declared < 1000 else None
@@ -232,7 +278,8 @@ class CameraReader(threading.Thread):
                             f"its frames are too far apart for the model's clips")
             self._grid.reset()
             self._restart_window()
-            started_wall = self.clock()
+            started_wall = self.clock() if self.file_source else 0.0
+            stream_clock = None if self.file_source else StreamClock(self.clock)
             offset = 0.0  # media time of the file's start: grows on each loop, so time never goes back
             index = 0
             slow_runs = 0  # successive frames that each broke the run: the source is slower than the model
@@ -250,12 +297,23 @@ class CameraReader(threading.Thread):
                         self.finished = True  # after the status: whoever waits for the end finds it queued
                         return "ended"
                     shown = mask_password(source)
-                    return f"no frame from {shown} (stream ended or broke)" if index else f"{shown} gave no decodable frame"
+                    if not index:
+                        return f"{shown} gave no decodable frame"
+                    if time.monotonic() - self._last_frame >= self.camera.offline_after:
+                        return self._no_frame_reason()  # the read timed out: the stream stalled
+                    return f"no frame from {shown} (stream ended or broke)"
                 if self._retuned.is_set():
                     self._retuned.clear()
                     self._grid = FrameGrid(self.fps)
                     self._restart_window()
-                media_time = offset + index / native_fps if self.file_source else self.clock() - started_wall
+                if self.file_source:
+                    media_time = offset + index / native_fps
+                    timestamp = started_wall + media_time
+                else:
+                    placed = stream_clock.place(capture.get(cv2.CAP_PROP_POS_MSEC))
+                    if placed is None:
+                        continue
+                    media_time, timestamp = placed
                 index += 1
                 offer = self._grid.offer(media_time)
                 if offer is Offer.SKIP:
@@ -275,7 +333,6 @@ class CameraReader(threading.Thread):
                                     1 / self.fps, self.fps)
                 else:
                     slow_runs = 0
-                timestamp = started_wall + media_time
                 self._window.append(Frame(timestamp, self._last_frame, resize(as_bgr(frame), self.size), frame))
                 if len(self._window) == CLIP_FRAMES:
                     self._waiting = True
