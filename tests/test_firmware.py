@@ -67,7 +67,8 @@ def test_firmware_readme_installs_what_it_uses():
 
 def test_shellcheck():
     result = subprocess.run([need("shellcheck"), str(INSTALL), str(FW / "bin/vad-edge-performance"),
-                             str(FW.parent / ".ci/run")], capture_output=True, text=True)
+                             str(FW.parent / ".ci/run"), str(FW.parent / ".ci/aarch64/run")],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
 
