@@ -192,7 +192,7 @@ def box_broker(tmp_path: Path, central_port: int) -> Broker:
     store.mkdir(parents=True)
     conf = (FW / "mosquitto/vad-edge.conf").read_text()
     conf = conf.replace("listener 1883 127.0.0.1", f"listener {box.port} 127.0.0.1")
-    conf = conf.replace("persistence_location /var/lib/mosquitto/", f"persistence_location {store}/")
+    conf = conf.replace("persistence true", f"persistence true\npersistence_location {store}/")  # Debian's is in mosquitto.conf
     conf = conf.replace("include_dir /etc/mosquitto/vad-edge.d", f"include_dir {tmp_path / 'box' / 'd'}")
     conf = conf.replace("password_file /etc/mosquitto/vad-edge.d/passwd", f"password_file {tmp_path / 'box' / 'passwd'}")
     conf = conf.replace("acl_file /etc/mosquitto/vad-edge.d/acl", f"acl_file {FW / 'mosquitto' / 'acl'}")
