@@ -14,7 +14,7 @@ export VAD_EDGE_CUDA_EMULATION
 
 SOURCES := pyproject.toml CMakeLists.txt $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: setup test system-packages demo bench gpu-session gpu-session-tiny clean
+.PHONY: setup test test-aarch64 system-packages demo bench gpu-session gpu-session-tiny clean
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,13 @@ $(VENV)/.installed: $(SOURCES)
 # line what to install before building anything, rather than fail one test at the end.
 test: system-packages setup
 	$(BIN)/python -m pytest
+
+# The kernels, the model's scores, the agent and the installer's Jetson branch on aarch64 (a Jetson's CPU),
+# under qemu in an arm64 Debian root cached in /var/cache/vad-edge/aarch64. Needs root and the network;
+# .ci/aarch64/run lists its stages, and `make test-aarch64 STAGES="build install kernels"` runs some.
+STAGES ?=
+test-aarch64:
+	.ci/aarch64/run $(STAGES)
 
 system-packages:
 	@missing="$$(sh .ci/missing-packages)"; if [ -n "$$missing" ]; then \

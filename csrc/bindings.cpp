@@ -62,6 +62,23 @@ std::vector<std::string> split_archs(const std::string& archs) {
 #endif
 
 #ifndef VAD_EDGE_CUDA_EMULATION
+// The vector instructions GCC's auto-vectoriser could use in the CPU kernels: the baseline of the
+// architecture the module was compiled for (no -march flags: x86-64's SSE2, aarch64's NEON, which every
+// ARMv8 core has), or more when the build was given flags such as -march=native. The kernels carry no
+// intrinsics, so the same source is the whole path on every CPU.
+constexpr const char* kCpuSimd =
+#if defined(__AVX512F__)
+    "avx512";
+#elif defined(__AVX2__)
+    "avx2";
+#elif defined(__SSE2__)
+    "sse2";
+#elif defined(__ARM_NEON)
+    "neon";
+#else
+    "scalar";
+#endif
+
 void register_cpu(py::module_& m) {
   m.def("prepare_clip_cpu", [](std::uintptr_t frames, const std::vector<int64_t>& strides, int64_t N, int64_t H,
                                int64_t W, bool bgr, std::uintptr_t clip, std::uintptr_t diff, int dtype, int threads) {
@@ -196,6 +213,7 @@ PYBIND11_MODULE(_C, m) {
   m.attr("CUDA_ARCHS") = std::vector<std::string>{};
   m.attr("CUDA_VERSION") = py::none();
 #endif
+  m.attr("CPU_SIMD") = kCpuSimd;
 #ifdef _OPENMP
   m.attr("WITH_OPENMP") = true;
   m.attr("OPENMP_MAX_THREADS") = omp_get_max_threads();

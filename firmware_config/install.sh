@@ -69,6 +69,13 @@ system() {
   if [ "$LIVE" = 1 ]; then "$@"; else printf '+ (system)'; printf ' %q' "$@"; printf '\n'; fi
 }
 
+# Services are reloaded, started and stopped only where systemd runs the machine (its runtime directory
+# exists). In a chroot or an image being built (make test-aarch64's arm64 root) systemctl can only enable
+# and disable units: they start at the next boot.
+services() {
+  if [ "$LIVE" = 0 ] || [ -d /run/systemd/system ]; then system systemctl "$@"; else say "no systemd running: skipped systemctl $*"; fi
+}
+
 # --- platform ---------------------------------------------------------------------------------------------
 
 JETSON=0
@@ -234,14 +241,14 @@ install_system() {
     system chmod 0640 /etc/mosquitto/vad-edge.d/passwd
   fi
   system chown vad-edge:vad-edge /var/lib/vad-edge
-  system systemctl daemon-reload
+  services daemon-reload
   system systemctl enable vad-edge-performance.service vad-edge.service
   if systemctl list-unit-files mosquitto.service >/dev/null 2>&1; then
-    system systemctl restart mosquitto.service
+    services restart mosquitto.service
   else
     say "mosquitto is not installed: apt-get install mosquitto for the local store-and-forward broker"
   fi
-  system systemctl restart vad-edge-performance.service vad-edge.service
+  services restart vad-edge-performance.service vad-edge.service
 }
 
 do_install() {
@@ -262,16 +269,17 @@ do_rollback() {
   say "rolling back from $running to $previous"
   point venv "$previous"
   point previous "$running"
-  system systemctl restart vad-edge.service
+  services restart vad-edge.service
 }
 
 do_uninstall() {
   say "removing vad-edge (configuration and state are kept unless --purge)"
-  system systemctl disable --now vad-edge.service vad-edge-performance.service
+  services stop vad-edge.service vad-edge-performance.service
+  system systemctl disable vad-edge.service vad-edge-performance.service
   run rm -f "$ROOT/etc/systemd/system/vad-edge.service" "$ROOT/etc/systemd/system/vad-edge-performance.service" \
       "$ROOT/etc/mosquitto/conf.d/vad-edge.conf"
   run rm -rf "$ROOT$PREFIX" "$ROOT/etc/mosquitto/vad-edge.d" "$ROOT/usr/local/bin/vad-edge"
-  system systemctl daemon-reload
+  services daemon-reload
   if [ "$PURGE" = 1 ]; then
     run rm -rf "$ROOT/etc/vad-edge" "$ROOT/var/lib/vad-edge"
     if id vad-edge >/dev/null 2>&1; then system userdel vad-edge; fi

@@ -1,6 +1,7 @@
 """The command line as a person meets it: fast to answer, quiet when piped, every option explained."""
 
 import json
+import platform
 import subprocess
 import sys
 
@@ -33,6 +34,7 @@ def test_info_prints_the_build():
     done = subprocess.run([sys.executable, "-m", "vad_edge.cli", "info"], capture_output=True, text=True, check=True)
     info = json.loads(done.stdout)
     assert info["cpu"] is True and "cuda_archs" in info and info["torch"]
+    assert info["cpu_arch"] == platform.machine() and info["cpu_simd"] in ("sse2", "avx2", "avx512", "neon", "scalar")
 
 
 def test_a_closed_pipe_is_not_an_error():

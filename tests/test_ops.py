@@ -436,6 +436,10 @@ def test_backend_reports_the_build():
     assert isinstance(info["cuda"], bool) and isinstance(info["openmp"], bool)
     assert info["cuda_archs"] == [] if not info["cuda"] else all(a[:2].isdigit() for a in info["cuda_archs"])
     assert info["version"]
+    # What the C++ kernels were compiled for: the architecture's baseline unless the build asked for more.
+    simd = {"x86_64": {"sse2", "avx2", "avx512"}, "aarch64": {"neon"}}.get(info["cpu_arch"], {"scalar"})
+    assert info["cpu_simd"] in simd, info
+    assert info["torch_cpu_capability"]
 
 
 # --- the CUDA launchers check what they index by, whoever calls them ---------------------------------------

@@ -36,9 +36,12 @@ def test_cpu_features_are_read_from_cpuinfo_on_x86_and_arm(tmp_path):
     x86.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 amx_bf16\nbugs\t\t: spectre\n")
     arm = tmp_path / "arm"
     arm.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm bf16\nCPU part\t: 0xd42\n")
-    assert precision.native_bf16(precision.cpu_features(x86)) == "amx_bf16"
-    assert precision.native_bf16(precision.cpu_features(arm)) == "bf16"
+    assert precision.native_bf16(precision.cpu_features(x86, "x86_64")) == "amx_bf16"
+    assert precision.native_bf16(precision.cpu_features(arm, "aarch64")) == "bf16"
     assert precision.cpu_features(tmp_path / "missing") == set()
+    # Under qemu-user an aarch64 process reads the x86 host's cpuinfo: the host's AMX is not its own.
+    assert precision.cpu_features(x86, "aarch64") == set()
+    assert precision.cpu_features(arm, "x86_64") == set()
 
 
 def frames(n: int, size: int, seed: int) -> torch.Tensor:

@@ -8,6 +8,7 @@ __all__ = ["ops", "build_info", "__version__"]
 def build_info() -> dict:
     """What this build of the kernels can run, read from the extension alone: no torch import, so commands
     that only report it start in a fraction of a second."""
+    import platform
     from importlib import metadata
 
     from vad_edge import _C
@@ -20,6 +21,8 @@ def build_info() -> dict:
         "version": __version__,
         "torch": torch_version,
         "cpu": True,
+        "cpu_arch": platform.machine(),
+        "cpu_simd": str(_C.CPU_SIMD),  # the vector instructions the C++ kernels were compiled for
         "openmp": bool(_C.WITH_OPENMP),
         "openmp_max_threads": int(_C.OPENMP_MAX_THREADS),
         "cuda": bool(_C.WITH_CUDA),

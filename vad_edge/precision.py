@@ -28,15 +28,21 @@ class Precision:
         return getattr(torch, self.name)
 
 
-def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """The CPU's feature flags as Linux lists them ("flags" on x86, "Features" on ARM); empty elsewhere."""
+def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo"), machine: str | None = None) -> set[str]:
+    """The CPU's feature flags as Linux lists them for this process's architecture (`machine`, default
+    platform.machine()): "Features" on ARM, "flags" elsewhere (x86); empty if there is no such line.
+
+    Only this architecture's line counts: an aarch64 process under qemu-user (make test-aarch64) reads the
+    x86 host's /proc/cpuinfo, whose AVX-512 BF16 or AMX it cannot use."""
+    machine = machine or platform.machine()
+    wanted = "Features" if machine.startswith(("aarch64", "arm")) else "flags"
     try:
         text = cpuinfo.read_text()
     except OSError:
         return set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
+        if key.strip() == wanted:
             return set(value.split())
     return set()
 

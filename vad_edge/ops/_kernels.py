@@ -217,6 +217,9 @@ def backend() -> dict:
     gpu = _C.WITH_CUDA and torch.cuda.is_available()
     return {
         **build_info(),
+        # The vector instructions torch's own CPU kernels (the model's convolutions) picked at run time:
+        # "AVX512", "AVX2", "SVE256", "DEFAULT" (NEON on aarch64)...
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cuda_device": torch.cuda.get_device_name() if gpu else None,
         # Why the CUDA kernels cannot run on this machine's driver, if they cannot (a CUDA 12 driver under a
         # CUDA 13 build, say); None otherwise.

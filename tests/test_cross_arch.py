@@ -1,0 +1,81 @@
+"""The shipped model's scores on this machine against the ones x86-64 gave, on the same clips.
+
+tests/data/cross_arch.npz holds two stretches of the bundled sample at the lite model's size, 7 frames
+each (pedestrians only; the cyclist), so six 5-frame windows, and the model's raw scores of those windows
+computed on x86-64 in float32 and in bfloat16. `make test` recomputes them on x86, `make test-aarch64` on
+aarch64 (a Jetson's CPU, under emulation): the same pixels and model, each architecture's kernels and torch.
+The frames are stored, not decoded again: OpenCV's aarch64 build decodes and resizes the sample to slightly
+different pixels than its x86-64 build.
+
+After a deliberate change to the model or the kernels, rewrite the file on x86-64 with
+`python tests/test_cross_arch.py` and say why in the commit.
+"""
+
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vad_edge.model import checkpoint
+from vad_edge.model.scoring import Scorer
+
+EXPECTED = Path(__file__).resolve().parent / "data" / "cross_arch.npz"
+# The stretches' first frames in the sample (180 frames: pedestrians, then from about frame 100 a cyclist).
+STARTS = [30, 140]
+# How far a score may move between architectures, relative to it. The two builds of torch sum in different
+# orders (oneDNN's x86 kernels against ARM's), and so do the two compilations of the C++ kernels.
+# float32: a few thousand float32 roundings (2^-24 each) through the networks stay far below 1e-4.
+# bfloat16: each op's output is rounded to 8 significant bits (2^-9 relative); the networks' dozens of
+# roundings add up to about a per cent, so 2^-5 leaves room without hiding a broken kernel (those are off
+# by orders of magnitude, or by more than the score's spread between these clips).
+RTOL = {"float32": 1e-4, "bfloat16": 2.0**-5}
+# The windows each format is compared on. bfloat16 on a CPU without bfloat16 instructions (this project's
+# x86 machines, a Jetson Orin) is emulated by torch: about 2.5 minutes a window under qemu, so bfloat16
+# takes one window of each stretch.
+WINDOWS = {"float32": slice(None), "bfloat16": slice(None, None, 3)}
+
+
+def windows(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [S,7,H,W,3] stretches -> the [S*3,5,H,W,3] windows in them."""
+    return torch.from_numpy(np.stack([stretch[i:i + 5] for stretch in frames for i in range(3)]))
+
+
+def scores(clips: torch.Tensor, precision: str) -> np.ndarray:
+    model, _ = checkpoint.load(checkpoint.shipped("lite"))
+    return Scorer(model, precision).score(clips).raw.double().numpy()
+
+
+@pytest.fixture(scope="module")
+def expected():
+    return dict(np.load(EXPECTED))
+
+
+@pytest.mark.parametrize("precision", list(RTOL))
+def test_scores_match_x86(expected, precision):
+    got = scores(windows(expected["frames"])[WINDOWS[precision]], precision)
+    np.testing.assert_allclose(got, expected[precision][WINDOWS[precision]], rtol=RTOL[precision], atol=0,
+                               err_msg=f"{platform.machine()} scores in {precision} against x86-64's")
+
+
+def test_the_clips_tell_the_scores_apart(expected):
+    """The comparison means something only if the clips' scores differ by more than the tolerance."""
+    for precision, rtol in RTOL.items():
+        compared = expected[precision][WINDOWS[precision]]
+        assert compared.max() > compared.min() * (1 + 4 * rtol), precision
+
+
+if __name__ == "__main__":
+    from vad_edge.data.videos import read_video_file
+    from vad_edge.demo import SAMPLE
+
+    if platform.machine() != "x86_64":
+        sys.exit("the expected scores are x86-64's: write them there")
+    sample = read_video_file(SAMPLE, checkpoint.load(checkpoint.shipped("lite"))[0].profile.size)
+    frames = np.stack([sample[start:start + 7] for start in STARTS])
+    EXPECTED.parent.mkdir(exist_ok=True)
+    results = {precision: scores(windows(frames), precision) for precision in RTOL}
+    np.savez_compressed(EXPECTED, frames=frames, **results)
+    print(f"written: {EXPECTED} (torch {torch.__version__})", results)
