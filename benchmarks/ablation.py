@@ -14,6 +14,9 @@ fitted on the scene's normal training clips only: no test label chooses anything
 - per place: each cell's terms standardised by that cell's own normal mean and spread (what is normal on
   this patch of a static camera's frame), the frame scored by its most anomalous cell or the mean of its
   top 1/16 of cells.
+- per row: perspective compensation. Each grid row of the motion error and cluster map weighted by 1 / (its
+  normal mean + the frame's), so that a far-away row, where people are a few pixels, counts as much as a near
+  one; then the shipped fusion's mean over the frame.
 - causal: the standardised score averaged over the last 5 clips (what a live box can do).
 
 A second table, on the training clips (normal footage only), says how much of each term is just the amount
@@ -50,6 +53,17 @@ def per_place(normal: np.ndarray, test: list[np.ndarray], top: int) -> list[np.n
     return scores
 
 
+def per_row(normal: np.ndarray, test: list[np.ndarray]) -> list[np.ndarray]:
+    """Frame scores of the motion error and cluster map (terms 1 and 2) with each grid row weighted by
+    1 / (the row's normal mean + the frame's normal mean), scaled so that each term averages 1 on normal
+    footage, then summed and averaged over the frame."""
+    normal = normal[:, 1:3]
+    frame_mean = normal.mean(axis=(0, 2, 3))[:, None, None]
+    weights = 1.0 / (normal.mean(axis=(0, 3))[:, :, None] + frame_mean)
+    weights = weights / (weights * normal.mean(axis=0)).mean(axis=(1, 2), keepdims=True)
+    return [(cells[:, 1:3] * weights).mean(axis=(2, 3)).sum(axis=1) for cells in test]
+
+
 def causal_mean(series: np.ndarray, clips: int) -> np.ndarray:
     """The mean of each score and the clips before it (fewer at the start of a video)."""
     sums = np.cumsum(series)
@@ -81,6 +95,7 @@ def rows_for(scorer: Scorer, data: str, fps: float) -> tuple[dict[str, list[np.n
     normal_cells, test_cells = normal_cells[:, :3], [cells[:, :3] for cells in test_cells]
     rows["per place, most anomalous cell"] = per_place(normal_cells, test_cells, top=1)
     rows["per place, top 1/16 of cells"] = per_place(normal_cells, test_cells, top=GRID * GRID // 16)
+    rows["per row (perspective), motion + cluster"] = per_row(normal_cells, test_cells)
     for name in ("standardised a + m + c", "standardised without appearance"):
         rows[f"{name}, causal mean of {CAUSAL_CLIPS} clips"] = [causal_mean(s, CAUSAL_CLIPS) for s in rows[name]]
     rows["frame difference, lag 1 (no learning)"] = frame_difference_scores(videos, lag=1)

@@ -19,7 +19,8 @@ def test_ablation_prints_every_row_per_scene(tmp_path, tiny_checkpoint):
     rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith(f"| {data} ")]
     names = [r[2].strip() for r in rows]
     for name in ("motion", "standardised without appearance", "per place, most anomalous cell",
-                 "per place, top 1/16 of cells", "frame difference, lag 1 (no learning)"):
+                 "per place, top 1/16 of cells", "per row (perspective), motion + cluster",
+                 "frame difference, lag 1 (no learning)"):
         assert name in names
     aucs = [float(r[3]) for r in rows if len(r) == 6]
     assert aucs and all(0 <= a <= 100 for a in aucs)
