@@ -108,6 +108,8 @@ def test_calibrate_a_synthetic_site_and_the_agent_uses_it(tmp_path, tiny_checkpo
     assert clusters["count"] < clusters["needed_for_a_fit"] and clusters["above"] > 0
     assert "90th percentile" in clusters["above_means"]
     assert report["advice"] in printed and "minutes of footage" in report["advice"]
+    steps = report["training_iterations"]
+    assert f"{steps['pretrain']} autoencoder and {steps['finetune']} fine-tuning iterations" in printed
     assert report["camera"] == "door" and report["footage"]["holdout_frames"] == 80
     assert (out / "door.report.png").read_bytes()[:4] == b"\x89PNG"
     assert not (out / "door.work").exists()
@@ -160,7 +162,10 @@ def test_an_interrupted_calibration_resumes_from_its_work_folder(tmp_path, tiny_
     footage = [video(make_frames(240, 32, seed=5)[0])]
     out = tmp_path / "calibration"
 
+    pretrained = []
+
     def interrupted(self, clip):  # Ctrl-C (or a power cut) at the first fine-tuning step
+        pretrained.append(self.iterations()["pretrain"])
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
@@ -176,6 +181,9 @@ def test_an_interrupted_calibration_resumes_from_its_work_folder(tmp_path, tiny_
     report = calibrate(footage, tiny_checkpoint, out, "door", budget_minutes=0.05, device="cpu", progress=False,
                        clock=StepClock(0.05))
     assert resumed_at == ["finetune"]  # pre-training and K-means were not redone
+    # ...and the report still counts the pre-training done before the interruption.
+    assert report["training_iterations"]["pretrain"] == pretrained[0] > 0
+    assert report["training_iterations"]["finetune"] >= 1
     assert (out / "door.safetensors").exists() and not (out / "door.work").exists()
     assert report["footage"]["fit_frames"] == 180
 

@@ -307,6 +307,7 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
         "fusion": trainer.model.fusion.to_metadata(),
         "base_checkpoint": {"path": str(base_path), "sha256": checkpoint.file_sha256(base_path)},
         "training_minutes": round(trainer.elapsed / 60, 2),
+        "training_iterations": trainer.iterations(),
         "versions": {"vad_edge": vad_edge.__version__, "torch": torch.__version__},
     }
     meta = {**base_meta,  # checkpoint.save writes format and profile afresh

@@ -164,6 +164,9 @@ def _calibrate(args: argparse.Namespace) -> int:
                        **rule)
     span = report["false_alarms_per_hour_range"]
     print(f"calibration bundle: {report['bundle']}")
+    steps = report["training_iterations"]
+    print(f"adapted for {report['training_minutes']:.1f} min: {steps['pretrain']} autoencoder and {steps['finetune']} "
+          f"fine-tuning iterations")
     expected = report["expected_false_alarms_per_hour"]
     rate = (f"expected {expected:.2f} false alarms/hour ({span['kind']} {span['low']:.2f}-{span['high']:.2f})"
             if expected is not None else f"at most {span['high']:.1f} false alarms/hour ({span['kind']})")

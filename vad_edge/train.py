@@ -80,6 +80,7 @@ class Trainer:
         self.ae_opt = torch.optim.Adam(self.model.autoencoder_parameters(), lr=config.lr)
         self.cluster_opt = torch.optim.Adam(self.model.cluster_parameters(), lr=config.cluster_lr)
         self.stage, self.iteration, self.elapsed = "pretrain", 0, 0.0
+        self.pretrained = 0  # pretraining iterations, once that stage is over (reports say how much was trained)
         generator = torch.Generator().manual_seed(config.seed)
         self.loader = torch.utils.data.DataLoader(ClipDataset(videos), batch_size=config.batch, shuffle=True,
                                                   drop_last=True, generator=generator)
@@ -148,6 +149,7 @@ class Trainer:
             "cluster_opt": self.cluster_opt.state_dict(),
             "stage": self.stage,
             "iteration": self.iteration,
+            "pretrained": self.pretrained,
             "elapsed": self.elapsed,
             "config": json.dumps(dataclasses.asdict(self.config)),
             "rng": torch.get_rng_state(),
@@ -174,7 +176,14 @@ class Trainer:
         self.ae_opt.load_state_dict(state["ae_opt"])
         self.cluster_opt.load_state_dict(state["cluster_opt"])
         self.stage, self.iteration, self.elapsed = state["stage"], int(state["iteration"]), float(state["elapsed"])
+        self.pretrained = int(state.get("pretrained", 0))  # states written before it was kept
         torch.set_rng_state(state["rng"].cpu())
+
+    def iterations(self) -> dict[str, int]:
+        """Optimiser steps taken so far in each stage."""
+        if self.stage == "pretrain":
+            return {"pretrain": self.iteration, "finetune": 0}
+        return {"pretrain": self.pretrained, "finetune": self.iteration}
 
     # --- the run ----------------------------------------------------------------------------------------
 
@@ -198,7 +207,7 @@ class Trainer:
 
         def advance(**postfix) -> None:
             if timed:
-                bar.update(min(self.clock() - start, budget) - bar.n)
+                bar.update(min(self.clock() - start, bar.total) - bar.n)  # the bar's total is rounded
                 postfix["it"] = self.iteration  # of the current stage
             else:
                 bar.update(1)
@@ -211,7 +220,7 @@ class Trainer:
             out_of_time = self.elapsed > budget
             if self.stage == "pretrain":
                 if self.iteration >= cfg.pretrain_iters or self.elapsed > pretrain_budget:
-                    self.stage, self.iteration = "kmeans", 0
+                    self.stage, self.pretrained, self.iteration = "kmeans", self.iteration, 0
                     continue
                 parts = self.autoencoder_step(self._next_clip())
             elif self.stage == "kmeans":
@@ -281,6 +290,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, resume: str | 
             "config": dataclasses.asdict(config),
             "device": str(trainer.device),
             "minutes": round(trainer.elapsed / 60, 2),
+            "iterations": trainer.iterations(),
             "init": {"path": str(init), "sha256": checkpoint.file_sha256(init)} if init else None,
         },
         "frame_rate": config.fps,
