@@ -6,6 +6,8 @@ detection delay, and the frame-level AUC of the calibrated model.
 
     python benchmarks/calibration_site.py [--data ../shared/data/ped2] [--budget 10] [--target 1]
     python benchmarks/calibration_site.py --data ../shared/data/ped1-dev --bundle B.safetensors   # measure only
+    python benchmarks/calibration_site.py --data ../shared/data/ped1-dev --budget 5 --budget 10 --budget 20 \
+        --threads 2    # how accuracy grows with calibrate's budget: a row per budget, and a PNG against iterations
 
 Ped2's test set has only ~6 minutes of footage and under a minute of it is normal, so its false-alarm count
 is a sanity check, not a rate; the rate the threshold is built for comes from the calibration's own
@@ -22,6 +24,7 @@ import torch
 from vad_edge.agent.bundle import load_bundle
 from vad_edge.agent.events import EventTracker, Observation
 from vad_edge.calibrate import calibrate
+from vad_edge.cpu_share import use_threads
 from vad_edge.data import load_split
 from vad_edge.eval import frame_metrics
 from vad_edge.model import checkpoint
@@ -110,32 +113,12 @@ def plot_timelines(path: Path, raw: list[np.ndarray], labels: list[np.ndarray], 
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="../shared/data/ped2")
-    parser.add_argument("--base", help="base checkpoint (default: the shipped lite)")
-    parser.add_argument("--bundle", help="an existing calibration bundle: skip calibrating, only measure")
-    parser.add_argument("--budget", type=float, default=10.0, help="minutes of fine-tuning")
-    parser.add_argument("--target", type=float, default=1.0, help="false alarms per hour")
-    parser.add_argument("--min-event-frames", type=int, default=3)
-    parser.add_argument("--cooldown", type=float, default=3.0)
-    parser.add_argument("--out", default="bench-out/calibration")
-    args = parser.parse_args()
-    out = Path(args.out)
-    site_name = Path(args.data).name  # names the bundle and the outputs: ped2, ped1-dev
-
-    if args.bundle:
-        bundle_path = Path(args.bundle)
-    else:
-        base = Path(args.base) if args.base else checkpoint.shipped("lite")
-        size = checkpoint.read_metadata(base)["profile"]["size"]
-        train = load_split(args.data, "training", size, FPS)
-        bundle_path = calibrate(train, base, out, site_name, budget_minutes=args.budget, target_per_hour=args.target,
-                                min_event_frames=args.min_event_frames, cooldown=args.cooldown)["bundle"]
+def measure(bundle_path: Path, data: str, out: Path, site_name: str) -> dict:
+    """Scores the test clips with a calibration bundle and writes what a site would have seen."""
     bundle = load_bundle(bundle_path, torch.device("cpu"))
     report = bundle.meta["calibration"]
     rule = report["event_rule"]
-    test = load_split(args.data, "testing", bundle.model.profile.size, bundle.fps)
+    test = load_split(data, "testing", bundle.model.profile.size, bundle.fps)
     labels = [v.labels for v in test]
     raw = score_videos(bundle.scorer, test, desc="scoring test clips")
     site = site_metrics(raw, labels, bundle.threshold, rule["min_event_frames"], rule["cooldown"])
@@ -144,17 +127,26 @@ def main() -> None:
     sweep = {scale: site_metrics(raw, labels, bundle.threshold * scale, rule["min_event_frames"], rule["cooldown"])
              for scale in (0.8, 0.9, 1.0, 1.1, 1.25, 1.5)}
     result = {"bundle": str(bundle_path),
-              "calibration": {k: report[k] for k in ("threshold", "threshold_method", "exceedance_clusters",
-                                                     "expected_false_alarms_per_hour", "false_alarms_per_hour_range",
-                                                     "training_minutes", "event_rule", "advice")},
+              "calibration": {k: report.get(k) for k in ("threshold", "threshold_method", "exceedance_clusters",
+                                                         "expected_false_alarms_per_hour",
+                                                         "false_alarms_per_hour_range", "training_minutes",
+                                                         "training_iterations", "event_rule", "advice")},
               "test": site, "frame_auc": {k: frames[k] for k in ("auc_micro", "auc_macro", "auc_raw")},
               "threshold_sweep": {str(k): v for k, v in sweep.items()}}
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{site_name}_site.json").write_text(json.dumps(result, indent=2))
     np.savez(out / f"{site_name}_test_scores.npz", *raw)
     plot_timelines(out / f"{site_name}_site.png", raw, labels, bundle.threshold, rule["min_event_frames"], rule["cooldown"])
+    return result
 
-    c, t, f = result["calibration"], site, result["frame_auc"]
+
+def iterations_text(calibration: dict) -> str:
+    steps = calibration.get("training_iterations")  # bundles made before it was recorded have none
+    return f"{steps['pretrain']} + {steps['finetune']}" if steps else "not recorded"
+
+
+def print_site(result: dict) -> None:
+    c, t, f = result["calibration"], result["test"], result["frame_auc"]
     low, high = c["false_alarms_per_hour_range"]["low"], c["false_alarms_per_hour_range"]["high"]
     print("\n| measure | value |\n|---|---|")
     print(f"| threshold method (clusters) | {c['threshold_method']} ({c['exceedance_clusters']['count']}) |")
@@ -169,12 +161,76 @@ def main() -> None:
           f"{t['detection_delay_s_max']} s |")
     print(f"| frame AUC micro / macro / raw | {f['auc_micro']:.1f} / {f['auc_macro'] or float('nan'):.1f} / "
           f"{f['auc_raw']:.1f} |")
-    print(f"| fine-tuning | {c['training_minutes']} min |")
+    print(f"| training | {c['training_minutes']} min, {iterations_text(c)} iterations (autoencoder + fine-tuning) |")
     print("\n| threshold x | false alarms | detected | masked | delay median s |\n|---|---|---|---|---|")
-    for scale, m in sweep.items():
+    for scale, m in result["threshold_sweep"].items():
         print(f"| {scale} | {m['false_alarms']} | {m['detected_intervals']}/{m['anomalous_intervals']} | "
               f"{m['masked_intervals']} | {m['detection_delay_s_median']} |")
-    print(f"\nwrote {out / f'{site_name}_site.json'} and {out / f'{site_name}_site.png'}")
+
+
+def print_budgets(budgets: list[float], results: list[dict], threads: int) -> None:
+    print("\n| budget (min) | threads | training min | iterations (autoencoder + fine-tuning) | micro | macro | raw "
+          "| false alarms | detected |\n|---:|---:|---:|---|---:|---:|---:|---:|---|")
+    for budget, r in zip(budgets, results):
+        c, t, f = r["calibration"], r["test"], r["frame_auc"]
+        print(f"| {budget:g} | {threads} | {c['training_minutes']} | {iterations_text(c)} | {f['auc_micro']:.1f} | "
+              f"{f['auc_macro'] or float('nan'):.1f} | {f['auc_raw']:.1f} | {t['false_alarms']} | "
+              f"{t['detected_intervals']}/{t['anomalous_intervals']} |")
+
+
+def plot_budgets(path: Path, results: list[dict], title: str) -> None:
+    """Frame AUC against the fine-tuning iterations each budget bought (the budget is wall time)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["calibration"]["training_iterations"]["finetune"] for r in results]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for key, label in (("auc_micro", "micro"), ("auc_raw", "raw")):
+        ax.plot(steps, [r["frame_auc"][key] for r in results], "o-", label=label)
+    ax.set(xlabel="fine-tuning iterations (batch 8)", ylabel="frame AUC (%)", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="../shared/data/ped2")
+    parser.add_argument("--base", help="base checkpoint (default: the shipped lite)")
+    parser.add_argument("--bundle", help="an existing calibration bundle: skip calibrating, only measure")
+    parser.add_argument("--budget", type=float, action="append",
+                        help="minutes of calibration (default 10); repeat to compare budgets")
+    parser.add_argument("--threads", type=int, help="CPU threads for calibrating (default: torch's)")
+    parser.add_argument("--target", type=float, default=1.0, help="false alarms per hour")
+    parser.add_argument("--min-event-frames", type=int, default=3)
+    parser.add_argument("--cooldown", type=float, default=3.0)
+    parser.add_argument("--out", default="bench-out/calibration")
+    args = parser.parse_args()
+    out = Path(args.out)
+    site_name = Path(args.data).name  # names the bundle and the outputs: ped2, ped1-dev
+    threads = use_threads(args.threads) if args.threads else torch.get_num_threads()
+
+    if args.bundle:
+        print_site(measure(Path(args.bundle), args.data, out, site_name))
+        return
+    budgets = args.budget or [10.0]
+    base = Path(args.base) if args.base else checkpoint.shipped("lite")
+    size = checkpoint.read_metadata(base)["profile"]["size"]
+    train = load_split(args.data, "training", size, FPS)
+    results = []
+    for budget in budgets:
+        where = out if len(budgets) == 1 else out / f"budget-{budget:g}"
+        bundle_path = calibrate(train, base, where, site_name, budget_minutes=budget, target_per_hour=args.target,
+                                min_event_frames=args.min_event_frames, cooldown=args.cooldown)["bundle"]
+        results.append(measure(Path(bundle_path), args.data, where, site_name))
+        print_site(results[-1])
+    if len(budgets) > 1:
+        print_budgets(budgets, results, threads)
+        plot_budgets(out / f"{site_name}_budgets.png", results, f"{site_name}: calibrate's budget, {threads} thread(s)")
+    print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":

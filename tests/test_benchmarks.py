@@ -27,3 +27,22 @@ def test_ablation_prints_every_row_per_scene(tmp_path, tiny_checkpoint):
     # The injected block is large and fast: the frame difference separates it almost perfectly.
     assert float(rows[names.index("frame difference, lag 1 (no learning)")][3]) > 90
     assert (tmp_path / "terms.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_calibration_site_compares_budgets(tmp_path, tiny_checkpoint):
+    data = write_dataset(tmp_path / "scene", size=48, train_videos=2, test_videos=2, frames=120)
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "benchmarks/calibration_site.py", "--data", str(data), "--base",
+                           str(tiny_checkpoint), "--budget", "0.02", "--budget", "0.04", "--threads", "1",
+                           "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, env={"VAD_EDGE_CACHE": str(tmp_path / "cache"),
+                                                                         "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith(("| 0.02 | 1 |", "| 0.04 | 1 |"))]
+    assert [r[0].strip() for r in rows] == ["0.02", "0.04"]
+    for r in rows:
+        pretrain, finetune = (int(n) for n in r[3].split("+"))
+        assert pretrain >= 0 and finetune >= 0 and 0 <= float(r[4]) <= 100
+    for budget in ("0.02", "0.04"):
+        assert (out / f"budget-{budget}" / "scene.safetensors").exists()
+    assert (out / "scene_budgets.png").read_bytes()[:4] == b"\x89PNG"
