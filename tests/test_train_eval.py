@@ -1,5 +1,6 @@
 """Training and evaluation end to end on a tiny synthetic dataset (the "tiny" profile keeps CI fast)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -198,7 +199,7 @@ def test_train_defaults_are_the_shipped_recipe():
 
 def test_the_scoring_after_training_comes_out_of_the_budget(tmp_path, dataset):
     """`--max-minutes` is what the user waits: the training share shrinks by what scoring will take."""
-    from vad_edge.model.scoring import Scorer, scoring_seconds
+    from vad_edge.model.scoring import Scorer, scoring_seconds, seconds_per_clip
 
     videos = load_split(dataset, "training", 32, 10.0, progress=False)
     config = TrainConfig(**{**TINY, "pretrain_iters": 10_000, "iters": 10_000, "max_minutes": 0.5})
@@ -210,4 +211,34 @@ def test_the_scoring_after_training_comes_out_of_the_budget(tmp_path, dataset):
 
     # The estimate is one timed batch scaled to every clip, with a margin: 40 clips, 2 clock reads 1 s apart.
     clips = sum(len(v.frames) - 4 for v in videos)
-    assert scoring_seconds(Scorer(full.model, batch=4), videos, clock=StepClock(1.0)) == pytest.approx(1.1 * clips / 4)
+    per_clip = seconds_per_clip(Scorer(full.model, batch=4), videos, clock=StepClock(1.0))
+    assert per_clip == pytest.approx(1 / 4)
+    assert scoring_seconds(per_clip, videos) == pytest.approx(1.1 * clips / 4)
+
+
+def test_the_kmeans_refit_is_kept_out_of_the_budget_before_it_starts(tmp_path, dataset, monkeypatch, caplog):
+    """The refit between the stages is never skipped; on a loaded box it took minutes and ran past the
+    budget when pre-training had already used its whole share (issue 23: 5 minutes asked, 12.6 taken)."""
+    videos = load_split(dataset, "training", 32, 10.0, progress=False)
+    config = TrainConfig(**{**TINY, "pretrain_iters": 10_000, "iters": 10_000, "max_minutes": 0.5})
+    init_centers = Trainer.init_centers
+
+    def slow_refit(self, progress):  # 20 s of the 30 s budget on the trainer's clock
+        init_centers(self, progress)
+        self.clock.now += 20.0
+
+    monkeypatch.setattr(Trainer, "init_centers", slow_refit)
+    unplanned = Trainer(config, videos, tmp_path / "a", clock=StepClock(1.0))
+    unplanned.run(progress=False)
+    assert unplanned.elapsed >= 35 and unplanned.iterations()["finetune"] == 0  # the overrun this prevents
+    planned = Trainer(config, videos, tmp_path / "b", clock=StepClock(1.0))
+    planned.run(progress=False, kmeans_s=20.0)
+    assert planned.elapsed <= 32  # a step or two of slack, never more
+    assert planned.iterations()["pretrain"] >= 1 and planned.iterations()["finetune"] >= 1
+
+    # A budget below the refit alone still ends with centres, and says why it takes longer than asked.
+    short = Trainer(dataclasses.replace(config, max_minutes=0.1), videos, tmp_path / "c",
+                    clock=StepClock(1.0))
+    short.run(progress=False, kmeans_s=20.0)
+    assert "less than the K-means refit" in caplog.text
+    assert short.stage == "done" and short.model.centers.abs().sum() > 0

@@ -293,7 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--name", default="site", help="camera name for the bundle, with --source")
     cal.add_argument("--minutes", type=float, default=10, help="footage to record from a live source")
     cal.add_argument("--max-disk-mb", type=float, default=1024, help="bound on recorded footage")
-    cal.add_argument("--budget", type=float, default=20, help="minutes of fine-tuning")
+    cal.add_argument("--budget", type=float, default=20,
+                     help="minutes the adaptation takes: fine-tuning, the K-means refit and scoring the hold-out "
+                          "(recording or loading the footage comes before)")
     cal.add_argument("--false-alarms-per-hour", type=float, default=1.0, help="the alarm budget on normal footage")
     cal.add_argument("--profile", default="lite", choices=["lite", "paper"], help="shipped base model (with no --base)")
     cal.add_argument("--base", help="base checkpoint to adapt (default: the shipped one of --profile)")

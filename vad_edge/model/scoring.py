@@ -136,15 +136,20 @@ def fit_fusion(scorer: Scorer, videos: list[Video], name: str, progress: bool = 
     return terms
 
 
-def scoring_seconds(scorer: Scorer, videos: list[Video], clock=time.monotonic) -> float:
-    """How long term_means over these videos will take, from one timed batch (its warm-up included, so the
-    estimate errs long), with a 10 % margin: what a time budget keeps for the scoring pass after training."""
+def seconds_per_clip(scorer: Scorer, videos: list[Video], clock=time.monotonic) -> float:
+    """What scoring one clip of these videos takes, from one timed batch (its warm-up included, so the
+    estimate errs long): the unit a time budget plans the work after training with."""
     dataset = ClipDataset(videos)
     frames = torch.stack([dataset[i] for i in range(min(scorer.batch, len(dataset)))])
     started = clock()
     scorer.score_terms(frames)
-    per_clip = (clock() - started) / len(frames)
-    return 1.1 * per_clip * len(dataset)
+    return (clock() - started) / len(frames)
+
+
+def scoring_seconds(per_clip: float, videos: list[Video]) -> float:
+    """How long term_means over these videos will take at `per_clip` seconds a clip, with a 10 % margin:
+    what a time budget keeps for the scoring pass after training."""
+    return 1.1 * per_clip * len(ClipDataset(videos))
 
 
 def score_statistics(scores: np.ndarray) -> dict:
