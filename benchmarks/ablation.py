@@ -17,6 +17,10 @@ fitted on the scene's normal training clips only: no test label chooses anything
 - per row: perspective compensation. Each grid row of the motion error and cluster map weighted by 1 / (its
   normal mean + the frame's), so that a far-away row, where people are a few pixels, counts as much as a near
   one; then the shipped fusion's mean over the frame.
+- top cells: the shipped fusion's map (motion error and cluster map, each over its normal mean) scored by
+  the mean of its top 1/16 of cells instead of every cell, with no per-place statistics.
+- relative motion: the motion error divided by (the clip's F4 - F0 energy + that energy's normal mean), the
+  error as a share of how much moved.
 - causal: the standardised score averaged over the last 5 clips (what a live box can do).
 
 A second table, on the training clips (normal footage only), says how much of each term is just the amount
@@ -64,6 +68,14 @@ def per_row(normal: np.ndarray, test: list[np.ndarray]) -> list[np.ndarray]:
     return [(cells[:, 1:3] * weights).mean(axis=(2, 3)).sum(axis=1) for cells in test]
 
 
+def top_cells(normal: np.ndarray, test: list[np.ndarray], top: int) -> list[np.ndarray]:
+    """Frame scores of the motion error and cluster map (terms 1 and 2), each divided by its normal mean
+    over every cell and added, then the mean of the `top` largest cells."""
+    means = normal[:, 1:3].mean(axis=(0, 2, 3))[:, None, None]
+    return [np.sort((cells[:, 1:3] / means).sum(axis=1).reshape(len(cells), -1), axis=1)[:, -top:].mean(axis=1)
+            for cells in test]
+
+
 def causal_mean(series: np.ndarray, clips: int) -> np.ndarray:
     """The mean of each score and the clips before it (fewer at the start of a video)."""
     sums = np.cumsum(series)
@@ -96,11 +108,16 @@ def rows_for(scorer: Scorer, data: str, fps: float) -> tuple[dict[str, list[np.n
     rows["per place, most anomalous cell"] = per_place(normal_cells, test_cells, top=1)
     rows["per place, top 1/16 of cells"] = per_place(normal_cells, test_cells, top=GRID * GRID // 16)
     rows["per row (perspective), motion + cluster"] = per_row(normal_cells, test_cells)
+    rows["standardised without appearance, top 1/16 of cells"] = top_cells(normal_cells, test_cells,
+                                                                            top=GRID * GRID // 16)
+    normal_energy = np.concatenate(frame_difference_scores(normal_videos, lag=4))
+    energies = frame_difference_scores(videos, lag=4)  # frame t's F_t - F_t-4: its clip's F4 - F0
+    rows["relative motion: motion ÷ (F4 − F0 energy + its normal mean)"] = [
+        t[:, 1] / (e + normal_energy.mean()) for t, e in zip(terms, energies)]
     for name in ("standardised a + m + c", "standardised without appearance"):
         rows[f"{name}, causal mean of {CAUSAL_CLIPS} clips"] = [causal_mean(s, CAUSAL_CLIPS) for s in rows[name]]
     rows["frame difference, lag 1 (no learning)"] = frame_difference_scores(videos, lag=1)
-    rows["frame difference, lag 4 (no learning)"] = frame_difference_scores(videos, lag=4)
-    normal_energy = np.concatenate(frame_difference_scores(normal_videos, lag=4))
+    rows["frame difference, lag 4 (no learning)"] = energies
     return rows, videos, normal_terms, normal_energy
 
 

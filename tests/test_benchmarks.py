@@ -20,6 +20,8 @@ def test_ablation_prints_every_row_per_scene(tmp_path, tiny_checkpoint):
     names = [r[2].strip() for r in rows]
     for name in ("motion", "standardised without appearance", "per place, most anomalous cell",
                  "per place, top 1/16 of cells", "per row (perspective), motion + cluster",
+                 "standardised without appearance, top 1/16 of cells",
+                 "relative motion: motion ÷ (F4 − F0 energy + its normal mean)",
                  "frame difference, lag 1 (no learning)"):
         assert name in names
     aucs = [float(r[3]) for r in rows if len(r) == 6]
