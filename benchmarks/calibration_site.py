@@ -4,7 +4,7 @@ rule over the test clips and measure what a site would see:
 false alarms per hour on normal stretches, event-level recall (anomalous intervals that got an event),
 detection delay, and the frame-level AUC of the calibrated model.
 
-    python benchmarks/calibration_site.py [--data ../shared/data/ped2] [--budget 10] [--target 1]
+    python benchmarks/calibration_site.py [--data ../shared/data/ped2] [--budget 20] [--target 1]
     python benchmarks/calibration_site.py --data ../shared/data/ped1-dev --bundle B.safetensors   # measure only
     python benchmarks/calibration_site.py --data ../shared/data/ped1-dev --budget 5 --budget 10 --budget 20 \
         --threads 2    # how accuracy grows with calibrate's budget: a row per budget, and a PNG against iterations
@@ -202,7 +202,7 @@ def main() -> None:
     parser.add_argument("--base", help="base checkpoint (default: the shipped lite)")
     parser.add_argument("--bundle", help="an existing calibration bundle: skip calibrating, only measure")
     parser.add_argument("--budget", type=float, action="append",
-                        help="minutes of calibration (default 10); repeat to compare budgets")
+                        help="minutes of calibration (default 20, as calibrate); repeat to compare budgets")
     parser.add_argument("--threads", type=int, help="CPU threads for calibrating (default: torch's)")
     parser.add_argument("--target", type=float, default=1.0, help="false alarms per hour")
     parser.add_argument("--min-event-frames", type=int, default=3)
@@ -216,7 +216,7 @@ def main() -> None:
     if args.bundle:
         print_site(measure(Path(args.bundle), args.data, out, site_name))
         return
-    budgets = args.budget or [10.0]
+    budgets = args.budget or [20.0]
     base = Path(args.base) if args.base else checkpoint.shipped("lite")
     size = checkpoint.read_metadata(base)["profile"]["size"]
     train = load_split(args.data, "training", size, FPS)
