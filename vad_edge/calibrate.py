@@ -34,7 +34,7 @@ import vad_edge
 from vad_edge.data.sampling import FrameGrid, Offer
 from vad_edge.data.videos import DatasetError, Video, as_bgr, load_videos, resize
 from vad_edge.model import checkpoint
-from vad_edge.model.scoring import Scorer, fit_fusion, score_statistics, scoring_seconds, seconds_per_clip
+from vad_edge.model.scoring import Scorer, fit_fusion, score_statistics
 from vad_edge.train import TrainConfig, Trainer, pick_device
 
 HOLDOUT_FRACTION = 0.25
@@ -280,8 +280,8 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
     # The budget is what the technician waits: the K-means refit and the scoring of the hold-out after
     # training come out of it.
     scorer = Scorer(trainer.model, precision)
-    per_clip = seconds_per_clip(scorer, holdout, clock=clock)
-    trainer.run(progress, reserve_s=scoring_seconds(per_clip, holdout), kmeans_s=trainer.kmeans_seconds(per_clip))
+    reserve, kmeans = trainer.plan_budget(scorer, holdout)
+    trainer.run(progress, reserve_s=reserve, kmeans_s=kmeans)
 
     # The hold-out, footage the model did not train on, fits the fusion (the site's own normal term means)
     # and chooses the threshold; one pass gives both.

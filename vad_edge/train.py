@@ -187,16 +187,18 @@ class Trainer:
 
     # --- the run ----------------------------------------------------------------------------------------
 
-    def kmeans_seconds(self, per_clip: float) -> float:
-        """What init_centers will take, from the seconds one clip's forward pass takes (seconds_per_clip):
-        its forward passes, doubled for the clustering itself (K-means++ on 20,000 latents took 2.3 s beside
-        5 s of forward passes on a 2-core x86), with a 10 % margin."""
-        return 2 * 1.1 * self.config.kmeans_batches * self.config.batch * per_clip
+    def plan_budget(self, scorer: Scorer, scored: list[Video]) -> tuple[float, float]:
+        """Seconds of a time budget that are not optimiser steps, priced by one timed batch of `scored`: the
+        scoring of `scored` after training (run's reserve_s), and the K-means refit between the stages
+        (run's kmeans_s): its forward passes, doubled for the clustering itself (K-means++ on 20,000 latents
+        took 2.3 s beside 5 s of forward passes on a 2-core x86), with a 10 % margin."""
+        per_clip = seconds_per_clip(scorer, scored, clock=self.clock)
+        return scoring_seconds(per_clip, scored), 2 * 1.1 * self.config.kmeans_batches * self.config.batch * per_clip
 
     def run(self, progress: bool = True, reserve_s: float = 0.0, kmeans_s: float = 0.0) -> None:
         """Trains to the iteration ceilings or the time budget, whichever ends first. reserve_s: seconds of
         the budget kept for what comes after training (the scoring pass), so the command keeps to it;
-        kmeans_s: what the K-means refit between the stages will take (kmeans_seconds), kept the same way."""
+        kmeans_s: what the K-means refit between the stages will take, kept the same way (plan_budget)."""
         cfg = self.config
         budget = math.inf if cfg.max_minutes is None else max(0.0, cfg.max_minutes * 60 - reserve_s)
         if self.stage in ("pretrain", "kmeans") and kmeans_s > budget:
@@ -280,8 +282,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, resume: str | 
     scorer = Scorer(trainer.model)  # the precision this machine scores in: the score is fitted in it
     reserve = kmeans = 0.0
     if config.max_minutes is not None:
-        per_clip = seconds_per_clip(scorer, videos, clock=trainer.clock)
-        reserve, kmeans = scoring_seconds(per_clip, videos), trainer.kmeans_seconds(per_clip)
+        reserve, kmeans = trainer.plan_budget(scorer, videos)
         log.info("budget %.1f min: training %.1f min (the K-means refit's %.1f included), then scoring the %d "
                  "training clips to fit the score (about %.1f min)", config.max_minutes,
                  max(0.0, config.max_minutes - reserve / 60), kmeans / 60,
