@@ -204,6 +204,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, action="append",
                         help="minutes of calibration (default 20, as calibrate); repeat to compare budgets")
     parser.add_argument("--threads", type=int, help="CPU threads for calibrating (default: torch's)")
+    parser.add_argument("--learn-motion", action="store_true", help="fine-tune the motion U-Net too, as calibrate's")
     parser.add_argument("--target", type=float, default=1.0, help="false alarms per hour")
     parser.add_argument("--min-event-frames", type=int, default=3)
     parser.add_argument("--cooldown", type=float, default=3.0)
@@ -224,7 +225,8 @@ def main() -> None:
     for budget in budgets:
         where = out if len(budgets) == 1 else out / f"budget-{budget:g}"
         bundle_path = calibrate(train, base, where, site_name, budget_minutes=budget, target_per_hour=args.target,
-                                min_event_frames=args.min_event_frames, cooldown=args.cooldown)["bundle"]
+                                min_event_frames=args.min_event_frames, cooldown=args.cooldown,
+                                learn_motion=args.learn_motion)["bundle"]
         results.append(measure(Path(bundle_path), args.data, where, site_name))
         print_site(results[-1])
     if len(budgets) > 1:

@@ -109,7 +109,8 @@ def test_calibrate_a_synthetic_site_and_the_agent_uses_it(tmp_path, tiny_checkpo
     assert "90th percentile" in clusters["above_means"]
     assert report["advice"] in printed and "minutes of footage" in report["advice"]
     steps = report["training_iterations"]
-    assert f"{steps['pretrain']} autoencoder and {steps['finetune']} fine-tuning iterations" in printed
+    assert (f"{steps['pretrain']} autoencoder and {steps['finetune']} fine-tuning iterations of the appearance "
+            "(the motion U-Net as shipped)") in printed
     assert report["camera"] == "door" and report["footage"]["holdout_frames"] == 80
     assert (out / "door.report.png").read_bytes()[:4] == b"\x89PNG"
     assert not (out / "door.work").exists()
@@ -186,6 +187,30 @@ def test_an_interrupted_calibration_resumes_from_its_work_folder(tmp_path, tiny_
     assert report["training_iterations"]["finetune"] >= 1
     assert (out / "door.safetensors").exists() and not (out / "door.work").exists()
     assert report["footage"]["fit_frames"] == 180
+
+
+
+def test_calibration_adapts_the_motion_unet_only_when_asked(tmp_path, tiny_checkpoint):
+    from vad_edge.model import checkpoint
+
+    base, _ = checkpoint.load(tiny_checkpoint)
+    footage = [video(make_frames(240, 32, seed=6)[0])]
+    motion = [k for k in base.state_dict() if k.startswith(("motion_encoder.", "motion_decoder."))]
+
+    def changed(learn_motion):
+        report = calibrate(footage, tiny_checkpoint, tmp_path / str(learn_motion), "door", budget_minutes=0.05,
+                           device="cpu", progress=False, learn_motion=learn_motion, clock=StepClock(0.05))
+        assert report["training_iterations"]["finetune"] >= 1
+        adapted = load_bundle(report["bundle"], torch.device("cpu")).model.state_dict()
+        # The bundle is float16: compare against the base weights at that precision.
+        return report["adapted"], {k for k, v in base.state_dict().items()
+                                   if not torch.equal(adapted[k].float(), v.half().float())}
+
+    adapted, moved = changed(learn_motion=False)
+    assert adapted.startswith("appearance (the motion U-Net as shipped)")
+    assert "centers" in moved and "appearance_encoder.proj.weight" in moved and not moved & set(motion)
+    adapted, moved = changed(learn_motion=True)
+    assert adapted == "appearance and motion" and moved & set(motion)
 
 
 class PacedCamera:

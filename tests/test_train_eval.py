@@ -242,3 +242,25 @@ def test_the_kmeans_refit_is_kept_out_of_the_budget_before_it_starts(tmp_path, d
     short.run(progress=False, kmeans_s=20.0)
     assert "less than the K-means refit" in caplog.text
     assert short.stage == "done" and short.model.centers.abs().sum() > 0
+
+
+def test_a_frozen_motion_unet_stays_as_given_and_a_resume_keeps_the_choice(tmp_path, dataset):
+    videos = load_split(dataset, "training", 32, 10.0, progress=False)
+    start = Trainer(TrainConfig(**TINY), videos, tmp_path / "start")
+    start.run(progress=False)
+    given = {k: v.clone() for k, v in start.model.state_dict().items()}
+
+    frozen = Trainer(TrainConfig(**{**TINY, "learn_motion": False}), videos, tmp_path / "frozen", model=start.model)
+    frozen.run(progress=False)
+    assert frozen.iterations() == {"pretrain": 3, "finetune": 3}
+    after = frozen.model.state_dict()
+    motion = [k for k in after if k.startswith(("motion_encoder.", "motion_decoder."))]
+    assert motion and all(torch.equal(after[k], given[k]) for k in motion)
+    # What is left to learn did learn: the appearance branch and the centres.
+    assert not torch.equal(after["centers"], given["centers"])
+    assert not torch.equal(after["appearance_encoder.proj.weight"], given["appearance_encoder.proj.weight"])
+
+    # The optimisers hold other parameters either way, so a state resumes only under the same choice.
+    learning = Trainer(TrainConfig(**TINY), videos, tmp_path / "other")
+    with pytest.raises(checkpoint.CheckpointError, match="froze the motion U-Net and this run would not"):
+        learning.load_state(frozen.state_path)

@@ -4,7 +4,8 @@ threshold that meets a false-alarm budget under the agent's own event rule.
 1. Footage: recorded from the camera (bounded), or existing clips; refused with a reason when unusable
    (too short, frozen, black, shaking). Split by time: the first 75 % to fit, the last 25 % held out.
 2. Adaptation: fine-tune the base checkpoint on the fit part within the time budget (autoencoder steps,
-   K-means++ re-fit of the centres on the site's latents, then alternating steps), score the hold-out.
+   K-means++ re-fit of the centres on the site's latents, then alternating steps), score the hold-out. The
+   appearance branch and the centres learn the site; the motion U-Net stays as shipped unless asked.
 3. Threshold: an event starts when the score stays above the threshold for min_event_frames frames, so the
    quantity that matters is y_t = min(s_t .. s_t+m-1). Its exceedance clusters (separated by the cooldown) are
    modelled peaks-over-threshold: a generalised Pareto tail fitted to cluster maxima above a high base
@@ -255,11 +256,13 @@ def plot_report(path: Path, holdout_scores: list[np.ndarray], threshold: float, 
 
 def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camera: str, *,
               budget_minutes: float = 20.0, target_per_hour: float = 1.0, min_event_frames: int = 3,
-              cooldown: float = 3.0, device: str = "auto", precision: str = "auto", seed: int = 0,
-              progress: bool = True, clock=time.monotonic) -> dict:
+              cooldown: float = 3.0, device: str = "auto", precision: str = "auto", learn_motion: bool = False,
+              seed: int = 0, progress: bool = True, clock=time.monotonic) -> dict:
     """Adapts the base model to the footage (frames at the base model's frame rate) and writes
     <out_dir>/<camera>.safetensors plus its report. The fusion and threshold are fitted in `precision`, the
-    one the box scores in. `clock` measures the budget (tests inject one)."""
+    one the box scores in. The motion U-Net is kept as shipped unless `learn_motion`: fine-tuned on Ped1's
+    normal walkers it predicted the anomalies' motion better too and cost raw AUC (benchmarks/README.md).
+    `clock` measures the budget (tests inject one)."""
     quality = check_footage(videos)
     fit, holdout = split_by_time(videos)
     base_path = Path(base) if base else checkpoint.shipped("lite")
@@ -273,7 +276,7 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
     # Iterations are a ceiling; the budget is what ends each stage. Resumes from the work folder.
     config = TrainConfig(profile=model.profile.name, batch=8, lr=1e-4, cluster_lr=1e-5, pretrain_iters=100_000,
                          iters=100_000, kmeans_batches=20, kmeans_points=20_000, seed=seed, device=device,
-                         max_minutes=budget_minutes, save_every=50)
+                         max_minutes=budget_minutes, save_every=50, learn_motion=learn_motion)
     trainer = Trainer(config, fit, work / "model", model=model, clock=clock)
     if trainer.state_path.exists():
         trainer.load_state(trainer.state_path)
@@ -309,6 +312,7 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
         "base_checkpoint": {"path": str(base_path), "sha256": checkpoint.file_sha256(base_path)},
         "training_minutes": round(trainer.elapsed / 60, 2),
         "training_iterations": trainer.iterations(),
+        "adapted": "appearance and motion" if learn_motion else "appearance (the motion U-Net as shipped)",
         "versions": {"vad_edge": vad_edge.__version__, "torch": torch.__version__},
     }
     meta = {**base_meta,  # checkpoint.save writes format and profile afresh

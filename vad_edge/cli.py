@@ -161,12 +161,12 @@ def _calibrate(args: argparse.Namespace) -> int:
     videos = load_footage(source, size, args.minutes, fps, max_frames, out / f"{name}.work")
     report = calibrate(videos, base, out, name, budget_minutes=args.budget,
                        target_per_hour=args.false_alarms_per_hour, device=args.device, precision=args.precision,
-                       **rule)
+                       learn_motion=args.learn_motion, **rule)
     span = report["false_alarms_per_hour_range"]
     print(f"calibration bundle: {report['bundle']}")
     steps = report["training_iterations"]
     print(f"adapted for {report['training_minutes']:.1f} min: {steps['pretrain']} autoencoder and {steps['finetune']} "
-          f"fine-tuning iterations")
+          f"fine-tuning iterations of the {report['adapted']}")
     expected = report["expected_false_alarms_per_hour"]
     rate = (f"expected {expected:.2f} false alarms/hour ({span['kind']} {span['low']:.2f}-{span['high']:.2f})"
             if expected is not None else f"at most {span['high']:.1f} false alarms/hour ({span['kind']})")
@@ -296,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--budget", type=float, default=20,
                      help="minutes the adaptation takes: fine-tuning, the K-means refit and scoring the hold-out "
                           "(recording or loading the footage comes before)")
+    cal.add_argument("--learn-motion", action="store_true",
+                     help="fine-tune the motion U-Net too (by default only the appearance branch and the cluster "
+                          "centres adapt: learning a site's normal motion cost accuracy on Ped1)")
     cal.add_argument("--false-alarms-per-hour", type=float, default=1.0, help="the alarm budget on normal footage")
     cal.add_argument("--profile", default="lite", choices=["lite", "paper"], help="shipped base model (with no --base)")
     cal.add_argument("--base", help="base checkpoint to adapt (default: the shipped one of --profile)")

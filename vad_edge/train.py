@@ -77,6 +77,8 @@ class Trainer:
         self.model: STD = (model if model is not None else fresh_model(config)).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
+        if not config.learn_motion:
+            self.model.freeze_motion()
         self.ae_opt = torch.optim.Adam(self.model.autoencoder_parameters(), lr=config.lr)
         self.cluster_opt = torch.optim.Adam(self.model.cluster_parameters(), lr=config.cluster_lr)
         self.stage, self.iteration, self.elapsed = "pretrain", 0, 0.0
@@ -171,6 +173,12 @@ class Trainer:
             raise checkpoint.CheckpointError(
                 f"{path}: training state of profile {saved['profile']!r} at {saved_side} px, "
                 f"asked to train {self.config.profile!r} at {self.model.profile.size} px"
+            )
+        if saved.get("learn_motion", True) != self.config.learn_motion:  # the optimisers hold other parameters
+            learned = "learned" if saved.get("learn_motion", True) else "froze"
+            raise checkpoint.CheckpointError(
+                f"{path}: this training state {learned} the motion U-Net and this run would not; "
+                f"rerun as it started or delete {path} to start afresh"
             )
         self.model.load_state_dict(state["model"])
         self.ae_opt.load_state_dict(state["ae_opt"])

@@ -208,11 +208,17 @@ class STD(nn.Module):
         self.fusion: Fusion = PAPER  # how the terms become one score; checkpoints record theirs
 
     def autoencoder_parameters(self) -> list[nn.Parameter]:
-        return [p for name, p in self.named_parameters() if name != "centers"]
+        return [p for name, p in self.named_parameters() if name != "centers" and p.requires_grad]
+
+    def freeze_motion(self) -> None:
+        """Keeps the motion U-Net as it is through training (no gradients, no optimiser state)."""
+        for module in (self.motion_encoder, self.motion_decoder):
+            module.requires_grad_(False)
 
     def cluster_parameters(self) -> list[nn.Parameter]:
         """What the cluster step updates (authors' code): the centres and the last conv of each encoder."""
-        return [self.centers, self.appearance_encoder.proj.weight, self.motion_encoder.last_layer.weight]
+        heads = [self.centers, self.appearance_encoder.proj.weight, self.motion_encoder.last_layer.weight]
+        return [p for p in heads if p.requires_grad]
 
     def forward(self, clip: torch.Tensor) -> Outputs:
         """clip [N,15,H,W] (frames 0..4, RGB in [0,1]) -> reconstruction, prediction and latents."""
