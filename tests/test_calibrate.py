@@ -189,7 +189,6 @@ def test_an_interrupted_calibration_resumes_from_its_work_folder(tmp_path, tiny_
     assert report["footage"]["fit_frames"] == 180
 
 
-
 def test_calibration_adapts_the_motion_unet_only_when_asked(tmp_path, tiny_checkpoint):
     from vad_edge.model import checkpoint
 

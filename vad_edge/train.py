@@ -174,11 +174,11 @@ class Trainer:
                 f"{path}: training state of profile {saved['profile']!r} at {saved_side} px, "
                 f"asked to train {self.config.profile!r} at {self.model.profile.size} px"
             )
-        if saved.get("learn_motion", True) != self.config.learn_motion:  # the optimisers hold other parameters
-            learned = "learned" if saved.get("learn_motion", True) else "froze"
+        saved_learns_motion = saved.get("learn_motion", True)  # states written before the choice learned it
+        if saved_learns_motion != self.config.learn_motion:  # the optimisers hold other parameters
             raise checkpoint.CheckpointError(
-                f"{path}: this training state {learned} the motion U-Net and this run would not; "
-                f"rerun as it started or delete {path} to start afresh"
+                f"{path}: this training state {'learned' if saved_learns_motion else 'froze'} the motion U-Net "
+                f"and this run would not; rerun as it started or delete {path} to start afresh"
             )
         self.model.load_state_dict(state["model"])
         self.ae_opt.load_state_dict(state["ae_opt"])
