@@ -51,7 +51,8 @@ bench: setup
 # The prepared run for a borrowed GPU machine (torch, nvcc, pybind11, scikit-build-core, OpenCV; no network):
 # build with CUDA (sm_90), kernel tests, compute-sanitizer, kernel and model benchmarks, then train and
 # evaluate `paper` on Ped2 in the minutes left; <= 8 files in OUT. Ped2 travels as data/ped2-video (copy
-# ../shared/data/ped2-video there). `make gpu-session-tiny` runs the same steps on a CPU in a minute (CI).
+# ../shared/data/ped2-video there); paho-mqtt and pydantic, where missing, as wheels (README).
+# `make gpu-session-tiny` runs the same steps on a CPU in a minute (CI).
 OUT ?= gpu-out
 gpu-session:
 	$(PYTHON) benchmarks/gpu_session.py --out $(OUT)
