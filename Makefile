@@ -14,7 +14,7 @@ export VAD_EDGE_CUDA_EMULATION
 
 SOURCES := pyproject.toml CMakeLists.txt $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: setup test test-aarch64 system-packages demo bench gpu-session gpu-session-tiny clean
+.PHONY: setup test test-aarch64 system-packages demo bench gpu-session gpu-session-tiny gpu-wheels clean
 
 setup: $(VENV)/.installed
 
@@ -51,11 +51,18 @@ bench: setup
 # The prepared run for a borrowed GPU machine (torch, nvcc, pybind11, scikit-build-core, OpenCV; no network):
 # build with CUDA (sm_90), kernel tests, compute-sanitizer, kernel and model benchmarks, then train and
 # evaluate `paper` on Ped2 in the minutes left; <= 8 files in OUT. Ped2 travels as data/ped2-video (copy
-# ../shared/data/ped2-video there); paho-mqtt and pydantic, where missing, as wheels (README).
+# ../shared/data/ped2-video there). The dependencies that machine's Python lacks travel as wheels in .whl:
+# `make gpu-wheels` downloads them here (for its CPython 3.12 on x86-64) and the session installs them.
 # `make gpu-session-tiny` runs the same steps on a CPU in a minute (CI).
 OUT ?= gpu-out
 gpu-session:
 	$(PYTHON) benchmarks/gpu_session.py --out $(OUT)
+
+# What the H100 of 2026-12-05 lacked (gpu-session's `dependencies` step names what else is missing).
+GPU_WHEELS ?= paho-mqtt==2.2.0 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
+gpu-wheels:
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
 
 gpu-session-tiny: setup
 	$(BIN)/python benchmarks/gpu_session.py --tiny --out $(OUT)

@@ -3,29 +3,37 @@
     make gpu-session OUT=gpu-out            # on the GPU machine: ~9 minutes, at most 8 files in OUT
     python benchmarks/gpu_session.py --tiny --out /tmp/s   # the same steps on a CPU, in seconds (CI runs it)
 
-Steps, each bounded by what is left of --minutes: build with CUDA required (sm_90 only, for speed); the
-kernel tests on CUDA (half types included); compute-sanitizer memcheck and racecheck over every kernel; the
-kernel benchmark (with % of copy bandwidth); scoring throughput (paper and lite x float32/float16/bfloat16
-x batch 1/32/128, kernels against the reference); the Scorer per precision (float32/float16/bfloat16 x batch
-1/8/32); then train the `paper` profile on Ped2 (bf16) in the time left, evaluate it in `auto` (float16) and
-in float32, and keep the checkpoint in float16. Ped2 must travel inside the checkout: copy
-../shared/data/ped2-video to data/ped2-video (git ignores data/).
+Steps, each bounded by what is left of --minutes: the wheels in .whl installed for the session (the
+dependencies that machine's Python lacks; `make gpu-wheels` downloads them here) and every dependency checked;
+build with CUDA required (sm_90 only, for speed); the kernel tests on CUDA (half types included);
+compute-sanitizer memcheck and racecheck over every kernel; the kernel benchmark (with % of copy bandwidth);
+scoring throughput (paper and lite x float32/float16/bfloat16 x batch 1/32/128, kernels against the
+reference); the Scorer per precision (float32/float16/bfloat16 x batch 1/8/32); then train the `paper` profile
+on Ped2 (bf16) in the time left, evaluate it in `auto` (float16) and in float32, and keep the checkpoint in
+float16. Ped2 must travel inside the checkout: copy ../shared/data/ped2-video to data/ped2-video (git ignores
+data/).
 
 OUT receives: summary.json and summary.md (every step's result), session.log (every step's output),
 paper.safetensors (the trained model), scores.png and roc.png (its evaluation).
 """
 
 import argparse
+import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+# Distributions whose module is named otherwise (pyproject.toml names distributions, Python imports modules).
+MODULE_OF = {"opencv-python-headless": "cv2", "paho-mqtt": "paho", "scikit-learn": "sklearn", "pyyaml": "yaml",
+             "prometheus-client": "prometheus_client"}
 
 
 class Session:
@@ -90,6 +98,14 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def missing_dependencies(find=importlib.util.find_spec) -> list[str]:
+    """The runtime dependencies in pyproject.toml that this Python cannot import: what must travel as wheels
+    to a machine with no network (make gpu-wheels)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = [re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0] for requirement in project["dependencies"]]
+    return [name for name in names if find(MODULE_OF.get(name, name.replace("-", "_"))) is None]
+
+
 def tail(text: str, lines: int = 3) -> str:
     return " / ".join(line.strip() for line in text.strip().splitlines()[-lines:])
 
@@ -139,6 +155,21 @@ def main() -> int:
     out = Path(args.out)
     s = Session(out, args.minutes, args.tiny)
     device = "cpu" if args.tiny else "cuda"
+    # 0. The dependencies that machine's Python lacks travel as wheels in .whl (make gpu-wheels); installed
+    # into the session's own folder, on PYTHONPATH for every step. Whatever is still missing is named here,
+    # before a step fails on it.
+    wheels = sorted((ROOT / ".whl").glob("*.whl"))
+    if wheels and not args.tiny:
+        site = s.work / "site"
+        s.run("wheels", [PYTHON, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--no-compile",
+                         "--target", str(site), *map(str, wheels)], limit=120)
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+        sys.path.insert(0, str(site))
+        importlib.invalidate_caches()
+    missing = missing_dependencies()
+    s.summary["steps"]["dependencies"] = {"rc": 1 if missing else 0, "seconds": 0, "result":
+                                          f"missing: {', '.join(missing)} (make gpu-wheels, carry .whl)"
+                                          if missing else "all importable"}
     # 1. Build (GPU mode): CUDA required, sm_90 only; no network, so no build isolation.
     if not args.tiny:
         r = s.run("build", [PYTHON, "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps", "-e", "."],
