@@ -21,6 +21,8 @@ fitted on the scene's normal training clips only: no test label chooses anything
   the mean of its top 1/16 of cells instead of every cell, with no per-place statistics.
 - relative motion: the motion error divided by (the clip's F4 - F0 energy + that energy's normal mean), the
   error as a share of how much moved.
+- with the frame difference: the shipped fusion plus the lag-4 (or lag-1) frame difference divided by its
+  normal mean, as a third term.
 - causal: the standardised score averaged over the last 5 clips (what a live box can do).
 
 A second table, on the training clips (normal footage only), says how much of each term is just the amount
@@ -114,9 +116,14 @@ def rows_for(scorer: Scorer, data: str, fps: float) -> tuple[dict[str, list[np.n
     energies = frame_difference_scores(videos, lag=4)  # frame t's F_t - F_t-4: its clip's F4 - F0
     rows["relative motion: motion ÷ (F4 − F0 energy + its normal mean)"] = [
         t[:, 1] / (e + normal_energy.mean()) for t, e in zip(terms, energies)]
+    lag1 = frame_difference_scores(videos, lag=1)
+    normal_lag1 = np.concatenate(frame_difference_scores(normal_videos, lag=1))
+    for lag, fd, normal_fd in ((4, energies, normal_energy), (1, lag1, normal_lag1)):
+        rows[f"standardised without appearance + lag-{lag} frame difference ÷ its normal mean"] = [
+            s + d / normal_fd.mean() for s, d in zip(rows["standardised without appearance"], fd)]
     for name in ("standardised a + m + c", "standardised without appearance"):
         rows[f"{name}, causal mean of {CAUSAL_CLIPS} clips"] = [causal_mean(s, CAUSAL_CLIPS) for s in rows[name]]
-    rows["frame difference, lag 1 (no learning)"] = frame_difference_scores(videos, lag=1)
+    rows["frame difference, lag 1 (no learning)"] = lag1
     rows["frame difference, lag 4 (no learning)"] = energies
     return rows, videos, normal_terms, normal_energy
 

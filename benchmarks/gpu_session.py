@@ -4,20 +4,21 @@
     python benchmarks/gpu_session.py --tiny --out /tmp/s   # the same steps on a CPU, in seconds (CI runs it)
 
 Steps, each bounded by what is left of --minutes: the wheels in .whl installed for the session (the
-dependencies that machine's Python lacks; `make gpu-wheels` downloads them here) and every dependency checked;
-build with CUDA required (sm_90 only, for speed); the kernel tests on CUDA (half types included);
-compute-sanitizer memcheck and racecheck over every kernel; the kernel benchmark (with % of copy bandwidth);
-scoring throughput (paper and lite x float32/float16/bfloat16 x batch 1/32/128, kernels against the
-reference); the Scorer per precision (float32/float16/bfloat16 x batch 1/8/32); then train the `paper` profile
-on Ped2 (bf16) in the time left, evaluate it in `auto` (float16) and in float32, and keep the checkpoint in
-float16. Ped2 must travel inside the checkout: copy ../shared/data/ped2-video to data/ped2-video (git ignores
-data/).
+dependencies that machine's Python lacks; `make gpu-wheels` downloads them here); build with CUDA required
+(sm_90 only, for speed); every runtime dependency checked by import; the kernel tests on CUDA (half types
+included); compute-sanitizer memcheck and racecheck over every kernel; the kernel benchmark (with % of copy
+bandwidth); scoring throughput (paper and lite x float32/float16/bfloat16 x batch 1/32/128, kernels against
+the reference); the Scorer per precision (float32/float16/bfloat16 x batch 1/8/32); then train the `paper`
+profile on Ped2 (bf16) in the time left, evaluate it in `auto` (float16) and in float32, and keep the
+checkpoint in float16. Ped2 must travel inside the checkout: copy ../shared/data/ped2-video to data/ped2-video
+(git ignores data/).
 
 OUT receives: summary.json and summary.md (every step's result), session.log (every step's output),
 paper.safetensors (the trained model), scores.png and roc.png (its evaluation).
 """
 
 import argparse
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -26,12 +27,11 @@ import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-# Distributions whose module is named otherwise (pyproject.toml names distributions, Python imports modules).
+# Distributions whose module is named otherwise (requirements name distributions, Python imports modules).
 MODULE_OF = {"opencv-python-headless": "cv2", "paho-mqtt": "paho", "scikit-learn": "sklearn", "pyyaml": "yaml",
              "prometheus-client": "prometheus_client"}
 
@@ -98,11 +98,11 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def missing_dependencies(find=importlib.util.find_spec) -> list[str]:
-    """The runtime dependencies in pyproject.toml that this Python cannot import: what must travel as wheels
-    to a machine with no network (make gpu-wheels)."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    names = [re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0] for requirement in project["dependencies"]]
+def missing_dependencies(find=importlib.util.find_spec, requirements: list[str] | None = None) -> list[str]:
+    """The installed vad-edge's runtime dependencies (not its extras) that this Python cannot import: what
+    must travel as wheels to a machine with no network (make gpu-wheels)."""
+    requirements = importlib.metadata.requires("vad-edge") if requirements is None else requirements
+    names = [re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0] for r in requirements if "extra ==" not in r]
     return [name for name in names if find(MODULE_OF.get(name, name.replace("-", "_"))) is None]
 
 
@@ -156,8 +156,8 @@ def main() -> int:
     s = Session(out, args.minutes, args.tiny)
     device = "cpu" if args.tiny else "cuda"
     # 0. The dependencies that machine's Python lacks travel as wheels in .whl (make gpu-wheels); installed
-    # into the session's own folder, on PYTHONPATH for every step. Whatever is still missing is named here,
-    # before a step fails on it.
+    # into the session's own folder, on PYTHONPATH for every step. Whatever is still missing is named after
+    # the build (which installs vad-edge's metadata), before a step fails on it.
     wheels = sorted((ROOT / ".whl").glob("*.whl"))
     if wheels and not args.tiny:
         site = s.work / "site"
@@ -165,11 +165,6 @@ def main() -> int:
                          "--target", str(site), *map(str, wheels)], limit=120)
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
         sys.path.insert(0, str(site))
-        importlib.invalidate_caches()
-    missing = missing_dependencies()
-    s.summary["steps"]["dependencies"] = {"rc": 1 if missing else 0, "seconds": 0, "result":
-                                          f"missing: {', '.join(missing)} (make gpu-wheels, carry .whl)"
-                                          if missing else "all importable"}
     # 1. Build (GPU mode): CUDA required, sm_90 only; no network, so no build isolation.
     if not args.tiny:
         r = s.run("build", [PYTHON, "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps", "-e", "."],
@@ -178,6 +173,11 @@ def main() -> int:
             s.summary["steps"]["build"]["result"] = tail(r["output"])
             s.write()
             return 1
+    importlib.invalidate_caches()  # what the wheels and the build installed since this process started
+    missing = missing_dependencies()
+    s.summary["steps"]["dependencies"] = {"rc": 1 if missing else 0, "seconds": 0, "result":
+                                          f"missing: {', '.join(missing)} (make gpu-wheels, carry .whl)"
+                                          if missing else "all importable"}
     r = s.run("backend", [PYTHON, "-c", "import json, vad_edge; print(json.dumps(vad_edge.ops.backend()))"], limit=60)
     s.summary["backend"] = json.loads(r["output"].strip().splitlines()[-1]) if r["rc"] == 0 else None
 

@@ -49,3 +49,4 @@ def test_the_session_names_the_dependencies_that_must_travel_as_wheels():
 
     assert gpu_session.missing_dependencies(find) == ["paho-mqtt", "pydantic"]
     assert {"torch", "cv2", "sklearn", "yaml", "prometheus_client"} <= set(seen)  # import names, not distributions
+    assert "onnx" not in seen and "pytest" not in seen  # extras are not the runtime's
