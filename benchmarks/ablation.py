@@ -23,6 +23,9 @@ fitted on the scene's normal training clips only: no test label chooses anything
   error as a share of how much moved.
 - with the frame difference: the shipped fusion plus the lag-4 (or lag-1) frame difference divided by its
   normal mean, as a third term.
+- with optical flow: the shipped fusion plus the clip's mean optical-flow speed (F0 to F4, Farneback)
+  divided by its normal mean, as a third term: how fast things move, where the frame difference says how
+  much changed. The speed alone is a third no-learning baseline.
 - causal: the standardised score averaged over the last 5 clips (what a live box can do).
 
 A second table, on the training clips (normal footage only), says how much of each term is just the amount
@@ -35,7 +38,9 @@ difference). `--plot` draws those frames as one scatter per term (the first scen
 
 import argparse
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
 from vad_edge.data import load_split
 from vad_edge.eval import frame_difference_scores, frame_metrics
@@ -76,6 +81,19 @@ def top_cells(normal: np.ndarray, test: list[np.ndarray], top: int) -> list[np.n
     means = normal[:, 1:3].mean(axis=(0, 2, 3))[:, None, None]
     return [np.sort((cells[:, 1:3] / means).sum(axis=1).reshape(len(cells), -1), axis=1)[:, -top:].mean(axis=1)
             for cells in test]
+
+
+def flow_speed(videos: list, lag: int = 4) -> list[np.ndarray]:
+    """Frame t's mean optical-flow speed from frame t - lag (Farneback, OpenCV's defaults for video; pixels
+    of the model's input), scored like the frame differences: speed where they measure changed intensity."""
+    scores = []
+    for video in tqdm(videos, desc="optical flow", unit="video"):
+        grey = [cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) for frame in video.frames]
+        scores.append(np.array([
+            np.linalg.norm(cv2.calcOpticalFlowFarneback(grey[t - lag], grey[t], None, 0.5, 3, 15, 3, 5, 1.2, 0),
+                           axis=2).mean()
+            for t in range(4, len(grey))]))
+    return scores
 
 
 def causal_mean(series: np.ndarray, clips: int) -> np.ndarray:
@@ -121,10 +139,14 @@ def rows_for(scorer: Scorer, data: str, fps: float) -> tuple[dict[str, list[np.n
     for lag, fd, normal_fd in ((4, energies, normal_energy), (1, lag1, normal_lag1)):
         rows[f"standardised without appearance + lag-{lag} frame difference ÷ its normal mean"] = [
             s + d / normal_fd.mean() for s, d in zip(rows["standardised without appearance"], fd)]
+    flow, normal_flow = flow_speed(videos), np.concatenate(flow_speed(normal_videos))
+    rows["standardised without appearance + lag-4 optical-flow speed ÷ its normal mean"] = [
+        s + f / normal_flow.mean() for s, f in zip(rows["standardised without appearance"], flow)]
     for name in ("standardised a + m + c", "standardised without appearance"):
         rows[f"{name}, causal mean of {CAUSAL_CLIPS} clips"] = [causal_mean(s, CAUSAL_CLIPS) for s in rows[name]]
     rows["frame difference, lag 1 (no learning)"] = lag1
     rows["frame difference, lag 4 (no learning)"] = energies
+    rows["optical-flow speed, lag 4 (no learning)"] = flow
     return rows, videos, normal_terms, normal_energy
 
 

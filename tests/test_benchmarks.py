@@ -22,12 +22,15 @@ def test_ablation_prints_every_row_per_scene(tmp_path, tiny_checkpoint):
                  "per place, top 1/16 of cells", "per row (perspective), motion + cluster",
                  "standardised without appearance, top 1/16 of cells",
                  "relative motion: motion ÷ (F4 − F0 energy + its normal mean)",
-                 "frame difference, lag 1 (no learning)"):
+                 "frame difference, lag 1 (no learning)", "optical-flow speed, lag 4 (no learning)",
+                 "standardised without appearance + lag-4 optical-flow speed ÷ its normal mean"):
         assert name in names
     aucs = [float(r[3]) for r in rows if len(r) == 6]
     assert aucs and all(0 <= a <= 100 for a in aucs)
-    # The injected block is large and fast: the frame difference separates it almost perfectly.
+    # The injected block is large and fast: the frame difference separates it almost perfectly; the flow
+    # speed well, though less (the flow inside a uniform block is the aperture problem's guess).
     assert float(rows[names.index("frame difference, lag 1 (no learning)")][3]) > 90
+    assert float(rows[names.index("optical-flow speed, lag 4 (no learning)")][3]) > 75
     assert (tmp_path / "terms.png").read_bytes()[:4] == b"\x89PNG"
 
 
