@@ -29,13 +29,16 @@ void anomaly_score_cuda(const void* fif_hat, const void* d_hat, const void* firs
                         const void* cmap, ScoreWeights weights, void* score, void* emap, float* workspace,
                         DType dtype, int64_t N, int64_t H, int64_t W, int64_t h, int64_t w, StreamHandle stream);
 
-// One pixel's weighted score from its RGB values (host and device share it, so both compute the same sum).
-template <typename Load>
-VAD_EDGE_HOST_DEVICE inline float weighted_score(const ScoreWeights& wt, Load load, float cluster) {
+// One pixel's weighted score. Its channel c is element pixel + c * plane of the [N, 3, H, W] inputs, read as
+// float by to_float; cluster is its cluster-map value. Host and device share it, so both compute the same sum.
+template <typename T, typename ToFloat>
+VAD_EDGE_HOST_DEVICE inline float weighted_score(const ScoreWeights& wt, const T* fif_hat, const T* d_hat,
+                                                 const T* first, const T* last, int64_t pixel, int64_t plane,
+                                                 float cluster, ToFloat to_float) {
   float appearance = 0.0f, motion = 0.0f, paper = 0.0f;
   for (int c = 0; c < 3; ++c) {
-    float fif, d, f0, f4;
-    load(c, fif, d, f0, f4);
+    const int64_t i = pixel + c * plane;
+    const float fif = to_float(fif_hat[i]), d = to_float(d_hat[i]), f0 = to_float(first[i]), f4 = to_float(last[i]);
     const float ra = fif - f0, rm = f0 + d - f4, rp = fif + d - f4;
     appearance += ra * ra;
     motion += rm * rm;

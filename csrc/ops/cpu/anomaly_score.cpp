@@ -23,14 +23,8 @@ void anomaly_score(const T* fif_hat, const T* d_hat, const T* first, const T* la
       T* erow = emap + n * plane + y * W;
       float sum = 0.0f;
       for (int64_t x = 0; x < W; ++x) {
-        const auto load = [&](int c, float& fif, float& d, float& f0, float& f4) {
-          const int64_t i = base + c * plane + x;
-          fif = cpu::to_float(fif_hat[i]);
-          d = cpu::to_float(d_hat[i]);
-          f0 = cpu::to_float(first[i]);
-          f4 = cpu::to_float(last[i]);
-        };
-        const float v = weighted_score(weights, load, cpu::to_float(crow[x / sx]));
+        const float v = weighted_score(weights, fif_hat, d_hat, first, last, base + x, plane,
+                                       cpu::to_float(crow[x / sx]), [](T value) { return cpu::to_float(value); });
         erow[x] = cpu::from_float<T>(v);
         sum += v;  // the unrounded value: the score does not pay for emap's storage precision
       }

@@ -19,15 +19,10 @@ __global__ void error_map_kernel(const T* __restrict__ fif_hat, const T* __restr
   const int64_t n = blockIdx.y, rgb = n * 3 * plane;
   float sum = 0.0f;
   for (int pix = blockIdx.x * blockDim.x + threadIdx.x; pix < plane; pix += gridDim.x * blockDim.x) {
-    const auto load = [&](int c, float& fif, float& d, float& f0, float& f4) {
-      const int64_t i = rgb + c * plane + pix;
-      fif = cuda::to_float(fif_hat[i]);
-      d = cuda::to_float(d_hat[i]);
-      f0 = cuda::to_float(first[i]);
-      f4 = cuda::to_float(last[i]);
-    };
     const int y = pix / W, x = pix % W;
-    const float v = weighted_score(weights, load, cuda::to_float(cmap[(n * h + y / sy) * w + x / sx]));
+    const float v = weighted_score(weights, fif_hat, d_hat, first, last, rgb + pix, plane,
+                                   cuda::to_float(cmap[(n * h + y / sy) * w + x / sx]),
+                                   [](T value) { return cuda::to_float(value); });
     emap[n * plane + pix] = cuda::from_float<T>(v);
     sum += v;
   }
