@@ -26,6 +26,9 @@ fitted on the scene's normal training clips only: no test label chooses anything
 - with optical flow: the shipped fusion plus the clip's mean optical-flow speed (F0 to F4, Farneback)
   divided by its normal mean, as a third term: how fast things move, where the frame difference says how
   much changed. The speed alone is a third no-learning baseline.
+- with object speed: the shipped fusion plus the clip's fastest moving thing's speed against the normal
+  speed at its height in the frame (vad_edge.model.object_speed: perspective learnt from the normal clips)
+  divided by its normal mean, as a third term; and that evidence alone.
 - causal: the standardised score averaged over the last 5 clips (what a live box can do).
 
 A second table, on the training clips (normal footage only), says how much of each term is just the amount
@@ -45,6 +48,7 @@ from tqdm import tqdm
 from vad_edge.data import load_split
 from vad_edge.eval import frame_difference_scores, frame_metrics
 from vad_edge.model import checkpoint, fusion
+from vad_edge.model.object_speed import Perspective, clip_objects
 from vad_edge.model.scoring import Scorer, term_means
 
 TERM_NAMES = ("appearance", "motion", "cluster map")
@@ -96,6 +100,17 @@ def flow_speed(videos: list, lag: int = 4) -> list[np.ndarray]:
     return scores
 
 
+def object_speeds(normal_videos: list, videos: list) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each clip's fastest moving thing against its row band's normal speed (vad_edge.model.object_speed),
+    the bands fitted on the normal videos: (the normal clips' scores, the test clips' scores), per video."""
+    def things(group: list, desc: str) -> list[list[np.ndarray]]:
+        return [[clip_objects(video.frames[t - 4:t + 1]) for t in range(4, len(video.frames))]
+                for video in tqdm(group, desc=desc, unit="video")]
+    normal, test = things(normal_videos, "moving things, training"), things(videos, "moving things, test")
+    perspective = Perspective.fit([clip for video in normal for clip in video])
+    return ([np.array([perspective.score(c) for c in video]) for video in group] for group in (normal, test))
+
+
 def causal_mean(series: np.ndarray, clips: int) -> np.ndarray:
     """The mean of each score and the clips before it (fewer at the start of a video)."""
     sums = np.cumsum(series)
@@ -142,11 +157,16 @@ def rows_for(scorer: Scorer, data: str, fps: float) -> tuple[dict[str, list[np.n
     flow, normal_flow = flow_speed(videos), np.concatenate(flow_speed(normal_videos))
     rows["standardised without appearance + lag-4 optical-flow speed ÷ its normal mean"] = [
         s + f / normal_flow.mean() for s, f in zip(rows["standardised without appearance"], flow)]
+    normal_speed, speed = object_speeds(normal_videos, videos)
+    normal_speed = np.concatenate(normal_speed)
+    rows["standardised without appearance + object speed against perspective ÷ its normal mean"] = [
+        s + o / normal_speed.mean() for s, o in zip(rows["standardised without appearance"], speed)]
     for name in ("standardised a + m + c", "standardised without appearance"):
         rows[f"{name}, causal mean of {CAUSAL_CLIPS} clips"] = [causal_mean(s, CAUSAL_CLIPS) for s in rows[name]]
     rows["frame difference, lag 1 (no learning)"] = lag1
     rows["frame difference, lag 4 (no learning)"] = energies
     rows["optical-flow speed, lag 4 (no learning)"] = flow
+    rows["object speed against perspective (alone; row bands' normal speeds)"] = speed
     return rows, videos, normal_terms, normal_energy
 
 

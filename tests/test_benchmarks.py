@@ -23,7 +23,8 @@ def test_ablation_prints_every_row_per_scene(tmp_path, tiny_checkpoint):
                  "standardised without appearance, top 1/16 of cells",
                  "relative motion: motion ÷ (F4 − F0 energy + its normal mean)",
                  "frame difference, lag 1 (no learning)", "optical-flow speed, lag 4 (no learning)",
-                 "standardised without appearance + lag-4 optical-flow speed ÷ its normal mean"):
+                 "standardised without appearance + lag-4 optical-flow speed ÷ its normal mean",
+                 "standardised without appearance + object speed against perspective ÷ its normal mean"):
         assert name in names
     aucs = [float(r[3]) for r in rows if len(r) == 6]
     assert aucs and all(0 <= a <= 100 for a in aucs)

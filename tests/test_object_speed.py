@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+
+from vad_edge.model.object_speed import BANDS, MIN_PER_BAND, Perspective, PerspectiveError, clip_objects
+
+
+def moving_block(shift: int, top: int = 40, side: int = 128, seed: int = 0) -> np.ndarray:
+    """A textured 16 x 16 block on a flat background, `shift` pixels further right in each frame."""
+    texture = np.random.default_rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    window = np.full((5, side, side, 3), 90, dtype=np.uint8)
+    for i in range(5):
+        window[i, top:top + 16, 20 + i * shift:36 + i * shift] = texture
+    return window
+
+
+def test_a_moving_block_is_one_thing_at_its_speed_and_height():
+    things = clip_objects(moving_block(shift=2))
+    assert len(things) >= 1
+    fastest = things[np.argmax(things[:, 0])]
+    assert 5.0 < fastest[0] < 11.0  # 8 pixels over the clip; the flow inside a block is smoothed
+    assert abs(fastest[1] - 48 / 128) < 0.1  # the block's centre row
+
+
+def test_nothing_moves_in_a_still_clip():
+    window = np.repeat(moving_block(shift=0)[:1], 5, axis=0)
+    assert clip_objects(window).shape == (0, 2)
+    assert Perspective(tuple([1.0] * BANDS)).score(clip_objects(window)) == 0.0
+
+
+def test_a_faster_block_scores_higher_against_the_same_perspective():
+    perspective = Perspective.fit([clip_objects(moving_block(shift=1, seed=s)) for s in range(MIN_PER_BAND)])
+    slow, fast = (perspective.score(clip_objects(moving_block(shift=s, seed=99))) for s in (1, 3))
+    assert 0.5 < slow < 2.0 < fast
+
+
+def test_each_band_has_its_own_normal_speed():
+    rng = np.random.default_rng(1)
+    top = np.column_stack([rng.uniform(1, 2, 40), np.full(40, 0.02)])  # far away: slow
+    bottom = np.column_stack([rng.uniform(8, 10, 40), np.full(40, 0.97)])  # near: fast
+    perspective = Perspective.fit([top, bottom])
+    assert perspective.bands[0] == pytest.approx(np.median(top[:, 0]))
+    assert perspective.bands[-1] == pytest.approx(np.median(bottom[:, 0]))
+    overall = np.median(np.concatenate([top, bottom])[:, 0])
+    assert perspective.bands[BANDS // 2] == pytest.approx(overall)  # no normal thing there
+    # The same 4 px is fast far away and slow near by.
+    assert perspective.score(np.array([[4.0, 0.02]])) > 1.5 > 1.0 > perspective.score(np.array([[4.0, 0.97]]))
+
+
+def test_too_little_motion_to_learn_from_is_named():
+    with pytest.raises(PerspectiveError, match="moving things"):
+        Perspective.fit([np.zeros((0, 2)), np.array([[1.0, 0.5]])])
+
+
+@pytest.mark.parametrize("window", [np.zeros((5, 32, 32, 3), np.float32), np.zeros((4, 32, 32, 3), np.uint8),
+                                    np.zeros((5, 32, 32), np.uint8)])
+def test_bad_windows_are_refused(window):
+    with pytest.raises(ValueError, match="uint8 window"):
+        clip_objects(window)
+
+
+def test_metadata_round_trip_and_bad_metadata():
+    perspective = Perspective(tuple(float(b) for b in range(1, BANDS + 1)))
+    assert Perspective.from_metadata(perspective.to_metadata()) == perspective
+    for bad in (None, [1.0] * (BANDS - 1), [1.0] * (BANDS - 1) + [0.0], ["x"] * BANDS):
+        with pytest.raises(PerspectiveError):
+            Perspective.from_metadata(bad)
