@@ -48,8 +48,8 @@ from tqdm import tqdm
 from vad_edge.data import load_split
 from vad_edge.eval import frame_difference_scores, frame_metrics
 from vad_edge.model import checkpoint, fusion
-from vad_edge.model.object_speed import Perspective, clip_objects
-from vad_edge.model.scoring import Scorer, term_means
+from vad_edge.model.object_speed import Perspective
+from vad_edge.model.scoring import Scorer, moving_things, term_means
 
 TERM_NAMES = ("appearance", "motion", "cluster map")
 GRID = 16
@@ -103,10 +103,7 @@ def flow_speed(videos: list, lag: int = 4) -> list[np.ndarray]:
 def object_speeds(normal_videos: list, videos: list) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Each clip's fastest moving thing against its row band's normal speed (vad_edge.model.object_speed),
     the bands fitted on the normal videos: (the normal clips' scores, the test clips' scores), per video."""
-    def things(group: list, desc: str) -> list[list[np.ndarray]]:
-        return [[clip_objects(video.frames[t - 4:t + 1]) for t in range(4, len(video.frames))]
-                for video in tqdm(group, desc=desc, unit="video")]
-    normal, test = things(normal_videos, "moving things, training"), things(videos, "moving things, test")
+    normal, test = moving_things(normal_videos), moving_things(videos)
     perspective = Perspective.fit([clip for video in normal for clip in video])
     return ([np.array([perspective.score(c) for c in video]) for video in group] for group in (normal, test))
 

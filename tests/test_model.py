@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from vad_edge import ops
 from vad_edge.model import PROFILES, build
 from vad_edge.model import checkpoint, fusion
+from vad_edge.model.object_speed import BANDS, Perspective
 from vad_edge.model.losses import autoencoder_loss, cluster_loss, gradient_loss
 from vad_edge.model.network import use_kernels
 from vad_edge.ops import _emulation, reference
@@ -250,6 +251,26 @@ def test_motion_cluster_fusion_leaves_the_appearance_error_out():
     assert fusion.fit("motion-cluster", terms * [0.0, 1, 1, 1]).weights == pytest.approx(fused.weights)
 
 
+PERSPECTIVE = Perspective(tuple(float(b) for b in range(1, BANDS + 1)))
+
+
+def test_motion_cluster_speed_adds_the_object_speed_over_its_normal_mean():
+    terms = np.array([[2.0, 0.1, 4.0, 9.0], [4.0, 0.3, 6.0, 1.0]])
+    speeds = np.array([0.5, 1.5])
+    fused = fusion.fit("motion-cluster-speed", terms, speeds, PERSPECTIVE)
+    assert fused.weights == pytest.approx((0.0, 5.0, 0.2, 0.0))
+    assert fused.speed == fusion.SpeedTerm(1.0, PERSPECTIVE)
+    # Three terms, each averaging 1 on normal footage.
+    assert fused.score(terms, speeds).mean() == pytest.approx(3.0)
+    np.testing.assert_allclose(fused.score(terms, speeds) - fusion.fit("motion-cluster", terms).score(terms), speeds)
+    with pytest.raises(fusion.FusionError, match="needs the clips' object speeds"):
+        fused.score(terms)
+    with pytest.raises(fusion.FusionError, match="object speeds and their perspective"):
+        fusion.fit("motion-cluster-speed", terms)
+    with pytest.raises(fusion.FusionError, match="nothing moved"):
+        fusion.fit("motion-cluster-speed", terms, np.zeros(2), PERSPECTIVE)
+
+
 @pytest.mark.parametrize("terms,message", [
     (np.array([[0.0, 1.0, 1.0, 1.0]]), "each must be > 0"),
     (np.array([[np.nan, 1.0, 1.0, 1.0]]), "each must be > 0"),
@@ -257,7 +278,7 @@ def test_motion_cluster_fusion_leaves_the_appearance_error_out():
 def test_fusion_fit_refuses_degenerate_footage(terms, message):
     with pytest.raises(fusion.FusionError, match=message):
         fusion.fit("standardised", terms)
-    with pytest.raises(fusion.FusionError, match="expected one of motion-cluster, standardised, paper"):
+    with pytest.raises(fusion.FusionError, match="expected one of motion-cluster, motion-cluster-speed, standardised"):
         fusion.fit("median", terms)
 
 
@@ -295,6 +316,29 @@ def test_checkpoint_keeps_its_fusion(tmp_path, tiny):
     tiny.fusion = fusion.fit("standardised", np.array([[1.0, 2.0, 4.0, 8.0]]))
     loaded, meta = checkpoint.load(checkpoint.save(tiny, tmp_path / "f.safetensors", {}))
     assert loaded.fusion == tiny.fusion and meta["fusion"]["name"] == "standardised"
+
+
+def test_checkpoint_keeps_its_speed_term(tmp_path, tiny):
+    tiny.fusion = fusion.fit("motion-cluster-speed", np.array([[1.0, 2.0, 4.0, 8.0]]), np.array([0.7]), PERSPECTIVE)
+    loaded, _ = checkpoint.load(checkpoint.save(tiny, tmp_path / "s.safetensors", {}))
+    assert loaded.fusion == tiny.fusion and loaded.fusion.speed.perspective == PERSPECTIVE
+
+
+def test_checkpoint_from_before_the_speed_term_loads(tmp_path, tiny):
+    tiny.fusion = fusion.fit("motion-cluster", np.array([[1.0, 2.0, 4.0, 8.0]]))
+    path = checkpoint.save(tiny, tmp_path / "old.safetensors", {})
+    rewrite_metadata(path, lambda meta: meta["fusion"].pop("speed"))
+    assert checkpoint.load(path)[0].fusion == tiny.fusion
+
+
+@pytest.mark.parametrize("speed", [None, {"normal_mean": 1.0, "perspective": [1.0] * 3},
+                                   {"normal_mean": 0.0, "perspective": [1.0] * BANDS}])
+def test_checkpoint_with_a_bad_speed_term_is_refused(tmp_path, tiny, speed):
+    tiny.fusion = fusion.fit("motion-cluster-speed", np.array([[1.0, 2.0, 4.0, 8.0]]), np.array([0.7]), PERSPECTIVE)
+    path = checkpoint.save(tiny, tmp_path / "bad.safetensors", {})
+    rewrite_metadata(path, lambda meta: meta["fusion"].update(speed=speed))
+    with pytest.raises(checkpoint.CheckpointError, match="bad.safetensors: fusion metadata"):
+        checkpoint.load(path)
 
 
 def test_checkpoint_without_fusion_scores_as_the_paper(tmp_path, tiny):

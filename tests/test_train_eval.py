@@ -275,3 +275,19 @@ def test_a_frozen_motion_unet_stays_as_given_and_a_resume_keeps_the_choice(tmp_p
     learning = Trainer(TrainConfig(**TINY), videos, tmp_path / "other")
     with pytest.raises(checkpoint.CheckpointError, match="froze the motion U-Net and this run would not"):
         learning.load_state(frozen.state_path)
+
+
+def test_the_fitted_scores_are_the_scores_the_box_computes(dataset, tiny_checkpoint):
+    """fit_fusion's scores set thresholds; the Scorer computes them live, the object speed included."""
+    from vad_edge.model.scoring import Scorer, fit_fusion, score_videos
+
+    model, _ = checkpoint.load(tiny_checkpoint)
+    videos = load_split(dataset, "training", model.profile.size, 10.0, progress=False)
+    scorer = Scorer(model, "float32", batch=4)
+    without = np.concatenate(fit_fusion(scorer, videos, "motion-cluster", progress=False))
+    fitted = np.concatenate(fit_fusion(scorer, videos, "motion-cluster-speed", progress=False))
+    assert model.fusion.speed is not None
+    np.testing.assert_allclose(np.concatenate(score_videos(scorer, videos, progress=False)), fitted, rtol=1e-5)
+    # Each term averages 1 on the footage it was fitted on; the speed term is the difference.
+    assert without.mean() == pytest.approx(2.0) and fitted.mean() == pytest.approx(3.0)
+    assert np.std(fitted - without) > 0

@@ -288,9 +288,8 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
 
     # The hold-out, footage the model did not train on, fits the fusion (the site's own normal term means)
     # and chooses the threshold; one pass gives both.
-    held_terms = fit_fusion(scorer, holdout, trainer.model.fusion.name, progress=progress,
-                            desc="scoring hold-out")
-    held_scores = [trainer.model.fusion.score(t) for t in held_terms]
+    held_scores = fit_fusion(scorer, holdout, trainer.model.fusion.name, progress=progress,
+                             desc="scoring hold-out")
     choice = choose_threshold(held_scores, target_per_hour, min_event_frames, cooldown, fps, seed)
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     total_frames = quality["frames"]

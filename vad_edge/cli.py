@@ -54,8 +54,8 @@ def _fuse(args: argparse.Namespace) -> int:
     model, meta = checkpoint.load(args.checkpoint)
     scorer = Scorer(model, args.precision)
     videos = load_split(args.data, "training", model.profile.size, checkpoint.frame_rate(meta))
-    terms = np.concatenate(fit_fusion(scorer, videos, args.fusion))
-    meta["score_stats"] = score_statistics(model.fusion.score(terms))  # the default threshold follows the score
+    scores = np.concatenate(fit_fusion(scorer, videos, args.fusion))
+    meta["score_stats"] = score_statistics(scores)  # the default threshold follows the score
     meta["precision"] = scorer.precision.name
     meta.get("metrics", {}).pop("ped2", None)  # measured with the old score
     path = checkpoint.save(model, args.out, meta, dtype=checkpoint.stored_dtype(args.checkpoint))
@@ -208,7 +208,7 @@ def _demo(args: argparse.Namespace) -> int:
 # Choices the parser lists without importing the model (torch takes seconds to import); a test keeps them
 # equal to vad_edge.model's PROFILES and FUSIONS.
 PROFILES = ("lite", "paper", "tiny")
-FUSIONS = ("motion-cluster", "standardised", "paper")
+FUSIONS = ("motion-cluster", "motion-cluster-speed", "standardised", "paper")
 
 
 # As vad_edge.precision.PRECISIONS and vad_edge.export.RUNTIMES (a test keeps them equal).

@@ -85,7 +85,8 @@ def export(checkpoint_path: str | Path | None, out_dir: str | Path, opset: int =
         "input": {INPUT: ["N", 15, model.profile.size, model.profile.size]},
         "outputs": list(OUTPUTS),
         "after_graph": "vad_edge.ops.cluster_distance, vad_edge.ops.anomaly_score (the checkpoint's centres, "
-                       "alpha and fusion weights)",
+                       "alpha and fusion weights), plus the fusion's object-speed term from the frames when it "
+                       "has one (vad_edge.model.scoring.Scorer)",
     }
     (out_dir / f"{onnx_path.name}.json").write_text(json.dumps(info, indent=2) + "\n")
     return info

@@ -299,8 +299,8 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, resume: str | 
 
     # One pass over the training clips fits the fusion (the terms' normal means) and gives the scores whose
     # statistics set the default threshold.
-    terms = np.concatenate(fit_fusion(scorer, videos, config.fusion, progress=progress, desc="training scores"))
-    train_scores = trainer.model.fusion.score(terms)
+    train_scores = np.concatenate(fit_fusion(scorer, videos, config.fusion, progress=progress,
+                                             desc="training scores"))
     metadata = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "vad_edge_version": vad_edge.__version__,

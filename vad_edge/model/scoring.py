@@ -8,6 +8,7 @@ box scores in.
 
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from vad_edge.data import ClipDataset, Video
 from vad_edge import precision
 from vad_edge.model import fusion
 from vad_edge.model.network import STD, Scores
+from vad_edge.model.object_speed import Perspective, clip_objects
 
 
 def device_of(model: torch.nn.Module) -> torch.device:
@@ -58,9 +60,18 @@ class Scorer:
         """Scores of uint8 windows [N,5,H,W,3] (OpenCV's BGR), in one pass."""
         clip = self._clip(frames)
         if self.runner:
-            return self.runner.score(clip)
-        with self._autocast():
-            return self.model.score(clip)
+            scores = self.runner.score(clip)
+        else:
+            with self._autocast():
+                scores = self.model.score(clip)
+        speed = self.model.fusion.speed
+        if speed is None:
+            return scores
+        # The object-speed term is per clip, from the frames themselves (OpenCV on the CPU): it moves the
+        # score, not the localisation map.
+        evidence = object_speeds(frames, speed.perspective) / speed.normal_mean
+        return replace(scores, raw=scores.raw + torch.as_tensor(evidence, dtype=scores.raw.dtype,
+                                                                 device=scores.raw.device))
 
     @torch.no_grad()
     def score_terms(self, frames: torch.Tensor, grid: int | None = None) -> torch.Tensor:
@@ -126,26 +137,46 @@ def term_means(scorer: Scorer, videos: list[Video], progress: bool = True,
     return _per_video(torch.cat([scorer.score_terms(frames, grid) for frames in batches]), videos)
 
 
+def object_speeds(frames: torch.Tensor, perspective: Perspective) -> np.ndarray:
+    """Each uint8 window's object-speed evidence [N] (model/object_speed.py)."""
+    return np.array([perspective.score(clip_objects(w)) for w in frames.cpu().numpy()], dtype=np.float64)
+
+
+def moving_things(videos: list[Video], progress: bool = True) -> list[list[np.ndarray]]:
+    """Per video, per clip (in score order), its moving things (object_speed.clip_objects)."""
+    return [[clip_objects(video.frames[t:t + 5]) for t in range(len(video.frames) - 4)]
+            for video in tqdm(videos, desc="moving things", unit="video", disable=not progress)]
+
+
 def fit_fusion(scorer: Scorer, videos: list[Video], name: str, progress: bool = True,
                desc: str = "scoring normal clips") -> list[np.ndarray]:
     """Fits the fusion `name` on these normal videos, in the scorer's precision, and sets it on the model;
-    returns their per-clip term means (per video), from which fusion.score gives the scores without a
-    second pass."""
+    returns their per-clip scores under it (per video), from the same pass."""
     terms = term_means(scorer, videos, progress=progress, desc=desc)
-    scorer.model.fusion = fusion.fit(name, np.concatenate(terms))
-    return terms
+    if name not in fusion.WITH_SPEED:
+        scorer.model.fusion = fusion.fit(name, np.concatenate(terms))
+        return [scorer.model.fusion.score(t) for t in terms]
+    things = moving_things(videos, progress)
+    perspective = Perspective.fit([clip for video in things for clip in video])
+    speeds = [np.array([perspective.score(clip) for clip in video]) for video in things]
+    scorer.model.fusion = fusion.fit(name, np.concatenate(terms), np.concatenate(speeds), perspective)
+    return [scorer.model.fusion.score(t, s) for t, s in zip(terms, speeds)]
 
 
 def seconds_per_clip(scorer: Scorer, videos: list[Video], clock=time.monotonic) -> float:
-    """What scoring one clip of these videos takes, from one timed batch after an untimed one: the unit a
-    time budget plans the work after training with. The first batch pays the warm-up (CUDA context, cuDNN's
-    algorithm search, oneDNN's primitives): on an H100 it priced a clip 50x too dear, and a 4.4-minute
-    budget trained 1.9 minutes, then scored in 3 s the 2486 clips it had kept 2.5 minutes for."""
+    """What scoring one clip of these videos takes (with the model's fusion, its moving things included), from
+    one timed batch after an untimed one: the unit a time budget plans the work after training with. The first batch pays the warm-up
+    (CUDA context, cuDNN's algorithm search, oneDNN's primitives): on an H100 it priced a clip 50x too dear,
+    and a 4.4-minute budget trained 1.9 minutes, then scored in 3 s the 2486 clips it had kept 2.5 minutes
+    for."""
     dataset = ClipDataset(videos)
     frames = torch.stack([dataset[i] for i in range(min(scorer.batch, len(dataset)))])
     scorer.score_terms(frames)
     started = clock()
     scorer.score_terms(frames)
+    if scorer.model.fusion.speed is not None:  # the object-speed term's share, on the CPU
+        for window in frames.numpy():
+            clip_objects(window)
     return (clock() - started) / len(frames)
 
 
