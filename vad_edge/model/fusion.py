@@ -11,10 +11,10 @@ fastest moving thing goes for its place in the frame.
   units. In the paper's product the appearance error, about 4x the motion error on Ped2 for the shipped lite,
   decides the score; standardised, each term counts once. No labels are involved: the weights are a
   property of normal footage.
-- "motion-cluster" (default): the same without the appearance error. The appearance branch still counts through the
-  cluster map (its latents are half of each clustered point); its pixel error, added as a term, mostly
-  re-measures how many people are in view and cost raw AUC on Ped2 without gaining on a second scene
-  (benchmarks/README.md, "What each term of the score is worth").
+- "motion-cluster" (default): the same without the appearance error. The appearance branch still counts
+  through the cluster map (its latents are half of each clustered point); its pixel error, added as a term,
+  mostly re-measures how many people are in view and cost raw AUC on Ped2 without gaining on a second
+  scene (benchmarks/README.md, "What each term of the score is worth").
 - "motion-cluster-speed": motion-cluster plus object-level evidence (model/object_speed.py): the clip's
   fastest moving thing against the normal speed at its height in the frame, over its normal mean. The
   pixel terms rise with how much moves; a far-away bike moving as many pixels as a near walker is what they

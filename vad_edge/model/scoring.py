@@ -165,10 +165,10 @@ def fit_fusion(scorer: Scorer, videos: list[Video], name: str, progress: bool = 
 
 def seconds_per_clip(scorer: Scorer, videos: list[Video], clock=time.monotonic) -> float:
     """What scoring one clip of these videos takes (with the model's fusion, its moving things included), from
-    one timed batch after an untimed one: the unit a time budget plans the work after training with. The first batch pays the warm-up
-    (CUDA context, cuDNN's algorithm search, oneDNN's primitives): on an H100 it priced a clip 50x too dear,
-    and a 4.4-minute budget trained 1.9 minutes, then scored in 3 s the 2486 clips it had kept 2.5 minutes
-    for."""
+    one timed batch after an untimed one: the unit a time budget plans the work after training with. The
+    first batch pays the warm-up (CUDA context, cuDNN's algorithm search, oneDNN's primitives): on an H100 it
+    priced a clip 50x too dear, and a 4.4-minute budget trained 1.9 minutes, then scored in 3 s the 2486
+    clips it had kept 2.5 minutes for."""
     dataset = ClipDataset(videos)
     frames = torch.stack([dataset[i] for i in range(min(scorer.batch, len(dataset)))])
     scorer.score_terms(frames)
