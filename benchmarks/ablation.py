@@ -48,7 +48,7 @@ from tqdm import tqdm
 from vad_edge.data import load_split
 from vad_edge.eval import frame_difference_scores, frame_metrics
 from vad_edge.model import checkpoint, fusion
-from vad_edge.model.object_speed import Perspective
+from vad_edge.model.object_speed import Perspective, flow_speed
 from vad_edge.model.scoring import Scorer, moving_things, term_means
 
 TERM_NAMES = ("appearance", "motion", "cluster map")
@@ -87,16 +87,13 @@ def top_cells(normal: np.ndarray, test: list[np.ndarray], top: int) -> list[np.n
             for cells in test]
 
 
-def flow_speed(videos: list, lag: int = 4) -> list[np.ndarray]:
-    """Frame t's mean optical-flow speed from frame t - lag (Farneback, OpenCV's defaults for video; pixels
-    of the model's input), scored like the frame differences: speed where they measure changed intensity."""
+def mean_flow_speed(videos: list, lag: int = 4) -> list[np.ndarray]:
+    """Frame t's mean optical-flow speed from frame t - lag (object_speed.flow_speed; pixels of the model's
+    input), scored like the frame differences: speed where they measure changed intensity."""
     scores = []
     for video in tqdm(videos, desc="optical flow", unit="video"):
         grey = [cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) for frame in video.frames]
-        scores.append(np.array([
-            np.linalg.norm(cv2.calcOpticalFlowFarneback(grey[t - lag], grey[t], None, 0.5, 3, 15, 3, 5, 1.2, 0),
-                           axis=2).mean()
-            for t in range(4, len(grey))]))
+        scores.append(np.array([flow_speed(grey[t - lag], grey[t]).mean() for t in range(4, len(grey))]))
     return scores
 
 
@@ -151,7 +148,7 @@ def rows_for(scorer: Scorer, data: str, fps: float) -> tuple[dict[str, list[np.n
     for lag, fd, normal_fd in ((4, energies, normal_energy), (1, lag1, normal_lag1)):
         rows[f"standardised without appearance + lag-{lag} frame difference ÷ its normal mean"] = [
             s + d / normal_fd.mean() for s, d in zip(rows["standardised without appearance"], fd)]
-    flow, normal_flow = flow_speed(videos), np.concatenate(flow_speed(normal_videos))
+    flow, normal_flow = mean_flow_speed(videos), np.concatenate(mean_flow_speed(normal_videos))
     rows["standardised without appearance + lag-4 optical-flow speed ÷ its normal mean"] = [
         s + f / normal_flow.mean() for s, f in zip(rows["standardised without appearance"], flow)]
     normal_speed, speed = object_speeds(normal_videos, videos)

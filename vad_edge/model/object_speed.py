@@ -28,14 +28,18 @@ class PerspectiveError(ValueError):
     """Perspective metadata or a fit that cannot be used; the message says why."""
 
 
+def flow_speed(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Per-pixel optical-flow speed, in pixels, from one grey uint8 frame to another: OpenCV's Farneback with
+    its usual parameters for video (pyramid scale 0.5, 3 levels, window 15, 3 iterations, polynomial 5, 1.2)."""
+    return np.linalg.norm(cv2.calcOpticalFlowFarneback(before, after, None, 0.5, 3, 15, 3, 5, 1.2, 0), axis=2)
+
+
 def clip_objects(window: np.ndarray) -> np.ndarray:
     """The moving things of one uint8 window [5, H, W, 3] (BGR): float64 [K, 2], each row its speed (pixels
     over the clip) and its centroid's row as a fraction of the frame's height."""
     if window.dtype != np.uint8 or window.ndim != 4 or window.shape[0] != 5 or window.shape[3] != 3:
         raise ValueError(f"clip_objects: expected a uint8 window [5,H,W,3], got {window.dtype} {list(window.shape)}")
-    first, last = (cv2.cvtColor(window[i], cv2.COLOR_BGR2GRAY) for i in (0, 4))
-    flow = cv2.calcOpticalFlowFarneback(first, last, None, 0.5, 3, 15, 3, 5, 1.2, 0)
-    speed = np.linalg.norm(flow, axis=2)
+    speed = flow_speed(*(cv2.cvtColor(window[i], cv2.COLOR_BGR2GRAY) for i in (0, 4)))
     scale = window.shape[1] / REFERENCE_SIDE
     count, labels, stats, centroids = cv2.connectedComponentsWithStats(
         (speed > MOVING_PIXELS * scale).astype(np.uint8), connectivity=8)
