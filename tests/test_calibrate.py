@@ -5,11 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from step_clock import StepClock
 from vad_edge.agent.bundle import load_bundle
 from vad_edge.calibrate import (FootageError, calibrate, check_footage, choose_threshold, cluster_maxima,
-                                events_per_hour, split_by_time, sustained)
+                                events_per_hour, split_by_time, sustained, tail_of)
 from vad_edge.cli import main
 from vad_edge.data.synthetic import make_frames, write_video
 from vad_edge.data.videos import Video
@@ -46,12 +47,32 @@ def test_threshold_meets_the_false_alarm_target_on_fresh_data():
     choice = choose_threshold(train, target_per_hour=1.0, m=3, cooldown_s=3.0, fps=fps)
     assert choice.method.startswith("peaks-over-threshold")
     low, high = choice.interval_per_hour
-    assert low <= choice.expected_per_hour <= high
+    assert choice.expected_per_hour == pytest.approx(1.0) and low <= 1.0 <= high
     observed = events_per_hour(test, choice.raw, 3, 30, fps)
     assert 0.2 <= observed <= 5.0, observed
     # Not a frame quantile: a threshold at the frame-level 1/h quantile would alarm far more often.
     frame_quantile = np.quantile(train[0], 1 - 1 / (fps * 3600))
     assert choice.raw < frame_quantile
+
+
+def test_the_tail_is_no_heavier_than_exponential():
+    """A positive shape from a dozen clusters is noise that extrapolates the threshold far past every score
+    seen; it falls back to the exponential tail. A light, bounded tail keeps its negative shape down to -0.5."""
+    rng = np.random.default_rng(2)
+    heavy = stats.genpareto.rvs(1.0, scale=0.5, size=12, random_state=rng)
+    assert stats.genpareto.fit(heavy, floc=0.0)[0] > 0
+    assert tail_of(heavy) == (0.0, pytest.approx(heavy.mean()))
+    shape, scale = tail_of(stats.genpareto.rvs(-0.3, scale=2.0, size=3000, random_state=rng))
+    assert shape == pytest.approx(-0.3, abs=0.05) and scale == pytest.approx(2.0, rel=0.1)
+    # Below -0.5 (a tail that ends at the largest value seen): held at -0.5.
+    assert tail_of(rng.uniform(0.0, 1.0, 3000))[0] == -0.5
+    # The threshold from heavy cluster maxima: where the exponential tail meets the target.
+    fps = 10.0
+    series = [np.r_[np.zeros(300), np.full(3, x), np.zeros(300)] for x in heavy]
+    choice = choose_threshold(series, 1.0, 3, 3.0, fps)
+    hours = sum(len(s) for s in series) / fps / 3600
+    assert choice.cluster_level == 0 and choice.raw == pytest.approx(heavy.mean() * np.log(12 / hours))
+    assert choice.expected_per_hour == pytest.approx(1.0)
 
 
 def test_threshold_on_little_footage_is_bounded_not_estimated():
