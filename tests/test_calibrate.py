@@ -135,9 +135,9 @@ def test_calibrate_a_synthetic_site_and_the_agent_uses_it(tmp_path, tiny_checkpo
     assert report["camera"] == "door" and report["footage"]["holdout_frames"] == 80
     assert (out / "door.report.png").read_bytes()[:4] == b"\x89PNG"
     assert not (out / "door.work").exists()
-    # The fusion is refitted on the site's own normal hold-out: there each of its two terms averages 1.
-    assert report["fusion"]["name"] == "motion-cluster"
-    assert report["holdout_score_stats"]["mean"] == pytest.approx(2.0, rel=1e-6)
+    # The fusion is refitted on the site's own normal hold-out: there each of its three terms averages 1.
+    assert report["fusion"]["name"] == "motion-cluster-speed"
+    assert report["holdout_score_stats"]["mean"] == pytest.approx(3.0, rel=1e-6)
 
     bundle = load_bundle(out / "door.safetensors", torch.device("cpu"))
     assert bundle.threshold == pytest.approx(report["threshold"])

@@ -40,8 +40,8 @@ def test_train_then_eval_through_the_cli(tmp_path, dataset, capsys):
     assert meta["training"]["clips"] == 2 * 20 and len(meta["training"]["fingerprint"]) == 16
     stats = meta["score_stats"]
     assert stats["count"] == 40 and 0 < stats["min"] <= stats["quantiles"]["0.5"] <= stats["max"]
-    # The default fusion is fitted on the training clips: each of its two terms averages 1 there.
-    assert meta["fusion"]["name"] == "motion-cluster" and stats["mean"] == pytest.approx(2.0, rel=1e-6)
+    # The default fusion is fitted on the training clips: each of its three terms averages 1 there.
+    assert meta["fusion"]["name"] == "motion-cluster-speed" and stats["mean"] == pytest.approx(3.0, rel=1e-6)
 
     out = tmp_path / "eval"
     assert main(["eval", "--data", str(dataset), "--checkpoint", str(ckpt), "--out", str(out),
@@ -55,7 +55,7 @@ def test_train_then_eval_through_the_cli(tmp_path, dataset, capsys):
     for name in report["plots"]:
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert "auc_micro" in capsys.readouterr().out
-    assert report["fusion"]["name"] == "motion-cluster"
+    assert report["fusion"]["name"] == "motion-cluster-speed"
 
     # The paper's score stays one switch away, without retraining.
     assert main(["eval", "--data", str(dataset), "--checkpoint", str(ckpt), "--out", str(out), "--fusion", "paper"]) == 0

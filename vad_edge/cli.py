@@ -208,7 +208,7 @@ def _demo(args: argparse.Namespace) -> int:
 # Choices the parser lists without importing the model (torch takes seconds to import); a test keeps them
 # equal to vad_edge.model's PROFILES and FUSIONS.
 PROFILES = ("lite", "paper", "tiny")
-FUSIONS = ("motion-cluster", "motion-cluster-speed", "standardised", "paper")
+FUSIONS = ("motion-cluster-speed", "motion-cluster", "standardised", "paper")
 
 
 # As vad_edge.precision.PRECISIONS and vad_edge.export.RUNTIMES (a test keeps them equal).
@@ -270,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     fuse = sub.add_parser("fuse", help="refit how a checkpoint's terms become one score, on normal footage")
     fuse.add_argument("--checkpoint", required=True, help="checkpoint to refit (its weights are kept)")
     fuse.add_argument("--data", required=True, help="dataset root whose training/ holds normal footage")
-    fuse.add_argument("--fusion", choices=list(FUSIONS), default="motion-cluster", help="default: motion-cluster")
+    fuse.add_argument("--fusion", choices=list(FUSIONS), default="motion-cluster-speed",
+                      help="default: motion-cluster-speed")
     fuse.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
     add_precision(fuse, "fitted in")
     fuse.set_defaults(func=_fuse)

@@ -11,17 +11,16 @@ fastest moving thing goes for its place in the frame.
   units. In the paper's product the appearance error, about 4x the motion error on Ped2 for the shipped lite,
   decides the score; standardised, each term counts once. No labels are involved: the weights are a
   property of normal footage.
-- "motion-cluster" (default): the same without the appearance error. The appearance branch still counts
-  through the cluster map (its latents are half of each clustered point); its pixel error, added as a term,
-  mostly re-measures how many people are in view and cost raw AUC on Ped2 without gaining on a second
-  scene (benchmarks/README.md, "What each term of the score is worth").
-- "motion-cluster-speed": motion-cluster plus object-level evidence (model/object_speed.py): the clip's
-  fastest moving thing against the normal speed at its height in the frame, over its normal mean. The
-  pixel terms rise with how much moves; a far-away bike moving as many pixels as a near walker is what they
-  miss on a camera at an angle (frame AUC on UCSD Ped1 +4.5 micro, +5.8 raw; Ped2 +0.3 / +1.3). Its
+- "motion-cluster": the same without the appearance error. The appearance branch still counts through the
+  cluster map (its latents are half of each clustered point); its pixel error, added as a term, mostly
+  re-measures how many people are in view and cost raw AUC on Ped2 without gaining on a second scene
+  (benchmarks/README.md, "What each term of the score is worth").
+- "motion-cluster-speed" (default): motion-cluster plus object-level evidence (model/object_speed.py): the
+  clip's fastest moving thing against the normal speed at its height in the frame, over its normal mean.
+  The pixel terms rise with how much moves; a far-away bike moving as many pixels as a near walker is what
+  they miss on a camera at an angle (frame AUC on UCSD Ped1 after calibrate +4.2 micro, +5.6 raw; Ped2
+  +0.3 / +1.3; at the event level as good or better: benchmarks/README.md, "The threshold's tail"). Its
   perspective (normal speed per band of rows) is learnt from the same normal footage as the normal means.
-  Not the default: at the threshold calibrate picks, and at the same false alarms, the agent's event rule
-  found fewer of Ped1's anomalous intervals with it (benchmarks/README.md, "Object speed").
 """
 
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from vad_edge.model.object_speed import Perspective, PerspectiveError
 from vad_edge.ops.reference import PAPER_WEIGHTS
 
 TERMS = ("appearance", "motion", "cluster", "paper")
-FUSIONS = ("motion-cluster", "motion-cluster-speed", "standardised", "paper")
+FUSIONS = ("motion-cluster-speed", "motion-cluster", "standardised", "paper")
 # The pixel terms each fitted fusion adds, each divided by its normal mean.
 FITTED_TERMS = {"standardised": (0, 1, 2), "motion-cluster": (1, 2), "motion-cluster-speed": (1, 2)}
 WITH_SPEED = ("motion-cluster-speed",)  # the fusions that add the object-speed evidence
