@@ -10,23 +10,23 @@ paper's E·C, E = mean_rgb (FIF^ + D^ - F4)^2; the appearance error (FIF^ - F0)^
 (F0 + D^ - F4)^2; the cluster map C. A term's frame score is its mean over the grid. Every fitted variant is
 fitted on the scene's normal training clips only: no test label chooses anything.
 - standardised: each term divided by its normal mean, summed; and leaving one term out (without appearance
-  is the shipped `motion-cluster` fusion).
+  is the `motion-cluster` fusion, the pixel part of the shipped `motion-cluster-speed`).
 - per place: each cell's terms standardised by that cell's own normal mean and spread (what is normal on
   this patch of a static camera's frame), the frame scored by its most anomalous cell or the mean of its
   top 1/16 of cells.
 - per row: perspective compensation. Each grid row of the motion error and cluster map weighted by 1 / (its
   normal mean + the frame's), so that a far-away row, where people are a few pixels, counts as much as a near
-  one; then the shipped fusion's mean over the frame.
-- top cells: the shipped fusion's map (motion error and cluster map, each over its normal mean) scored by
+  one; then `motion-cluster`'s mean over the frame.
+- top cells: `motion-cluster`'s map (motion error and cluster map, each over its normal mean) scored by
   the mean of its top 1/16 of cells instead of every cell, with no per-place statistics.
 - relative motion: the motion error divided by (the clip's F4 - F0 energy + that energy's normal mean), the
   error as a share of how much moved.
-- with the frame difference: the shipped fusion plus the lag-4 (or lag-1) frame difference divided by its
+- with the frame difference: `motion-cluster` plus the lag-4 (or lag-1) frame difference divided by its
   normal mean, as a third term.
-- with optical flow: the shipped fusion plus the clip's mean optical-flow speed (F0 to F4, Farneback)
+- with optical flow: `motion-cluster` plus the clip's mean optical-flow speed (F0 to F4, Farneback)
   divided by its normal mean, as a third term: how fast things move, where the frame difference says how
   much changed. The speed alone is a third no-learning baseline.
-- with object speed: the shipped fusion plus the clip's fastest moving thing's speed against the normal
+- with object speed: `motion-cluster` plus the clip's fastest moving thing's speed against the normal
   speed at its height in the frame (vad_edge.model.object_speed: perspective learnt from the normal clips)
   divided by its normal mean, as a third term; and that evidence alone.
 - causal: the standardised score averaged over the last 5 clips (what a live box can do).
