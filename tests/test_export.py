@@ -134,10 +134,17 @@ def test_the_scorer_runs_an_exported_graph_after_a_parity_check(tiny_checkpoint,
 
 
 def test_a_runtime_that_scores_otherwise_is_refused(tiny_checkpoint, tmp_path):
-    """The gate the agent runs at load, on the graph OpenVINO misreads (opset 17: ReduceL1's axes ignored)."""
+    """The gate the agent runs at load. What it caught first, OpenVINO reading opset 17's ReduceL1 without its
+    axes, moved this tiny model's scores past the gate's tolerance on this project's AVX2 machines and not on
+    an AVX-512 one (the shipped lite's still by 0.26 %), so the graph that scores otherwise here is a
+    deterministic one: the networks' weights off by 1 %."""
     pytest.importorskip("openvino", reason="openvino is not installed (pip install -e '.[export]')")
     model, _ = checkpoint.load(tiny_checkpoint)
-    misread = export.Runner(export.openvino_model(export.export_model(model, tmp_path / "m.onnx", opset=17)), model)
+    other, _ = checkpoint.load(tiny_checkpoint)
+    with torch.no_grad():
+        for weight in other.parameters():
+            weight.mul_(1.01)
+    misread = export.Runner(export.openvino_model(export.export_model(other, tmp_path / "m.onnx")), model)
     with pytest.raises(ValueError, match="runtime openvino: its scores differ from torch's by .* refused"):
         export.check_parity(misread, model, "openvino")
     export.check_parity(export.Runner(export.openvino_model(export.export_model(model, tmp_path / "ok.onnx")), model),
