@@ -6,7 +6,7 @@ import torch
 
 from vad_edge import precision
 from vad_edge.model import checkpoint
-from vad_edge.model.scoring import Scorer
+from vad_edge.model.scoring import Scorer, object_speeds
 
 
 @pytest.mark.parametrize("features, device, expected", [
@@ -56,7 +56,9 @@ def test_the_scorer_scores_as_the_model_does_in_float32_and_close_to_it_in_bfloa
     exact = Scorer(model, "float32").score(windows)
     with torch.no_grad():
         direct = model.score(ops.prepare_clip(windows)[0])
-    assert torch.equal(exact.raw, direct.raw) and torch.equal(exact.emap, direct.emap)
+    speed = model.fusion.speed  # the default fusion's object-speed term: the Scorer adds it from the frames
+    evidence = torch.as_tensor(object_speeds(windows, speed.perspective) / speed.normal_mean, dtype=direct.raw.dtype)
+    assert torch.equal(exact.raw, direct.raw + evidence) and torch.equal(exact.emap, direct.emap)
     half = Scorer(model, "bfloat16").score(windows)
     # bfloat16 keeps 8 bits of mantissa (0.4 % a rounding): a score, a mean over many pixels of products of
     # a few rounded values, stays within a few percent of float32.
