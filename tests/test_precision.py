@@ -6,7 +6,7 @@ import torch
 
 from vad_edge import precision
 from vad_edge.model import checkpoint
-from vad_edge.model.scoring import Scorer, object_speeds
+from vad_edge.model.scoring import Scorer, speed_term
 
 
 @pytest.mark.parametrize("features, device, expected", [
@@ -57,7 +57,7 @@ def test_the_scorer_scores_as_the_model_does_in_float32_and_close_to_it_in_bfloa
     with torch.no_grad():
         direct = model.score(ops.prepare_clip(windows)[0])
     speed = model.fusion.speed  # the default fusion's object-speed term: the Scorer adds it from the frames
-    evidence = torch.as_tensor(object_speeds(windows, speed.perspective) / speed.normal_mean, dtype=direct.raw.dtype)
+    evidence = torch.as_tensor(speed_term(windows, speed), dtype=direct.raw.dtype)
     assert torch.equal(exact.raw, direct.raw + evidence) and torch.equal(exact.emap, direct.emap)
     half = Scorer(model, "bfloat16").score(windows)
     # bfloat16 keeps 8 bits of mantissa (0.4 % a rounding): a score, a mean over many pixels of products of

@@ -69,7 +69,7 @@ class Scorer:
             return scores
         # The object-speed term is per clip, from the frames themselves (OpenCV on the CPU): it moves the
         # score, not the localisation map.
-        evidence = object_speeds(frames, speed.perspective) / speed.normal_mean
+        evidence = speed_term(frames, speed)
         return replace(scores, raw=scores.raw + torch.as_tensor(evidence, dtype=scores.raw.dtype,
                                                                  device=scores.raw.device))
 
@@ -140,6 +140,12 @@ def term_means(scorer: Scorer, videos: list[Video], progress: bool = True,
 def object_speeds(frames: torch.Tensor, perspective: Perspective) -> np.ndarray:
     """Each uint8 window's object-speed evidence [N] (model/object_speed.py)."""
     return np.array([perspective.score(clip_objects(w)) for w in frames.cpu().numpy()], dtype=np.float64)
+
+
+def speed_term(frames: torch.Tensor, speed: fusion.SpeedTerm) -> np.ndarray:
+    """The speed term of each uint8 window [N]: its object-speed evidence over the normal mean, what
+    Scorer.score adds to the networks' score."""
+    return object_speeds(frames, speed.perspective) / speed.normal_mean
 
 
 def moving_things(videos: list[Video], progress: bool = True) -> list[list[np.ndarray]]:
