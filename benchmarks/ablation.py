@@ -27,7 +27,7 @@ fitted on the scene's normal training clips only: no test label chooses anything
   divided by its normal mean, as a third term: how fast things move, where the frame difference says how
   much changed. The speed alone is a third no-learning baseline.
 - with object speed: `motion-cluster` plus the clip's fastest moving thing's speed against the normal
-  speed at its height in the frame (vad_edge.model.object_speed: perspective learnt from the normal clips)
+  speed at its place in the frame (vad_edge.model.object_speed: perspective learnt from the normal clips)
   divided by its normal mean, as a third term; and that evidence alone.
 - causal: the standardised score averaged over the last 5 clips (what a live box can do).
 
@@ -98,8 +98,8 @@ def mean_flow_speed(videos: list, lag: int = 4) -> list[np.ndarray]:
 
 
 def object_speeds(normal_videos: list, videos: list) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Each clip's fastest moving thing against its row band's normal speed (vad_edge.model.object_speed),
-    the bands fitted on the normal videos: (the normal clips' scores, the test clips' scores), per video."""
+    """Each clip's fastest moving thing against the normal speed at its place (vad_edge.model.object_speed),
+    the perspective fitted on the normal videos: (the normal clips' scores, the test clips' scores), per video."""
     normal, test = moving_things(normal_videos), moving_things(videos)
     perspective = Perspective.fit([clip for video in normal for clip in video])
     return ([np.array([perspective.score(c) for c in video]) for video in group] for group in (normal, test))
@@ -160,7 +160,7 @@ def rows_for(scorer: Scorer, data: str, fps: float) -> tuple[dict[str, list[np.n
     rows["frame difference, lag 1 (no learning)"] = lag1
     rows["frame difference, lag 4 (no learning)"] = energies
     rows["optical-flow speed, lag 4 (no learning)"] = flow
-    rows["object speed against perspective (alone; row bands' normal speeds)"] = speed
+    rows["object speed against perspective (alone)"] = speed
     return rows, videos, normal_terms, normal_energy
 
 

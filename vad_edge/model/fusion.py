@@ -16,11 +16,12 @@ fastest moving thing goes for its place in the frame.
   re-measures how many people are in view and cost raw AUC on Ped2 without gaining on a second scene
   (benchmarks/README.md, "What each term of the score is worth").
 - "motion-cluster-speed" (default): motion-cluster plus object-level evidence (model/object_speed.py): the
-  clip's fastest moving thing against the normal speed at its height in the frame, over its normal mean.
+  clip's fastest moving thing against the normal speed at its place in the frame, over its normal mean.
   The pixel terms rise with how much moves; a far-away bike moving as many pixels as a near walker is what
   they miss on a camera at an angle (frame AUC on UCSD Ped1 after calibrate +4.2 micro, +5.6 raw; Ped2
   +0.3 / +1.3; at the event level as good or better: benchmarks/README.md, "The threshold's tail"). Its
-  perspective (normal speed per band of rows) is learnt from the same normal footage as the normal means.
+  perspective (normal speed per cell of the frame, or per band of rows) is learnt from the same normal
+  footage as the normal means.
 """
 
 from dataclasses import dataclass

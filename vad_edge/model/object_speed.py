@@ -1,13 +1,16 @@
 """Object-level evidence: how fast each moving thing in a clip goes, against how fast things go at that
-height of the frame in the site's normal footage.
+place in the frame in the site's normal footage.
 
 A static camera at an angle sees a far-away walker move a few pixels and a near one many (perspective); a
 walkway's anomalies (bikes, skaters, carts) are faster than its walkers at the same distance. Per clip:
 OpenCV's Farneback optical flow from the first frame to the last; the moving things are the connected regions
-that move more than MOVING_PIXELS; a thing's speed is the 90th percentile of its flow, its height the row of
-its centroid. `Perspective` holds the median speed of normal footage's moving things per band of rows, and a
-clip's evidence is its fastest thing's speed over the median of its band (0 when nothing moves). Measured in
-benchmarks/README.md ("Object speed against perspective").
+that move more than MOVING_PIXELS; a thing's speed is the 90th percentile of its flow, its place its
+centroid. `Perspective` holds the median speed of normal footage's moving things per cell of a CELLS x CELLS
+grid, where enough of them passed, and per band of rows for the cells where too few did. A clip's evidence
+is its fastest thing's speed over the normal speed at its place (0 when nothing moves). A path that crosses
+the frame at an angle (Ped1's walkway) makes the normal speed vary along a row too, which the cells see and
+the bands alone did not (+1.1 micro frame AUC on Ped1, Ped2 within 0.1). Measured in benchmarks/README.md
+("Object speed against perspective").
 """
 
 from dataclasses import dataclass
@@ -21,7 +24,9 @@ MOVING_PIXELS = 1.0
 MIN_AREA = 4
 REFERENCE_SIDE = 128
 BANDS = 16  # bands of rows, each with its own normal speed
-MIN_PER_BAND = 20  # a band with fewer normal moving things takes the median of all of them
+CELLS = 8  # and cells of a CELLS x CELLS grid, each with its own where normal footage has enough things there
+MIN_PER_BAND = 20  # a band with fewer normal moving things takes the median of all of them; a cell, its band's
+UNKNOWN = 0.0  # a cell's normal speed where too few normal things passed (no moving thing has speed 0)
 
 
 class PerspectiveError(ValueError):
@@ -35,57 +40,84 @@ def flow_speed(before: np.ndarray, after: np.ndarray) -> np.ndarray:
 
 
 def clip_objects(window: np.ndarray) -> np.ndarray:
-    """The moving things of one uint8 window [5, H, W, 3] (BGR): float64 [K, 2], each row its speed (pixels
-    over the clip) and its centroid's row as a fraction of the frame's height."""
+    """The moving things of one uint8 window [5, H, W, 3] (BGR): float64 [K, 3], each row its speed (pixels
+    over the clip) and its centroid's row and column as fractions of the frame's height and width."""
     if window.dtype != np.uint8 or window.ndim != 4 or window.shape[0] != 5 or window.shape[3] != 3:
         raise ValueError(f"clip_objects: expected a uint8 window [5,H,W,3], got {window.dtype} {list(window.shape)}")
     speed = flow_speed(*(cv2.cvtColor(window[i], cv2.COLOR_BGR2GRAY) for i in (0, 4)))
     scale = window.shape[1] / REFERENCE_SIDE
     count, labels, stats, centroids = cv2.connectedComponentsWithStats(
         (speed > MOVING_PIXELS * scale).astype(np.uint8), connectivity=8)
-    things = [(np.percentile(speed[labels == k], 90), centroids[k][1] / window.shape[1])
+    things = [(np.percentile(speed[labels == k], 90), centroids[k][1] / window.shape[1],
+               centroids[k][0] / window.shape[2])
               for k in range(1, count) if stats[k, cv2.CC_STAT_AREA] >= MIN_AREA * scale * scale]
-    return np.array(things, dtype=np.float64).reshape(-1, 2)
+    return np.array(things, dtype=np.float64).reshape(-1, 3)
 
 
 @dataclass(frozen=True)
 class Perspective:
-    """The median speed of normal footage's moving things in each of BANDS bands of rows, top first."""
+    """The median speed of normal footage's moving things in each of BANDS bands of rows, top first, and in
+    each cell of a CELLS x CELLS grid, row by row (UNKNOWN where fewer than MIN_PER_BAND passed: the band's
+    counts there)."""
 
     bands: tuple[float, ...]
+    cells: tuple[float, ...] = (UNKNOWN,) * (CELLS * CELLS)
 
     @classmethod
     def fit(cls, objects: list[np.ndarray]) -> "Perspective":
         """From the moving things (clip_objects) of normal clips."""
-        things = np.concatenate([o.reshape(-1, 2) for o in objects]) if objects else np.zeros((0, 2))
+        things = np.concatenate([o.reshape(-1, 3) for o in objects]) if objects else np.zeros((0, 3))
         if len(things) < MIN_PER_BAND:
             raise PerspectiveError(f"object speed: normal footage showed {len(things)} moving things, at least "
                                    f"{MIN_PER_BAND} are needed to learn how fast things move in it")
         overall = float(np.median(things[:, 0]))
-        band = _band_of(things[:, 1])
-        medians = [float(np.median(things[band == b, 0])) if np.sum(band == b) >= MIN_PER_BAND else overall
-                   for b in range(BANDS)]
-        return cls(tuple(medians))
+        bands, cells = _band_of(things), _cell_of(things)
+        return cls(tuple(_median_where(things[:, 0], bands == b, overall) for b in range(BANDS)),
+                   tuple(_median_where(things[:, 0], cells == c, UNKNOWN) for c in range(CELLS * CELLS)))
+
+    def normal_speed(self, objects: np.ndarray) -> np.ndarray:
+        """The normal speed at each thing's place: its cell's, or its band's where the cell has none."""
+        cell = np.asarray(self.cells)[_cell_of(objects)]
+        return np.where(cell == UNKNOWN, np.asarray(self.bands)[_band_of(objects)], cell)
 
     def score(self, objects: np.ndarray) -> float:
-        """A clip's evidence: its fastest moving thing against its band's normal speed; 0 when none moves."""
+        """A clip's evidence: its fastest moving thing against the normal speed at its place; 0 when none
+        moves."""
         if len(objects) == 0:
             return 0.0
-        return float(np.max(objects[:, 0] / np.asarray(self.bands)[_band_of(objects[:, 1])]))
+        return float(np.max(objects[:, 0] / self.normal_speed(objects)))
 
-    def to_metadata(self) -> list[float]:
-        return list(self.bands)
+    def to_metadata(self) -> dict:
+        return {"bands": list(self.bands), "cells": [None if c == UNKNOWN else c for c in self.cells]}
 
     @classmethod
     def from_metadata(cls, value) -> "Perspective":
+        """Also reads the bands-only list that checkpoints and site bundles made before the cells were added
+        (they score as they did)."""
+        bands_only = isinstance(value, list)
         try:
-            bands = tuple(float(v) for v in value)
-        except (TypeError, ValueError) as exc:
-            raise PerspectiveError(f"perspective metadata {value!r} is malformed ({exc})") from exc
+            bands = tuple(float(v) for v in (value if bands_only else value["bands"]))
+            cells = (UNKNOWN,) * (CELLS * CELLS) if bands_only else tuple(
+                UNKNOWN if v is None else float(v) for v in value["cells"])
+        except (TypeError, ValueError, KeyError) as exc:
+            raise PerspectiveError(f"perspective metadata {value!r} is malformed ({exc!r})") from exc
+        known = [c for c in cells if c != UNKNOWN]
         if len(bands) != BANDS or not all(np.isfinite(bands)) or min(bands) <= 0:
             raise PerspectiveError(f"perspective metadata {value!r}: expected {BANDS} finite speeds > 0")
-        return cls(bands)
+        if len(cells) != CELLS * CELLS or not all(np.isfinite(known)) or min(known, default=1.0) <= 0:
+            raise PerspectiveError(f"perspective metadata {value!r}: expected {CELLS * CELLS} cells, each a "
+                                   "finite speed > 0 or null")
+        return cls(bands, cells)
 
 
-def _band_of(rows: np.ndarray) -> np.ndarray:
-    return np.clip((rows * BANDS).astype(int), 0, BANDS - 1)
+def _median_where(speeds: np.ndarray, where: np.ndarray, fallback: float) -> float:
+    return float(np.median(speeds[where])) if np.sum(where) >= MIN_PER_BAND else fallback
+
+
+def _band_of(objects: np.ndarray) -> np.ndarray:
+    return np.clip((objects[:, 1] * BANDS).astype(int), 0, BANDS - 1)
+
+
+def _cell_of(objects: np.ndarray) -> np.ndarray:
+    row, column = (np.clip((objects[:, i] * CELLS).astype(int), 0, CELLS - 1) for i in (1, 2))
+    return row * CELLS + column
