@@ -199,7 +199,7 @@ def test_train_defaults_are_the_shipped_recipe():
 
 def test_the_scoring_after_training_comes_out_of_the_budget(tmp_path, dataset):
     """`--max-minutes` is what the user waits: the training share shrinks by what scoring will take."""
-    from vad_edge.model.scoring import Scorer, scoring_seconds, seconds_per_clip
+    from vad_edge.model.scoring import TIMED_BATCHES, Scorer, scoring_seconds, seconds_per_clip
 
     videos = load_split(dataset, "training", 32, 10.0, progress=False)
     config = TrainConfig(**{**TINY, "pretrain_iters": 10_000, "iters": 10_000, "max_minutes": 0.5})
@@ -209,22 +209,33 @@ def test_the_scoring_after_training_comes_out_of_the_budget(tmp_path, dataset):
     shared.run(progress=False, reserve_s=20.0)
     assert 28 <= full.elapsed <= 32 and 8 <= shared.elapsed <= 12  # a step or two of slack, never more
 
-    # The estimate is one timed batch scaled to every clip, with a margin: 40 clips, 2 clock reads 1 s apart.
-    # The batch before it is not timed: here the first call costs 100 s of warm-up on the clock.
+    # The estimate is the median timed batch scaled to every clip, with a margin: 40 clips, each batch 2 clock
+    # reads 1 s apart. The batch before them is not timed: here the first call costs 100 s of warm-up on the
+    # clock; and another job slows the second timed batch by 50 s, which the median leaves out.
     clips = sum(len(v.frames) - 4 for v in videos)
     clock, scorer = StepClock(1.0), Scorer(full.model, batch=4)
     score_terms = scorer.score_terms
+    delays = {0: 100.0, 2: 50.0}
 
     def warming_up(frames):
-        clock.now += 100.0 if not calls else 0.0
+        clock.now += delays.get(len(calls), 0.0)
         calls.append(len(frames))
         return score_terms(frames)
 
     calls: list[int] = []
     scorer.score_terms = warming_up
     per_clip = seconds_per_clip(scorer, videos, clock=clock)
-    assert calls == [4, 4] and per_clip == pytest.approx(1 / 4)
+    assert calls == [4] * (1 + TIMED_BATCHES) and per_clip == pytest.approx(1 / 4)
     assert scoring_seconds(per_clip, videos) == pytest.approx(1.1 * clips / 4)
+
+    # A load that lasts slows every batch, and is priced.
+    def loaded(frames):
+        clock.now += 3.0
+        return score_terms(frames)
+
+    clock, scorer = StepClock(1.0), Scorer(full.model, batch=4)
+    scorer.score_terms = loaded
+    assert seconds_per_clip(scorer, videos, clock=clock) == pytest.approx(4 / 4)
 
 
 def test_the_kmeans_refit_is_kept_out_of_the_budget_before_it_starts(tmp_path, dataset, monkeypatch, caplog):

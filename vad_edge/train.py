@@ -196,10 +196,11 @@ class Trainer:
     # --- the run ----------------------------------------------------------------------------------------
 
     def plan_budget(self, scorer: Scorer, scored: list[Video]) -> tuple[float, float]:
-        """Seconds of a time budget that are not optimiser steps, priced by one timed batch of `scored`: the
-        scoring of `scored` after training (run's reserve_s), and the K-means refit between the stages
-        (run's kmeans_s): its forward passes, doubled for the clustering itself (K-means++ on 20,000 latents
-        took 2.3 s beside 5 s of forward passes on a 2-core x86), with a 10 % margin."""
+        """Seconds of a time budget that are not optimiser steps, priced by timed batches of `scored` (their
+        median, seconds_per_clip): the scoring of `scored` after training (run's reserve_s), and the K-means
+        refit between the stages (run's kmeans_s): its forward passes, doubled for the clustering itself
+        (K-means++ on 20,000 latents took 2.3 s beside 5 s of forward passes on a 2-core x86), with a 10 %
+        margin."""
         per_clip = seconds_per_clip(scorer, scored, clock=self.clock)
         return scoring_seconds(per_clip, scored), 2 * 1.1 * self.config.kmeans_batches * self.config.batch * per_clip
 

@@ -169,20 +169,28 @@ def fit_fusion(scorer: Scorer, videos: list[Video], name: str, progress: bool = 
     return [scorer.model.fusion.score(t, s) for t, s in zip(terms, speeds)]
 
 
+TIMED_BATCHES = 3  # seconds_per_clip takes their median
+
+
 def seconds_per_clip(scorer: Scorer, videos: list[Video], clock=time.monotonic) -> float:
     """What scoring one clip of these videos takes (with the model's fusion, its moving things included), from
-    one timed batch after an untimed one: the unit a time budget plans the work after training with. The
-    first batch pays the warm-up (CUDA context, cuDNN's algorithm search, oneDNN's primitives): on an H100 it
-    priced a clip 50x too dear, and a 4.4-minute budget trained 1.9 minutes, then scored in 3 s the 2486
-    clips it had kept 2.5 minutes for."""
+    the median of TIMED_BATCHES timed batches after an untimed one: the unit a time budget plans the work
+    after training with. The first batch pays the warm-up (CUDA context, cuDNN's algorithm search, oneDNN's
+    primitives): on an H100 it priced a clip 50x too dear, and a 4.4-minute budget trained 1.9 minutes, then
+    scored in 3 s the 2486 clips it had kept 2.5 minutes for. The median, because one batch that another job
+    slowed down priced the scoring too dear and took its share from training (a load that lasts slows them
+    all, and is priced)."""
     dataset = ClipDataset(videos)
     frames = torch.stack([dataset[i] for i in range(min(scorer.batch, len(dataset)))])
     scorer.score_terms(frames)
-    started = clock()
-    scorer.score_terms(frames)
-    if scorer.model.fusion.speed is not None:  # the object-speed term's share, on the CPU
-        object_speeds(frames, scorer.model.fusion.speed.perspective)
-    return (clock() - started) / len(frames)
+    times = []
+    for _ in range(TIMED_BATCHES):
+        started = clock()
+        scorer.score_terms(frames)
+        if scorer.model.fusion.speed is not None:  # the object-speed term's share, on the CPU
+            object_speeds(frames, scorer.model.fusion.speed.perspective)
+        times.append(clock() - started)
+    return float(np.median(times)) / len(frames)
 
 
 def scoring_seconds(per_clip: float, videos: list[Video]) -> float:
