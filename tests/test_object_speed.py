@@ -48,7 +48,8 @@ def test_each_band_has_its_own_normal_speed():
     overall = np.median(np.concatenate([top, bottom])[:, 0])
     assert perspective.bands[BANDS // 2] == pytest.approx(overall)  # no normal thing there
     # The same 4 px is fast far away and slow near by.
-    assert perspective.score(np.array([[4.0, 0.02, 0.5]])) > 1.5 > 1.0 > perspective.score(np.array([[4.0, 0.97, 0.5]]))
+    far, near = (perspective.score(np.array([[4.0, row, 0.5]])) for row in (0.02, 0.97))
+    assert far > 1.5 > 1.0 > near
 
 
 def test_a_cell_with_enough_normal_things_has_its_own_speed():
@@ -64,7 +65,8 @@ def test_a_cell_with_enough_normal_things_has_its_own_speed():
     band = np.median(np.concatenate([left, right])[:, 0])
     assert perspective.score(np.array([[band, 0.5, 0.5]])) == pytest.approx(1.0)
     # 5 px is fast on the left, slow on the right, of the same row.
-    assert perspective.score(np.array([[5.0, 0.5, 0.1]])) > 2.0 > 1.0 > perspective.score(np.array([[5.0, 0.5, 0.9]]))
+    left_side, right_side = (perspective.score(np.array([[5.0, 0.5, column]])) for column in (0.1, 0.9))
+    assert left_side > 2.0 > 1.0 > right_side
 
 
 def test_too_little_motion_to_learn_from_is_named():

@@ -27,6 +27,7 @@ BANDS = 16  # bands of rows, each with its own normal speed
 CELLS = 8  # and cells of a CELLS x CELLS grid, each with its own where normal footage has enough things there
 MIN_PER_BAND = 20  # a band with fewer normal moving things takes the median of all of them; a cell, its band's
 UNKNOWN = 0.0  # a cell's normal speed where too few normal things passed (no moving thing has speed 0)
+NO_CELLS = (UNKNOWN,) * (CELLS * CELLS)  # what bands-only perspectives (and bundles made before cells) hold
 
 
 class PerspectiveError(ValueError):
@@ -61,7 +62,7 @@ class Perspective:
     counts there)."""
 
     bands: tuple[float, ...]
-    cells: tuple[float, ...] = (UNKNOWN,) * (CELLS * CELLS)
+    cells: tuple[float, ...] = NO_CELLS
 
     @classmethod
     def fit(cls, objects: list[np.ndarray]) -> "Perspective":
@@ -97,7 +98,7 @@ class Perspective:
         bands_only = isinstance(value, list)
         try:
             bands = tuple(float(v) for v in (value if bands_only else value["bands"]))
-            cells = (UNKNOWN,) * (CELLS * CELLS) if bands_only else tuple(
+            cells = NO_CELLS if bands_only else tuple(
                 UNKNOWN if v is None else float(v) for v in value["cells"])
         except (TypeError, ValueError, KeyError) as exc:
             raise PerspectiveError(f"perspective metadata {value!r} is malformed ({exc!r})") from exc
@@ -114,10 +115,14 @@ def _median_where(speeds: np.ndarray, where: np.ndarray, fallback: float) -> flo
     return float(np.median(speeds[where])) if np.sum(where) >= MIN_PER_BAND else fallback
 
 
+def _bin(fractions: np.ndarray, bins: int) -> np.ndarray:
+    """Which of `bins` equal parts of [0, 1] each fraction of the frame falls in."""
+    return np.clip((fractions * bins).astype(int), 0, bins - 1)
+
+
 def _band_of(objects: np.ndarray) -> np.ndarray:
-    return np.clip((objects[:, 1] * BANDS).astype(int), 0, BANDS - 1)
+    return _bin(objects[:, 1], BANDS)
 
 
 def _cell_of(objects: np.ndarray) -> np.ndarray:
-    row, column = (np.clip((objects[:, i] * CELLS).astype(int), 0, CELLS - 1) for i in (1, 2))
-    return row * CELLS + column
+    return _bin(objects[:, 1], CELLS) * CELLS + _bin(objects[:, 2], CELLS)
