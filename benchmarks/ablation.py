@@ -28,10 +28,17 @@ fitted on the scene's normal training clips only: no test label chooses anything
   much changed. The speed alone is a third no-learning baseline.
 - with object speed: `motion-cluster` plus the clip's fastest moving thing's speed against the normal
   speed at its place in the frame (vad_edge.model.object_speed: perspective learnt from the normal clips)
-  divided by its normal mean, as a third term; and that evidence alone.
+  divided by its normal mean, as a third term (the shipped `motion-cluster-speed`); and that evidence alone.
+  Its variants: the normal speed per band of rows only (shipped until 2026-12-06); the moving things found
+  at twice the input's side; plus the rarity of a moving thing's place, log((the busiest cell's count + 1)
+  / (its cell's count + 1)) over a 16 x 16 count of the normal things' centroids, as a fourth term; and the
+  three terms each divided by its normal standard deviation instead of its mean (the z-score's weights).
 - causal: the standardised score averaged over the last 5 clips (what a live box can do).
 
-A second table, on the training clips (normal footage only), says how much of each term is just the amount
+A second table gives the AUC within each test video of the shipped score and its three terms: where the
+pooled AUCs lose.
+
+A third table, on the training clips (normal footage only), says how much of each term is just the amount
 of motion: the correlation of its frame score with the clip's own F4 - F0 energy (the lag-4 frame
 difference). `--plot` draws those frames as one scatter per term (the first scene's).
 
@@ -40,6 +47,7 @@ difference). `--plot` draws those frames as one scatter per term (the first scen
 """
 
 import argparse
+import dataclasses
 
 import cv2
 import numpy as np
@@ -48,10 +56,13 @@ from tqdm import tqdm
 from vad_edge.data import load_split
 from vad_edge.eval import frame_difference_scores, frame_metrics
 from vad_edge.model import checkpoint, fusion
-from vad_edge.model.object_speed import Perspective, flow_speed
+from vad_edge.model.object_speed import NO_CELLS, Perspective, flow_speed
 from vad_edge.model.scoring import Scorer, moving_things, term_means
 
 TERM_NAMES = ("appearance", "motion", "cluster map")
+SHIPPED = "standardised without appearance + object speed against perspective ÷ its normal mean"
+SPEED_ALONE = "object speed against perspective (alone)"
+PER_VIDEO = ("motion", "cluster map", SPEED_ALONE, SHIPPED)  # the shipped score and its terms
 GRID = 16
 CAUSAL_CLIPS = 5
 
@@ -97,12 +108,38 @@ def mean_flow_speed(videos: list, lag: int = 4) -> list[np.ndarray]:
     return scores
 
 
-def object_speeds(normal_videos: list, videos: list) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def per_clip(score, things: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """score(one clip's moving things) for every clip, per video."""
+    return [np.array([score(clip) for clip in video]) for video in things]
+
+
+def object_speeds(normal_things: list, things: list, bands_only: bool = False) -> tuple[list, list]:
     """Each clip's fastest moving thing against the normal speed at its place (vad_edge.model.object_speed),
-    the perspective fitted on the normal videos: (the normal clips' scores, the test clips' scores), per video."""
-    normal, test = moving_things(normal_videos), moving_things(videos)
-    perspective = Perspective.fit([clip for video in normal for clip in video])
-    return ([np.array([perspective.score(c) for c in video]) for video in group] for group in (normal, test))
+    the perspective fitted on the normal clips' things: (the normal clips' scores, the test clips'), per video."""
+    perspective = Perspective.fit([clip for video in normal_things for clip in video])
+    if bands_only:
+        perspective = dataclasses.replace(perspective, cells=NO_CELLS)
+    return per_clip(perspective.score, normal_things), per_clip(perspective.score, things)
+
+
+def place_rarity(normal_things: list, things: list) -> tuple[list, list]:
+    """Each clip's rarest place of a moving thing: log((the busiest cell's count + 1) / (its cell's count + 1))
+    over a GRID x GRID count of the normal clips' things' centroids; 0 when nothing moves. (normal, test)."""
+    def cell(objects: np.ndarray) -> np.ndarray:
+        rows, columns = (np.clip((objects[:, k] * GRID).astype(int), 0, GRID - 1) for k in (1, 2))
+        return rows * GRID + columns
+
+    counts = np.bincount(cell(np.concatenate([c for video in normal_things for c in video])), minlength=GRID ** 2)
+
+    def rarity(objects: np.ndarray) -> float:
+        return float(np.log((counts.max() + 1) / (counts[cell(objects)] + 1)).max()) if len(objects) else 0.0
+    return per_clip(rarity, normal_things), per_clip(rarity, things)
+
+
+def plus(scores: list[np.ndarray], term: list[np.ndarray], normal: list[np.ndarray]) -> list[np.ndarray]:
+    """scores + the term divided by its mean on the normal clips, per video."""
+    mean = np.concatenate(normal).mean()
+    return [s + t / mean for s, t in zip(scores, term)]
 
 
 def causal_mean(series: np.ndarray, clips: int) -> np.ndarray:
@@ -144,23 +181,33 @@ def rows_for(scorer: Scorer, data: str, fps: float) -> tuple[dict[str, list[np.n
     rows["relative motion: motion ÷ (F4 − F0 energy + its normal mean)"] = [
         t[:, 1] / (e + normal_energy.mean()) for t, e in zip(terms, energies)]
     lag1 = frame_difference_scores(videos, lag=1)
-    normal_lag1 = np.concatenate(frame_difference_scores(normal_videos, lag=1))
-    for lag, fd, normal_fd in ((4, energies, normal_energy), (1, lag1, normal_lag1)):
-        rows[f"standardised without appearance + lag-{lag} frame difference ÷ its normal mean"] = [
-            s + d / normal_fd.mean() for s, d in zip(rows["standardised without appearance"], fd)]
-    flow, normal_flow = mean_flow_speed(videos), np.concatenate(mean_flow_speed(normal_videos))
-    rows["standardised without appearance + lag-4 optical-flow speed ÷ its normal mean"] = [
-        s + f / normal_flow.mean() for s, f in zip(rows["standardised without appearance"], flow)]
-    normal_speed, speed = object_speeds(normal_videos, videos)
-    normal_speed = np.concatenate(normal_speed)
-    rows["standardised without appearance + object speed against perspective ÷ its normal mean"] = [
-        s + o / normal_speed.mean() for s, o in zip(rows["standardised without appearance"], speed)]
+    normal_lag1 = frame_difference_scores(normal_videos, lag=1)
+    networks = rows["standardised without appearance"]
+    for lag, fd, normal_fd in ((4, energies, [normal_energy]), (1, lag1, normal_lag1)):
+        rows[f"standardised without appearance + lag-{lag} frame difference ÷ its normal mean"] = plus(
+            networks, fd, normal_fd)
+    flow, normal_flow = mean_flow_speed(videos), mean_flow_speed(normal_videos)
+    rows["standardised without appearance + lag-4 optical-flow speed ÷ its normal mean"] = plus(
+        networks, flow, normal_flow)
+    normal_things, things = moving_things(normal_videos), moving_things(videos)
+    normal_speed, speed = object_speeds(normal_things, things)
+    rows[SHIPPED] = plus(networks, speed, normal_speed)
+    rows["standardised without appearance + object speed per band of rows only ÷ its normal mean"] = plus(
+        networks, *reversed(object_speeds(normal_things, things, bands_only=True)))
+    rows["standardised without appearance + object speed, things found at twice the input side"] = plus(
+        networks, *reversed(object_speeds(moving_things(load_split(data, "training", 2 * size, fps)),
+                                          moving_things(load_split(data, "testing", 2 * size, fps)))))
+    rows["standardised without appearance + object speed + place rarity, each ÷ its normal mean"] = plus(
+        rows[SHIPPED], *reversed(place_rarity(normal_things, things)))
+    normal_three = np.column_stack([normal_terms[:, 1], normal_terms[:, 2], np.concatenate(normal_speed)])
+    rows["motion, cluster map and object speed, each ÷ its normal standard deviation"] = [
+        np.column_stack([t[:, 1], t[:, 2], o]) @ (1.0 / normal_three.std(axis=0)) for t, o in zip(terms, speed)]
     for name in ("standardised a + m + c", "standardised without appearance"):
         rows[f"{name}, causal mean of {CAUSAL_CLIPS} clips"] = [causal_mean(s, CAUSAL_CLIPS) for s in rows[name]]
     rows["frame difference, lag 1 (no learning)"] = lag1
     rows["frame difference, lag 4 (no learning)"] = energies
     rows["optical-flow speed, lag 4 (no learning)"] = flow
-    rows["object speed against perspective (alone)"] = speed
+    rows[SPEED_ALONE] = speed
     return rows, videos, normal_terms, normal_energy
 
 
@@ -197,7 +244,7 @@ def main() -> None:
     scenes = args.scene or [parse_scene("../shared/data/ped2")]
     print("| scene | checkpoint | frame score | micro | macro | raw |")
     print("|---|---|---|---:|---:|---:|")
-    correlations = []
+    correlations, per_video = [], []
     for data, path in scenes:
         model, meta = checkpoint.load(path)
         scorer = Scorer(model, "float32", runtime=args.runtime)
@@ -205,11 +252,20 @@ def main() -> None:
         correlations.append([np.corrcoef(normal_terms[:, k], normal_energy)[0, 1] for k in range(3)])
         if args.plot and (data, path) == scenes[0]:
             plot_against_energy(args.plot, f"{data} ({path})", normal_terms, normal_energy, correlations[-1])
-        labels = [v.labels for v in videos]
+        labels, within = [v.labels for v in videos], {}
         for name, scores in rows.items():
             m = frame_metrics(scores, labels)
             print(f"| {data} | {path} | {name} | {m['auc_micro']:.1f} | {m['auc_macro']:.1f} | {m['auc_raw']:.1f} |",
                   flush=True)
+            within[name] = m["per_video_auc"]
+        per_video.append((data, path, videos, within))
+    print("\nAUC within each test video that has both normal and anomalous frames\n")
+    print("| scene | checkpoint | video | anomalous frames % | " + " | ".join(PER_VIDEO) + " |")
+    print("|---|---|---|---:|" + "---:|" * len(PER_VIDEO))
+    for data, path, videos, within in per_video:
+        for i in within[SHIPPED]:
+            aucs = " | ".join(f"{100 * within[name][i]:.1f}" for name in PER_VIDEO)
+            print(f"| {data} | {path} | {videos[i].name} | {100 * videos[i].labels[4:].mean():.0f} | {aucs} |")
     print("\nOn the training clips: correlation of each term's frame score with the clip's F4 - F0 energy\n")
     print("| scene | checkpoint | " + " | ".join(TERM_NAMES) + " |")
     print("|---|---|" + "---:|" * len(TERM_NAMES))

@@ -24,10 +24,19 @@ def test_ablation_prints_every_row_per_scene(tmp_path, tiny_checkpoint):
                  "relative motion: motion ÷ (F4 − F0 energy + its normal mean)",
                  "frame difference, lag 1 (no learning)", "optical-flow speed, lag 4 (no learning)",
                  "standardised without appearance + lag-4 optical-flow speed ÷ its normal mean",
-                 "standardised without appearance + object speed against perspective ÷ its normal mean"):
+                 "standardised without appearance + object speed against perspective ÷ its normal mean",
+                 "standardised without appearance + object speed per band of rows only ÷ its normal mean",
+                 "standardised without appearance + object speed, things found at twice the input side",
+                 "standardised without appearance + object speed + place rarity, each ÷ its normal mean",
+                 "motion, cluster map and object speed, each ÷ its normal standard deviation"):
         assert name in names
     aucs = [float(r[3]) for r in rows if len(r) == 6]
     assert aucs and all(0 <= a <= 100 for a in aucs)
+    # The second table: each test video (both have normal and anomalous frames), the shipped score and its
+    # three terms.
+    per_video = [[float(v) for v in r[3:]] for r in rows if len(r) == 8]
+    assert len(per_video) == 2 and all(len(r) == 5 and all(0 <= v <= 100 for v in r) for r in per_video)
+    assert max(v for r in per_video for v in r[1:]) > 1  # in per cent, as the first table
     # The injected block is large and fast: the frame difference separates it almost perfectly; the flow
     # speed well, though less (the flow inside a uniform block is the aperture problem's guess).
     assert float(rows[names.index("frame difference, lag 1 (no learning)")][3]) > 90
