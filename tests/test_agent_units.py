@@ -220,6 +220,41 @@ def test_an_overloaded_live_camera_skips_whole_clips_and_counts_them(tmp_path, t
         agent.outbox.close()
 
 
+def test_frames_above_the_normal_footages_p99_are_counted(tmp_path, tiny_checkpoint):
+    """Live footage busier than the footage the threshold came from shows as more than 1 % of frames above
+    its 99th percentile: counted per camera in /healthz and /metrics."""
+    from vad_edge.agent.runner import Agent
+    from vad_edge.agent.sources import Frame
+
+    cfg = config.Config.model_validate({
+        "device_id": "box", "state_dir": str(tmp_path / "state"), "health": {"port": 0},
+        "model": {"checkpoint": str(tiny_checkpoint), "device": "cpu", "threads": 1},
+        "cameras": [{"name": "gate", "source": "rtsp://127.0.0.1:1/none"}]})
+    agent = Agent(cfg)
+    try:
+        state = agent.cameras["gate"]
+        p99 = state.bundle.normal_p99
+        assert p99 == state.bundle.meta["score_stats"]["quantiles"]["0.99"] < state.bundle.threshold
+        assert agent.stats()["cameras"]["gate"]["above_normal_p99"] is None  # nothing scored yet
+        frame = np.zeros((32, 32, 3), np.uint8)
+        for t, raw in enumerate([0.5 * p99, p99, 1.01 * p99, 0.9 * p99]):
+            agent._take_score(state, Frame(t / 10, float(t), frame, frame), raw, np.zeros((4, 4)), float(t))
+        assert agent.stats()["cameras"]["gate"]["above_normal_p99"] == 0.25
+        assert agent.metrics.registry.get_sample_value("vad_edge_frames_above_normal_p99_total",
+                                                       {"camera": "gate"}) == 1
+    finally:
+        agent.outbox.close()
+
+
+def test_normal_quantile_reads_the_score_statistics():
+    from vad_edge.agent.bundle import normal_quantile
+
+    assert normal_quantile({"score_stats": {"quantiles": {"0.99": 2.5}}}, "0.99") == 2.5
+    for meta in ({}, {"score_stats": {}}, {"score_stats": {"quantiles": {"0.999": 3.0}}},
+                 {"score_stats": {"quantiles": {"0.99": 0.0}}}):
+        assert normal_quantile(meta, "0.99") is None
+
+
 def test_a_camera_asking_for_another_frame_rate_is_refused(tmp_path, tiny_checkpoint):
     from vad_edge.agent.runner import Agent
 

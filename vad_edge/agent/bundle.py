@@ -40,6 +40,13 @@ class Bundle:
     def fitted_precision(self) -> str:
         return precision.fitted(self.meta)
 
+    @property
+    def normal_p99(self) -> float | None:
+        """The raw score that 1 % of the normal footage behind its threshold rose above. Live footage like that
+        footage does the same; a camera whose clips rise above it far more often sees busier or other footage
+        than its threshold was chosen on, and the calibration's false-alarm rate no longer holds."""
+        return normal_quantile(self.meta, "0.99")
+
     def precision_mismatch(self) -> str | None:
         """Why its threshold does not hold exactly on this box, when it was fitted in another precision."""
         scoring = self.scorer.precision
@@ -50,14 +57,20 @@ class Bundle:
                 f"not quite the one chosen: recalibrate on this box, or set model.precision: {self.fitted_precision}")
 
 
+def normal_quantile(meta: dict, q: str) -> float | None:
+    """A quantile ("0.99") of the raw scores on the normal footage a bundle's threshold comes from: the
+    calibration's hold-out, or the model's own training clips; None when the metadata has none."""
+    value = ((meta.get("score_stats") or {}).get("quantiles") or {}).get(q)
+    return float(value) if value is not None and value > 0 else None
+
+
 def default_threshold(meta: dict) -> float:
     """Without calibration: the 99.9th percentile of the raw scores of the model's own training footage.
     Calibration replaces it with a threshold fitted to the site's normal footage and alarm budget."""
-    stats = meta.get("score_stats") or {}
-    q = (stats.get("quantiles") or {}).get("0.999")
-    if q is None or q <= 0:
+    q = normal_quantile(meta, "0.999")
+    if q is None:
         raise checkpoint.CheckpointError("checkpoint has no training score statistics to derive a threshold from")
-    return float(q)
+    return q
 
 
 def load_bundle(path: str | Path | None, device: torch.device, precision_name: str = "auto",

@@ -22,6 +22,12 @@ class Metrics:
         self.skipped = Counter("vad_edge_clips_skipped", "Clips never scored because scoring fell behind "
                                "the camera (newer clips replaced them)", ["camera"], registry=r)
         self.events = Counter("vad_edge_events", "Events committed to the outbox", ["camera", "type"], registry=r)
+        self.above_normal = Counter(
+            "vad_edge_frames_above_normal_p99", "Frames whose raw score rose above the 99th percentile of the "
+            "normal footage the camera's threshold was chosen on (calibration hold-out, or the model's training "
+            "clips): about 1 % of vad_edge_frames_scored while the camera sees footage like it; far more and the "
+            "calibration's false-alarm rate no longer holds (recalibrate on footage that includes these hours)",
+            ["camera"], registry=r)
         self.score = Gauge("vad_edge_score", "Last calibrated score (1.0 = threshold)", ["camera"], registry=r)
         self.online = Gauge("vad_edge_camera_online", "1 while the camera delivers frames", ["camera"], registry=r)
         self.latency = Histogram("vad_edge_frame_latency_seconds", "Frame arrival to score", ["camera"],

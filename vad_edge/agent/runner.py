@@ -47,6 +47,7 @@ class CameraState:
     inbox: ClipInbox
     status: str = "offline"
     frames: int = 0
+    above_normal: int = 0  # frames above the bundle's normal_p99
     last_score: float | None = None
     last_raw: float | None = None
     latencies: deque = field(default_factory=lambda: deque(maxlen=200))
@@ -298,6 +299,9 @@ class Agent:
         state.latencies.append(now - frame.arrived)
         state.times.append(now)
         self.metrics.frames.labels(state.config.name).inc()
+        if state.bundle.normal_p99 is not None and raw > state.bundle.normal_p99:
+            state.above_normal += 1
+            self.metrics.above_normal.labels(state.config.name).inc()
         self.metrics.score.labels(state.config.name).set(calibrated)
         self.metrics.latency.labels(state.config.name).observe(now - frame.arrived)
         obs = Observation(frame.time, calibrated, raw, state.threshold, emap, frame.full)
@@ -336,6 +340,7 @@ class Agent:
                 "latency_ms": {"p50": round(1e3 * lat[len(lat) // 2], 1), "p95": round(1e3 * lat[int(len(lat) * 0.95)], 1)}
                 if lat else None,
                 "score": s.last_score, "raw_score": s.last_raw, "threshold": s.threshold,
+                "above_normal_p99": round(s.above_normal / s.frames, 4) if s.frames else None,
                 "precision": s.bundle.scorer.precision.name, "fitted_precision": s.bundle.fitted_precision,
                 "anomaly": s.tracker.active is not None,
             }
