@@ -195,55 +195,52 @@ def test_sd_notify_sends_to_the_socket(tmp_path, monkeypatch):
     assert not sd_notify("READY=1")
 
 
-def test_an_overloaded_live_camera_skips_whole_clips_and_counts_them(tmp_path, tiny_checkpoint):
+@pytest.fixture
+def gate_agent(tmp_path, tiny_checkpoint):
+    """An agent with one camera, "gate", whose source is never opened (no loop runs): the tests feed it."""
+    from vad_edge.agent.runner import Agent
+
+    agent = Agent(config.Config.model_validate({
+        "device_id": "box", "state_dir": str(tmp_path / "state"), "health": {"port": 0},
+        "model": {"checkpoint": str(tiny_checkpoint), "device": "cpu", "threads": 1},
+        "cameras": [{"name": "gate", "source": "rtsp://127.0.0.1:1/none"}]}))
+    yield agent
+    agent.outbox.close()
+
+
+def test_an_overloaded_live_camera_skips_whole_clips_and_counts_them(gate_agent):
     """Scoring slower than the camera: the newest complete windows wait, older ones are skipped and reported."""
     from vad_edge.agent.inbox import LIVE_CLIPS
-    from vad_edge.agent.runner import Agent
     from vad_edge.agent.sources import Frame
 
-    cfg = config.Config.model_validate({
-        "device_id": "box", "state_dir": str(tmp_path / "state"), "health": {"port": 0},
-        "model": {"checkpoint": str(tiny_checkpoint), "device": "cpu", "threads": 1},
-        "cameras": [{"name": "gate", "source": "rtsp://127.0.0.1:1/none"}]})
-    agent = Agent(cfg)
-    try:
-        frame = np.zeros((32, 32, 3), np.uint8)  # the tiny model's size
-        frames = [Frame(t / 10, float(t), frame, frame) for t in range(LIVE_CLIPS + 16)]
-        for end in range(5, len(frames) + 1):  # no loop running: nothing is scored
-            agent._on_clip("gate", tuple(frames[end - 5:end]))
-        stats = agent.stats()
-        assert stats["cameras"]["gate"]["clips_skipped"] == 12 and stats["kernels"]["threads"] == 1
-        assert agent.metrics.registry.get_sample_value("vad_edge_clips_skipped_total", {"camera": "gate"}) == 12
-        agent.step()  # scores the oldest clip still waiting
-        assert agent.cameras["gate"].frames == 1 and agent.cameras["gate"].tracker._last.time == pytest.approx(1.6)
-    finally:
-        agent.outbox.close()
+    agent = gate_agent
+    frame = np.zeros((32, 32, 3), np.uint8)  # the tiny model's size
+    frames = [Frame(t / 10, float(t), frame, frame) for t in range(LIVE_CLIPS + 16)]
+    for end in range(5, len(frames) + 1):  # no loop running: nothing is scored
+        agent._on_clip("gate", tuple(frames[end - 5:end]))
+    stats = agent.stats()
+    assert stats["cameras"]["gate"]["clips_skipped"] == 12 and stats["kernels"]["threads"] == 1
+    assert agent.metrics.registry.get_sample_value("vad_edge_clips_skipped_total", {"camera": "gate"}) == 12
+    agent.step()  # scores the oldest clip still waiting
+    assert agent.cameras["gate"].frames == 1 and agent.cameras["gate"].tracker._last.time == pytest.approx(1.6)
 
 
-def test_frames_above_the_normal_footages_p99_are_counted(tmp_path, tiny_checkpoint):
+def test_frames_above_the_normal_footages_p99_are_counted(gate_agent):
     """Live footage busier than the footage the threshold came from shows as more than 1 % of frames above
     its 99th percentile: counted per camera in /healthz and /metrics."""
-    from vad_edge.agent.runner import Agent
     from vad_edge.agent.sources import Frame
 
-    cfg = config.Config.model_validate({
-        "device_id": "box", "state_dir": str(tmp_path / "state"), "health": {"port": 0},
-        "model": {"checkpoint": str(tiny_checkpoint), "device": "cpu", "threads": 1},
-        "cameras": [{"name": "gate", "source": "rtsp://127.0.0.1:1/none"}]})
-    agent = Agent(cfg)
-    try:
-        state = agent.cameras["gate"]
-        p99 = state.bundle.normal_p99
-        assert p99 == state.bundle.meta["score_stats"]["quantiles"]["0.99"] < state.bundle.threshold
-        assert agent.stats()["cameras"]["gate"]["above_normal_p99"] is None  # nothing scored yet
-        frame = np.zeros((32, 32, 3), np.uint8)
-        for t, raw in enumerate([0.5 * p99, p99, 1.01 * p99, 0.9 * p99]):
-            agent._take_score(state, Frame(t / 10, float(t), frame, frame), raw, np.zeros((4, 4)), float(t))
-        assert agent.stats()["cameras"]["gate"]["above_normal_p99"] == 0.25
-        assert agent.metrics.registry.get_sample_value("vad_edge_frames_above_normal_p99_total",
-                                                       {"camera": "gate"}) == 1
-    finally:
-        agent.outbox.close()
+    agent = gate_agent
+    state = agent.cameras["gate"]
+    p99 = state.bundle.normal_p99
+    assert p99 == state.bundle.meta["score_stats"]["quantiles"]["0.99"] < state.bundle.threshold
+    assert agent.stats()["cameras"]["gate"]["above_normal_p99"] is None  # nothing scored yet
+    frame = np.zeros((32, 32, 3), np.uint8)
+    for t, raw in enumerate([0.5 * p99, p99, 1.01 * p99, 0.9 * p99]):
+        agent._take_score(state, Frame(t / 10, float(t), frame, frame), raw, np.zeros((4, 4)), float(t))
+    assert agent.stats()["cameras"]["gate"]["above_normal_p99"] == 0.25
+    assert agent.metrics.registry.get_sample_value("vad_edge_frames_above_normal_p99_total",
+                                                   {"camera": "gate"}) == 1
 
 
 def test_normal_quantile_reads_the_score_statistics():
