@@ -47,7 +47,10 @@ class CameraState:
     inbox: ClipInbox
     status: str = "offline"
     frames: int = 0
-    above_normal: int = 0  # frames above the bundle's normal_p99
+    # Of the frames scored with the current bundle, those above its normal_p99 (about 1 % on footage like
+    # the footage its threshold came from); a new bundle starts both afresh.
+    with_bundle: int = 0
+    above_normal: int = 0
     last_score: float | None = None
     last_raw: float | None = None
     latencies: deque = field(default_factory=lambda: deque(maxlen=200))
@@ -176,7 +179,7 @@ class Agent:
                 log.error("camera %s keeps its bundle: %s", cam.name, bundle)
                 continue
             state = self.cameras[cam.name]
-            state.bundle = bundle
+            state.bundle, state.with_bundle, state.above_normal = bundle, 0, 0
             state.tracker.model, state.tracker.calibration = bundle.model_info, bundle.calibration
             self.readers[cam.name].retune(bundle.fps, bundle.size)
             log.info("camera %s scores with %s (threshold %.6g)", cam.name, bundle.path, bundle.threshold)
@@ -299,6 +302,7 @@ class Agent:
         state.latencies.append(now - frame.arrived)
         state.times.append(now)
         self.metrics.frames.labels(state.config.name).inc()
+        state.with_bundle += 1
         if state.bundle.normal_p99 is not None and raw > state.bundle.normal_p99:
             state.above_normal += 1
             self.metrics.above_normal.labels(state.config.name).inc()
@@ -340,7 +344,7 @@ class Agent:
                 "latency_ms": {"p50": round(1e3 * lat[len(lat) // 2], 1), "p95": round(1e3 * lat[int(len(lat) * 0.95)], 1)}
                 if lat else None,
                 "score": s.last_score, "raw_score": s.last_raw, "threshold": s.threshold,
-                "above_normal_p99": round(s.above_normal / s.frames, 4) if s.frames else None,
+                "above_normal_p99": round(s.above_normal / s.with_bundle, 4) if s.with_bundle else None,
                 "precision": s.bundle.scorer.precision.name, "fitted_precision": s.bundle.fitted_precision,
                 "anomaly": s.tracker.active is not None,
             }
