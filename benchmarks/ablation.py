@@ -136,8 +136,9 @@ def place_rarity(normal_things: list, things: list) -> tuple[list, list]:
     return per_clip(rarity, normal_things), per_clip(rarity, things)
 
 
-def plus(scores: list[np.ndarray], term: list[np.ndarray], normal: list[np.ndarray]) -> list[np.ndarray]:
-    """scores + the term divided by its mean on the normal clips, per video."""
+def plus(scores: list[np.ndarray], normal: list[np.ndarray], term: list[np.ndarray]) -> list[np.ndarray]:
+    """scores + the term divided by its mean on the normal clips, per video (normal, term: in the order the
+    helpers above return them)."""
     mean = np.concatenate(normal).mean()
     return [s + t / mean for s, t in zip(scores, term)]
 
@@ -185,20 +186,20 @@ def rows_for(scorer: Scorer, data: str, fps: float) -> tuple[dict[str, list[np.n
     networks = rows["standardised without appearance"]
     for lag, fd, normal_fd in ((4, energies, [normal_energy]), (1, lag1, normal_lag1)):
         rows[f"standardised without appearance + lag-{lag} frame difference ÷ its normal mean"] = plus(
-            networks, fd, normal_fd)
+            networks, normal_fd, fd)
     flow, normal_flow = mean_flow_speed(videos), mean_flow_speed(normal_videos)
     rows["standardised without appearance + lag-4 optical-flow speed ÷ its normal mean"] = plus(
-        networks, flow, normal_flow)
+        networks, normal_flow, flow)
     normal_things, things = moving_things(normal_videos), moving_things(videos)
     normal_speed, speed = object_speeds(normal_things, things)
-    rows[SHIPPED] = plus(networks, speed, normal_speed)
+    rows[SHIPPED] = plus(networks, normal_speed, speed)
     rows["standardised without appearance + object speed per band of rows only ÷ its normal mean"] = plus(
-        networks, *reversed(object_speeds(normal_things, things, bands_only=True)))
+        networks, *object_speeds(normal_things, things, bands_only=True))
     rows["standardised without appearance + object speed, things found at twice the input side"] = plus(
-        networks, *reversed(object_speeds(moving_things(load_split(data, "training", 2 * size, fps)),
-                                          moving_things(load_split(data, "testing", 2 * size, fps)))))
+        networks, *object_speeds(moving_things(load_split(data, "training", 2 * size, fps)),
+                                 moving_things(load_split(data, "testing", 2 * size, fps))))
     rows["standardised without appearance + object speed + place rarity, each ÷ its normal mean"] = plus(
-        rows[SHIPPED], *reversed(place_rarity(normal_things, things)))
+        rows[SHIPPED], *place_rarity(normal_things, things))
     normal_three = np.column_stack([normal_terms[:, 1], normal_terms[:, 2], np.concatenate(normal_speed)])
     rows["motion, cluster map and object speed, each ÷ its normal standard deviation"] = [
         np.column_stack([t[:, 1], t[:, 2], o]) @ (1.0 / normal_three.std(axis=0)) for t, o in zip(terms, speed)]

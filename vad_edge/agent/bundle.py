@@ -7,6 +7,7 @@ score statistics of its training data.
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -40,7 +41,7 @@ class Bundle:
     def fitted_precision(self) -> str:
         return precision.fitted(self.meta)
 
-    @property
+    @cached_property  # read on every scored frame; the metadata never changes
     def normal_p99(self) -> float | None:
         """The raw score that 1 % of the normal footage behind its threshold rose above. Live footage like that
         footage does the same; a camera whose clips rise above it far more often sees busier or other footage

@@ -303,7 +303,8 @@ class Agent:
         state.times.append(now)
         self.metrics.frames.labels(state.config.name).inc()
         state.with_bundle += 1
-        if state.bundle.normal_p99 is not None and raw > state.bundle.normal_p99:
+        normal_p99 = state.bundle.normal_p99
+        if normal_p99 is not None and raw > normal_p99:
             state.above_normal += 1
             self.metrics.above_normal.labels(state.config.name).inc()
         self.metrics.score.labels(state.config.name).set(calibrated)
