@@ -241,7 +241,7 @@ def test_frames_above_the_normal_footages_p99_are_counted(gate_agent):
     assert agent.stats()["cameras"]["gate"]["above_normal_p99"] == 0.25
     assert agent.metrics.registry.get_sample_value("vad_edge_frames_above_normal_p99_total",
                                                    {"camera": "gate"}) == 1
-    agent._apply_bundles(agent._load_bundles())  # a reload (SIGHUP): the share starts afresh with the new bundle
+    agent._apply_bundles(agent.bundles.load_all())  # a reload (SIGHUP): the share starts afresh with the new bundle
     assert agent.stats()["cameras"]["gate"]["above_normal_p99"] is None
     agent._take_score(state, Frame(1.0, 10.0, frame, frame), 2 * p99, np.zeros((4, 4)), 10.0)
     assert agent.stats()["cameras"]["gate"]["above_normal_p99"] == 1.0

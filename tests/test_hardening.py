@@ -248,7 +248,7 @@ def test_a_corrupt_bundle_takes_only_its_camera_offline(tmp_path, broker, tiny_c
     health = agent.status()  # it scores nothing and never will on its own: a monitor must hear it
     assert health["healthy"] is False and health["problems"] == [f"camera yard {agent.unusable['yard']}"]
     shutil.copy(tiny_checkpoint, state_dir / "calibration" / "yard.safetensors")  # fixed, then reloaded
-    agent._apply_bundles(agent._load_bundles())
+    agent._apply_bundles(agent.bundles.load_all())
     assert not agent.unusable and agent.status()["healthy"] is True  # door's video not started: still healthy
     agent.run(until=lambda: all(r.finished for r in agent.readers.values())
               and all(s.inbox.empty() for s in agent.cameras.values()))
@@ -353,7 +353,7 @@ def test_what_the_config_points_at_is_checked_before_start(tmp_path, capsys, cha
 def test_a_burst_of_reload_requests_is_merged_and_loaded_off_the_loop(tmp_path, tiny_checkpoint, monkeypatch):
     import threading
 
-    from vad_edge.agent import runner
+    from vad_edge.agent import bundle
     from vad_edge.agent.runner import Agent
 
     cfg = config.Config.model_validate({
@@ -362,10 +362,10 @@ def test_a_burst_of_reload_requests_is_merged_and_loaded_off_the_loop(tmp_path, 
         "model": {"checkpoint": str(tiny_checkpoint), "device": "cpu"},
         "cameras": [{"name": "door", "source": "rtsp://127.0.0.1:1/none"}]})
     agent = Agent(cfg)
-    loads, load_bundle = [], runner.load_bundle
-    monkeypatch.setattr(runner, "load_bundle", lambda *a: (loads.append(threading.current_thread().name), load_bundle(*a))[1])
-    agent.reload_interval = 0.5
-    loader = threading.Thread(target=agent._reload_forever, daemon=True)
+    loads, load_bundle = [], bundle.load_bundle
+    monkeypatch.setattr(bundle, "load_bundle", lambda *a: (loads.append(threading.current_thread().name), load_bundle(*a))[1])
+    agent.bundles.interval = 0.5
+    loader = threading.Thread(target=agent.bundles.serve, args=(agent.stop_event,), daemon=True)
     loader.start()
     try:
         for _ in range(40):

@@ -3,9 +3,14 @@
 A bundle is a checkpoint file (`vad-edge train`) or a calibration bundle (`vad-edge calibrate`), both
 safetensors with vad-edge metadata. A calibration bundle carries a `calibration` section with the raw-score
 threshold chosen on the site's normal footage; a plain checkpoint falls back to a default derived from the
-score statistics of its training data.
+score statistics of its training data. BundleLoader reads every camera's, and reads them again on request.
 """
 
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -13,9 +18,14 @@ from pathlib import Path
 import torch
 
 from vad_edge import precision
+from vad_edge.config import Camera, Config
 from vad_edge.model import checkpoint
 from vad_edge.model.network import STD
 from vad_edge.model.scoring import Scorer
+
+log = logging.getLogger("vad_edge.agent")
+
+RELOAD_INTERVAL = 2.0  # seconds between two reloads of the bundles, however many are asked for
 
 
 @dataclass
@@ -87,3 +97,51 @@ def load_bundle(path: str | Path | None, device: torch.device, precision_name: s
         info = {"id": None, "created": None}
     model_info = {"name": f"std-{model.profile.name}", "sha256": checkpoint.file_sha256(path)}
     return Bundle(path, model, threshold, model_info, info, meta, Scorer(model, precision_name, runtime=runtime))
+
+
+class BundleLoader:
+    """Every camera's bundle, read at start and again on request (SIGHUP, the MQTT `recalibrate` command).
+    Requests are merged and served at most every `interval` seconds by a thread of its own (`serve`), never
+    by the scoring loop: each pass's bundles go to `deliver`, for the loop to swap in."""
+
+    def __init__(self, config: Config, device: torch.device, deliver: Callable[[dict], None]):
+        self.config, self.device, self.deliver = config, device, deliver
+        self.interval = RELOAD_INTERVAL
+        self._wanted = threading.Event()
+
+    def path(self, cam: Camera) -> Path:
+        """The camera's bundle: configured, else what `vad-edge calibrate` left for it, else the default model."""
+        calibrated = self.config.state_dir / "calibration" / f"{cam.name}.safetensors"
+        return cam.bundle or (calibrated if calibrated.exists() else self.config.model.checkpoint)
+
+    def load_all(self) -> dict[str, Bundle | ValueError]:
+        """Every camera's bundle read from disk, or why it could not be (cameras sharing a file share it)."""
+        loaded, by_path = {}, {}
+        for cam in self.config.cameras:
+            path = self.path(cam)
+            if str(path) not in by_path:
+                try:
+                    bundle = load_bundle(path, self.device, self.config.model.precision, self.config.model.runtime)
+                except ValueError as exc:
+                    by_path[str(path)] = exc
+                else:
+                    by_path[str(path)] = bundle
+                    if mismatch := bundle.precision_mismatch():
+                        log.warning("%s", mismatch)
+            loaded[cam.name] = by_path[str(path)]
+        return loaded
+
+    def request(self) -> None:
+        self._wanted.set()
+
+    def serve(self, stop: threading.Event) -> None:
+        """The loader thread's body, until `stop` is set."""
+        last = -math.inf
+        while not stop.is_set():
+            if not self._wanted.wait(0.5):
+                continue
+            if stop.wait(max(0.0, last + self.interval - time.monotonic())):
+                return
+            self._wanted.clear()  # requests from now on ask for another pass
+            last = time.monotonic()
+            self.deliver(self.load_all())

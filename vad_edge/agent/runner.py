@@ -17,7 +17,7 @@ import torch
 import vad_edge
 from vad_edge import ops
 from vad_edge.agent import discovery, preflight
-from vad_edge.agent.bundle import Bundle, load_bundle
+from vad_edge.agent.bundle import Bundle, BundleLoader
 from vad_edge.agent.commands import CommandError, Settings, parse_detect, parse_multiplier, shown
 from vad_edge.agent.delivery import Delivery
 from vad_edge.agent.events import EventTracker, Observation
@@ -33,8 +33,6 @@ from vad_edge.model.scoring import scoring_precision
 from vad_edge.train import pick_device
 
 log = logging.getLogger("vad_edge.agent")
-
-RELOAD_INTERVAL = 2.0  # seconds between two reloads of the bundles, however many are asked for
 
 
 @dataclass
@@ -85,13 +83,12 @@ class Agent:
         self._readers_running = False  # start() ran
         self.started = time.monotonic()
         self.last_loop = time.monotonic()
-        self.reload_interval = RELOAD_INTERVAL
-        self._reload_wanted = threading.Event()
         self._changes: queue.SimpleQueue = queue.SimpleQueue()  # commands and reloads from other threads
+        self.bundles = BundleLoader(config, self.device, lambda loaded: self._changes.put((self._apply_bundles, loaded)))
         self.cameras: dict[str, CameraState] = {}
         self.readers: dict[str, CameraReader] = {}
         self.unusable: dict[str, str] = {}  # camera -> why it cannot score (its bundle): offline, retried on reload
-        loaded = self._load_bundles()
+        loaded = self.bundles.load_all()
         for cam in config.cameras:
             self._add_camera(cam, loaded[cam.name])
         for stale in self.outbox.open_events():  # the agent was killed mid-anomaly: end it, and say why
@@ -126,43 +123,9 @@ class Agent:
         self.readers[cam.name] = CameraReader(cam, bundle.fps, bundle.size, self._on_clip, self._on_status)
         return True
 
-    def _bundle_path(self, cam: Camera):
-        """The camera's bundle: configured, else what `vad-edge calibrate` left for it, else the default model."""
-        calibrated = self.config.state_dir / "calibration" / f"{cam.name}.safetensors"
-        return cam.bundle or (calibrated if calibrated.exists() else self.config.model.checkpoint)
-
-    def _load_bundles(self) -> dict[str, Bundle | ValueError]:
-        """Every camera's bundle read from disk, or why it could not be (cameras sharing a file share it)."""
-        loaded, by_path = {}, {}
-        for cam in self.config.cameras:
-            path = self._bundle_path(cam)
-            if str(path) not in by_path:
-                try:
-                    bundle = load_bundle(path, self.device, self.config.model.precision, self.config.model.runtime)
-                except ValueError as exc:
-                    by_path[str(path)] = exc
-                else:
-                    by_path[str(path)] = bundle
-                    if mismatch := bundle.precision_mismatch():
-                        log.warning("%s", mismatch)
-            loaded[cam.name] = by_path[str(path)]
-        return loaded
-
     def reload(self, *_args) -> None:
-        """SIGHUP or the MQTT `recalibrate` command: re-read every camera's bundle. Requests are merged and
-        served at most every RELOAD_INTERVAL seconds by the loader thread, never by the scoring loop."""
-        self._reload_wanted.set()
-
-    def _reload_forever(self) -> None:
-        last = -math.inf
-        while not self.stop_event.is_set():
-            if not self._reload_wanted.wait(0.5):
-                continue
-            if self.stop_event.wait(max(0.0, last + self.reload_interval - time.monotonic())):
-                return
-            self._reload_wanted.clear()  # requests from now on ask for another pass
-            last = time.monotonic()
-            self._changes.put((self._apply_bundles, self._load_bundles()))
+        """SIGHUP or the MQTT `recalibrate` command: re-read every camera's bundle (BundleLoader)."""
+        self.bundles.request()
 
     def _apply_bundles(self, loaded: dict[str, Bundle | ValueError]) -> None:
         """In the loop: swaps the freshly loaded bundles in (a moment's work)."""
@@ -406,7 +369,7 @@ class Agent:
             self.health.start()
         for reader in self.readers.values():
             reader.start()
-        threading.Thread(target=self._reload_forever, name="bundle-loader", daemon=True).start()
+        threading.Thread(target=self.bundles.serve, args=(self.stop_event,), name="bundle-loader", daemon=True).start()
         self._readers_running = True
 
     def run(self, until=None) -> None:
