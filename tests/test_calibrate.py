@@ -112,9 +112,16 @@ def test_calibrate_a_synthetic_site_and_the_agent_uses_it(tmp_path, tiny_checkpo
     site = tmp_path / "site"
     write_video(site / "a.mp4", make_frames(160, 64, seed=11)[0])
     write_video(site / "b.mp4", make_frames(160, 64, seed=12)[0])
+    # As a technician does on a box: the camera named in the device config, its bundle left in the state
+    # directory, where the agent looks (the camera's source here is a folder of its recorded clips).
+    device_config = tmp_path / "vad-edge.yaml"
+    device_config.write_text(json.dumps({
+        "device_id": "box", "state_dir": str(tmp_path / "state"), "health": {"port": 0},
+        "model": {"checkpoint": str(tiny_checkpoint), "device": "cpu"},
+        "cameras": [{"name": "door", "source": str(site)}, {"name": "yard", "source": "x.mp4"}]}))
+    assert main(["calibrate", "--config", str(device_config), "--camera", "door", "--base", str(tiny_checkpoint),
+                 "--budget", "0.05", "--device", "cpu"]) == 0
     out = tmp_path / "state" / "calibration"
-    assert main(["calibrate", "--source", str(site), "--name", "door", "--base", str(tiny_checkpoint),
-                 "--budget", "0.05", "--out", str(out), "--device", "cpu"]) == 0
     assert priority_asked == [10]
     printed = capsys.readouterr().out
     assert "at 10 fps (the model's rate)" in printed
@@ -156,11 +163,7 @@ def test_calibrate_a_synthetic_site_and_the_agent_uses_it(tmp_path, tiny_checkpo
     from vad_edge import config
     from vad_edge.agent.runner import Agent
 
-    cfg = config.Config.model_validate({
-        "device_id": "box", "state_dir": str(tmp_path / "state"), "health": {"port": 0},
-        "model": {"checkpoint": str(tiny_checkpoint), "device": "cpu"},
-        "cameras": [{"name": "door", "source": str(site / "a.mp4")}, {"name": "yard", "source": "x.mp4"}]})
-    agent = Agent(cfg)
+    agent = Agent(config.load(device_config))
     try:
         assert agent.cameras["door"].bundle.calibration["id"] == report["id"]
         assert agent.cameras["yard"].bundle.calibration["id"] is None

@@ -137,6 +137,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     threads = use_threads(calibration_threads(args.threads, beside_agent=agent_running()))
 
     from vad_edge import config
+    from vad_edge.agent.bundle import calibration_dir
     from vad_edge.calibrate import calibrate, load_footage
     from vad_edge.model import checkpoint
 
@@ -147,7 +148,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         if args.camera not in cams:
             raise config.ConfigError(f"{args.config}: no camera named {args.camera!r} (have: {', '.join(cams)})")
         cam = cams[args.camera]
-        source, name, out = cam.source, cam.name, cfg.state_dir / "calibration"
+        source, name, out = cam.source, cam.name, calibration_dir(cfg)
         rule = {"min_event_frames": cam.min_event_frames, "cooldown": cam.cooldown}
     else:
         source, name, out = args.source, args.name, None

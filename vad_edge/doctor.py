@@ -67,16 +67,14 @@ def check_kernels(config: Config | None) -> list[Row]:
 
 
 def check_models(config: Config) -> list[Row]:
-    from vad_edge.agent.bundle import load_bundle
+    from vad_edge.agent.bundle import camera_bundle_path, load_bundle
     from vad_edge.train import pick_device
 
     rows = []
     for cam in config.cameras:
-        calibrated = config.state_dir / "calibration" / f"{cam.name}.safetensors"
-        path = cam.bundle or (calibrated if calibrated.exists() else config.model.checkpoint)
         try:
-            bundle = load_bundle(path, pick_device(config.model.device), config.model.precision,
-                                 config.model.runtime)
+            bundle = load_bundle(camera_bundle_path(config, cam), pick_device(config.model.device),
+                                 config.model.precision, config.model.runtime)
             kind = "calibrated " + bundle.calibration["created"] if bundle.calibration["id"] else "not calibrated"
             rows.append((f"model {cam.name}", OK if bundle.calibration["id"] else WARN,
                          f"{bundle.path.name}: {bundle.model_info['name']} at {bundle.fps:g} fps, {kind}"))

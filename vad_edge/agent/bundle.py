@@ -99,6 +99,17 @@ def load_bundle(path: str | Path | None, device: torch.device, precision_name: s
     return Bundle(path, model, threshold, model_info, info, meta, Scorer(model, precision_name, runtime=runtime))
 
 
+def calibration_dir(config: Config) -> Path:
+    """Where `vad-edge calibrate --camera NAME` leaves a camera's bundle, as NAME.safetensors."""
+    return config.state_dir / "calibration"
+
+
+def camera_bundle_path(config: Config, cam: Camera) -> Path:
+    """The camera's bundle: configured, else what `vad-edge calibrate` left for it, else the default model."""
+    calibrated = calibration_dir(config) / f"{cam.name}.safetensors"
+    return cam.bundle or (calibrated if calibrated.exists() else config.model.checkpoint)
+
+
 class BundleLoader:
     """Every camera's bundle, read at start and again on request (SIGHUP, the MQTT `recalibrate` command).
     Requests are merged and served at most every `interval` seconds by a thread of its own (`serve`), never
@@ -109,16 +120,11 @@ class BundleLoader:
         self.interval = RELOAD_INTERVAL
         self._wanted = threading.Event()
 
-    def path(self, cam: Camera) -> Path:
-        """The camera's bundle: configured, else what `vad-edge calibrate` left for it, else the default model."""
-        calibrated = self.config.state_dir / "calibration" / f"{cam.name}.safetensors"
-        return cam.bundle or (calibrated if calibrated.exists() else self.config.model.checkpoint)
-
     def load_all(self) -> dict[str, Bundle | ValueError]:
         """Every camera's bundle read from disk, or why it could not be (cameras sharing a file share it)."""
         loaded, by_path = {}, {}
         for cam in self.config.cameras:
-            path = self.path(cam)
+            path = camera_bundle_path(self.config, cam)
             if str(path) not in by_path:
                 try:
                     bundle = load_bundle(path, self.device, self.config.model.precision, self.config.model.runtime)
