@@ -8,7 +8,8 @@ dependencies that machine's Python lacks; `make gpu-wheels` downloads them here)
 (sm_90 only, for speed); every runtime dependency checked by import; the kernel tests on CUDA (half types
 included); compute-sanitizer memcheck and racecheck over every kernel; the kernel benchmark (with % of copy
 bandwidth); scoring throughput (paper and lite x float32/float16/bfloat16 x batch 1/32/128, kernels against
-the reference); the Scorer per precision (float32/float16/bfloat16 x batch 1/8/32); then train the `paper`
+the reference); the Scorer per precision (float32/float16/bfloat16 x batch 1/8/32); the Scorer's weights
+cast to float16 once against autocast's cast on every call (batch 1/8/32); then train the `paper`
 profile on Ped2 (bf16) in the time left, evaluate it in `auto` (float16) and in float32, and keep the
 checkpoint in float16. Ped2 must travel inside the checkout: copy ../shared/data/ped2-video to data/ped2-video
 (git ignores data/).
@@ -86,6 +87,8 @@ def markdown(summary: dict) -> str:
                          f"{row['reference_clips_per_s']:.0f} | {row['ms_per_batch']:.2f} |")
     if summary.get("precision"):
         lines += ["", "## The Scorer per precision (clips/s)", "", summary["precision"].strip()]
+    if summary.get("cast"):
+        lines += ["", "## The Scorer's weights cast once, against on every call", "", summary["cast"].strip()]
     if summary.get("eval"):
         e = summary["eval"]
         lines += ["", "## Trained model on Ped2", "", f"micro {e['auc_micro']:.1f}, macro {e['auc_macro']:.1f}, "
@@ -219,6 +222,13 @@ def main() -> int:
                            "--seconds", "1.5"]
     r = s.run("precision throughput", [PYTHON, "benchmarks/precision.py", "--device", device, *precisions], limit=120)
     s.summary["precision"] = r["output"][r["output"].find("| precision"):] if "| precision" in r["output"] else None
+
+    # 5c. The Scorer's weights cast once against autocast's cast on every call: on the H100 of 2026-12-05
+    # autocast ran `lite` at batch 1 at 0.72x float32, a model cast whole at 1.33x.
+    cast = ["--cast", "bfloat16", "--batches", "1", "--seconds", "0.05"] if args.tiny \
+        else ["--cast", "float16", "--batches", "1,8,32", "--threads", "1", "--seconds", "1"]
+    r = s.run("weights cast once", [PYTHON, "benchmarks/precision.py", "--device", device, *cast], limit=90)
+    s.summary["cast"] = r["output"][r["output"].find("| batch"):] if "| batch" in r["output"] else None
 
     # 6. Train paper on Ped2 in the time left (bf16), keep float16, evaluate.
     data = Path(args.data)

@@ -6,6 +6,7 @@ camera's budget.
     python benchmarks/precision.py --live          # lite 128 / lite 160 / wide lite / paper 256 in `auto`
     python benchmarks/precision.py --auc ../shared/data/ped2 [--precisions float32,bfloat16]
     python benchmarks/precision.py --device cuda --precisions float32,float16,bfloat16 --threads 1
+    python benchmarks/precision.py --cast bfloat16 [--batches 1,8] [--threads 1]   # weights cast once or per call
 
 Prints which precision `auto` takes on this machine, and why. Each cell runs at least one batch, so a
 precision this CPU only emulates still gives a (slow) figure instead of an endless run.
@@ -19,7 +20,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from vad_edge import precision
+from vad_edge import ops, precision
 from vad_edge.eval import frame_metrics
 from vad_edge.data import load_split
 from vad_edge.model import checkpoint
@@ -71,6 +72,40 @@ def live(seconds: float, threads: int, runtime: str) -> None:
               flush=True)
 
 
+def cast_once(name: str, batches: list[int], threads: int, seconds: float, device: str, reps: int = 5) -> None:
+    """The Scorer, whose networks run on weights cast to `name` once, against the same model under plain
+    autocast, which casts them on every call (the Scorer before 2026-12-06): the same scores to the bit,
+    clips/s per batch as the median of `reps` interleaved runs. Without the object-speed term (OpenCV on
+    the CPU, the same in both), so that the two paths do the same work."""
+    torch.set_num_threads(threads)
+    model, _ = checkpoint.load(checkpoint.shipped("lite"), pick_device(device))
+    model.fusion = replace(model.fusion, speed=None)
+    scorer = Scorer(model, name)
+    dtype, kind = scorer.precision.dtype, scorer.device.type
+
+    @torch.no_grad()
+    def per_call(windows):
+        with torch.autocast(kind, dtype=dtype):
+            return model.score(ops.prepare_clip(windows.to(scorer.device))[0])
+
+    print("| batch | weights cast once (Scorer), clips/s | cast on every call, clips/s | ratio | same scores |")
+    print("|---:|---:|---:|---:|---|")
+    for batch in batches:
+        size = model.profile.size
+        windows = torch.randint(0, 256, (batch, 5, size, size, 3), dtype=torch.uint8)
+        same = torch.equal(scorer.score(windows).raw, per_call(windows).raw)
+        rates = {"once": [], "per call": []}
+        for _ in range(reps):
+            for label, score in (("once", scorer.score), ("per call", per_call)):
+                count, started = 0, time.perf_counter()
+                while count == 0 or time.perf_counter() - started < seconds:
+                    score(windows)
+                    count += batch
+                rates[label].append(count / (time.perf_counter() - started))
+        once, every = np.median(rates["once"]), np.median(rates["per call"])
+        print(f"| {batch} | {once:.1f} | {every:.1f} | {once / every:.2f}x | {'yes' if same else 'NO'} |", flush=True)
+
+
 def auc(data: str, precisions: list[str], device: str) -> None:
     model, meta = checkpoint.load(checkpoint.shipped("lite"), pick_device(device))
     videos = load_split(data, "testing", model.profile.size, checkpoint.frame_rate(meta))
@@ -95,6 +130,7 @@ def main() -> None:
     parser.add_argument("--precisions", default="float32,bfloat16")
     parser.add_argument("--batches", default="1,2,4,8")
     parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--cast", metavar="PRECISION", help="weights cast once against on every call, in PRECISION")
     parser.add_argument("--live", action="store_true", help="model sizes against one 10 fps camera, in auto")
     parser.add_argument("--auc", metavar="DATA", help="Ped2-style dataset: AUC and score agreement per precision")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (the GPU session passes cuda)")
@@ -104,7 +140,10 @@ def main() -> None:
     print(f"# {auto.reason} -> auto = {auto.name}; torch {torch.__version__}, "
           f"{torch.backends.cpu.get_cpu_capability()}\n", file=sys.stderr)
     precisions = args.precisions.split(",")
-    if args.auc:
+    if args.cast:
+        cast_once(args.cast, [int(b) for b in args.batches.split(",")], int(args.threads.split(",")[0]),
+                  args.seconds, args.device)
+    elif args.auc:
         auc(args.auc, precisions, args.device)
     elif args.live:
         live(args.seconds, int(args.threads.split(",")[-1]), args.runtime)

@@ -21,7 +21,8 @@ def test_gpu_session_tiny_mode_runs_every_step(tmp_path, monkeypatch):
     summary = json.loads((out / "summary.json").read_text())
     ran = {step: r["rc"] for step, r in summary["steps"].items()}
     assert ran == {"dependencies": 0, "backend": 0, "kernel tests": 0, "sanitizer memcheck": "skipped",
-                   "sanitizer racecheck": "skipped", "kernel benchmark": 0, "scoring throughput": 0, "precision throughput": 0, "train paper": 0,
+                   "sanitizer racecheck": "skipped", "kernel benchmark": 0, "scoring throughput": 0, "precision throughput": 0,
+                   "weights cast once": 0, "train paper": 0,
                    "float16 checkpoint": 0, "evaluate": 0, "evaluate float32": 0}
     assert "passed" in summary["steps"]["kernel tests"]["result"]
     assert summary["scoring"] and all(row["kernels_clips_per_s"] > 0 for row in summary["scoring"])
@@ -31,6 +32,7 @@ def test_gpu_session_tiny_mode_runs_every_step(tmp_path, monkeypatch):
     assert "## Scoring throughput" in (out / "summary.md").read_text()
     assert "| bfloat16 | 1 |" in summary["precision"] and "The same model in float32" in (out / "summary.md").read_text()
     assert 0 <= summary["eval_float32"]["auc_micro"] <= 100
+    assert "| 1 |" in summary["cast"] and "| yes |" in summary["cast"]  # the same scores, to the bit
 
 
 def test_the_session_names_the_dependencies_that_must_travel_as_wheels(monkeypatch):

@@ -66,6 +66,35 @@ def test_the_scorer_scores_as_the_model_does_in_float32_and_close_to_it_in_bfloa
     assert not torch.equal(half.raw.double(), exact.raw.double())  # it did run in another format
 
 
+def test_the_scorer_casts_the_weights_once_and_follows_a_trainers_steps(tiny_checkpoint):
+    """The Scorer keeps the convolutions' weights cast to bfloat16 between calls, where autocast casts them
+    on every call: the scores must be autocast's to the bit, and a training step between two calls (as
+    calibrate takes them) must reach the next scores."""
+    from vad_edge import ops
+
+    model, _ = checkpoint.load(tiny_checkpoint)
+    scorer = Scorer(model, "bfloat16")
+    windows = frames(3, model.profile.size, seed=2)
+
+    def autocast_scores():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            raw = model.score(ops.prepare_clip(windows)[0]).raw
+        return raw + torch.as_tensor(speed_term(windows, model.fusion.speed), dtype=raw.dtype)
+
+    before = scorer.score(windows).raw
+    cast = scorer._cast[1]
+    assert torch.equal(before, autocast_scores())
+    assert torch.equal(scorer.score(windows).raw, before) and scorer._cast[1] is cast  # not cast again
+
+    model.train()
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(ops.prepare_clip(windows)[0]).d_hat.square().mean().backward()
+    optimiser.step()
+    after = scorer.score(windows).raw
+    assert scorer._cast[1] is not cast
+    assert torch.equal(after, autocast_scores()) and not torch.equal(after, before)
+
+
 def test_a_bundle_fitted_in_another_precision_says_so(tmp_path, tiny_checkpoint):
     from vad_edge.agent.bundle import load_bundle
 

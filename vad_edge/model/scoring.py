@@ -12,14 +12,19 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+from torch.func import functional_call
 from tqdm import tqdm
 
 from vad_edge import ops
 from vad_edge.data import ClipDataset, Video
 from vad_edge import precision
 from vad_edge.model import fusion
-from vad_edge.model.network import STD, Scores
+from vad_edge.model.network import STD, Outputs, Scores
 from vad_edge.model.object_speed import Perspective, clip_objects
+
+
+# The layers autocast runs in the low precision, and so casts their weights to it on every call.
+LOW_PRECISION_LAYERS = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
 
 
 def device_of(model: torch.nn.Module) -> torch.device:
@@ -37,6 +42,7 @@ class Scorer:
         self.runtime = runtime
         self.precision = scoring_precision(precision_name, runtime, self.device)
         self.runner = None
+        self._cast = ((), {})  # (what the weights were when cast, the cast weights): see _networks
         if runtime != "torch":
             from vad_edge.export import runner_for
 
@@ -55,6 +61,25 @@ class Scorer:
         self.model.eval()
         return ops.prepare_clip(frames.to(self.device))[0]
 
+    def _networks(self, clip: torch.Tensor) -> Outputs:
+        """The networks' outputs, in the scorer's precision. Autocast casts every convolution's weights
+        again on every call, and a live camera scores one clip a call: the weights are cast once instead,
+        and again only once they have changed (a trainer's step between two calls), and the networks run on
+        those, under autocast as before. The arithmetic is the same, to the bit. On this project's CPU the
+        gain is within its noise. On a GPU, where scoring one clip is bound by kernel launches, autocast's
+        casts are 45 of each call's launches for the lite model; `benchmarks/precision.py --cast` (a step of
+        `make gpu-session`) measures what that costs there, which no GPU has run yet."""
+        if self.precision.name == "float32":
+            return self.model(clip)
+        weights = {f"{layer_name}.{name}": weight for layer_name, layer in self.model.named_modules()
+                   if isinstance(layer, LOW_PRECISION_LAYERS) for name, weight in layer.named_parameters(recurse=False)}
+        # A tensor's version counter moves with every in-place change (an optimiser's step, load_state_dict).
+        state = tuple((id(w), w._version, w.data_ptr()) for w in weights.values())
+        if state != self._cast[0]:
+            self._cast = (state, {name: w.detach().to(self.precision.dtype) for name, w in weights.items()})
+        with self._autocast():
+            return functional_call(self.model, self._cast[1], (clip,))
+
     @torch.no_grad()
     def score(self, frames: torch.Tensor) -> Scores:
         """Scores of uint8 windows [N,5,H,W,3] (OpenCV's BGR), in one pass."""
@@ -62,8 +87,9 @@ class Scorer:
         if self.runner:
             scores = self.runner.score(clip)
         else:
+            out = self._networks(clip)
             with self._autocast():
-                scores = self.model.score(clip)
+                scores = self.model.score_outputs(out, clip)
         speed = self.model.fusion.speed
         if speed is None:
             return scores
@@ -80,8 +106,9 @@ class Scorer:
         clip = self._clip(frames)
         if self.runner:
             return self.runner.score_terms(clip, grid).double().cpu()
+        out = self._networks(clip)
         with self._autocast():
-            return self.model.score_terms(clip, grid).double().cpu()
+            return self.model.terms_of_outputs(out, clip, grid).double().cpu()
 
     def describe(self) -> dict:
         return {"device": str(self.device), "runtime": self.runtime, "precision": self.precision.name,
