@@ -9,8 +9,9 @@ from scipy import stats
 
 from step_clock import StepClock
 from vad_edge.agent.bundle import load_bundle
-from vad_edge.calibrate import (FootageError, calibrate, check_footage, choose_threshold, cluster_maxima,
-                                events_per_hour, split_by_time, sustained, tail_of)
+from vad_edge.calibrate import (QUIET_HOLDOUT_SHARE, FootageError, busier_than_holdout, calibrate, check_footage,
+                                choose_threshold, cluster_maxima, events_per_hour, split_by_time, sustained,
+                                tail_of)
 from vad_edge.cli import main
 from vad_edge.data.synthetic import make_frames, write_video
 from vad_edge.data.videos import Video
@@ -106,6 +107,17 @@ def test_split_by_time():
     assert [v.name for v in held] == ["2[holdout]"]
 
 
+def test_a_holdout_quieter_than_the_rest_of_the_footage_is_told_apart():
+    """The threshold comes from the footage's last quarter alone: the report must say when that quarter was
+    quieter than the rest, and keep quiet when it was like it."""
+    frames, _ = make_frames(150, 32, seed=3)
+    alike = split_by_time([video(frames, f"copy{i}") for i in range(4)])  # the hold-out: the fourth copy
+    assert busier_than_holdout(*alike) < QUIET_HOLDOUT_SHARE
+    still = np.repeat(frames[-1:], 150, axis=0)  # the walkers stop for the footage's last quarter
+    quiet = split_by_time([video(frames, "copy0"), video(frames, "copy1"), video(frames, "copy2"), video(still)])
+    assert busier_than_holdout(*quiet) > 0.9
+
+
 def test_calibrate_a_synthetic_site_and_the_agent_uses_it(tmp_path, tiny_checkpoint, monkeypatch, capsys,
                                                           priority_asked):
     monkeypatch.setenv("VAD_EDGE_CACHE", str(tmp_path / "cache"))
@@ -136,6 +148,8 @@ def test_calibrate_a_synthetic_site_and_the_agent_uses_it(tmp_path, tiny_checkpo
     assert clusters["count"] < clusters["needed_for_a_fit"] and clusters["above"] > 0
     assert "90th percentile" in clusters["above_means"]
     assert report["advice"] in printed and "minutes of footage" in report["advice"]
+    busier = report["fit_clips_busier_than_holdout_p99"]
+    assert 0 <= busier <= 1 and ("quieter than the rest" in report["advice"]) == (busier > QUIET_HOLDOUT_SHARE)
     steps = report["training_iterations"]
     assert (f"{steps['pretrain']} autoencoder and {steps['finetune']} fine-tuning iterations of the appearance "
             "(the motion U-Net as shipped)") in printed
