@@ -330,7 +330,7 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
     busier = busier_than_holdout(fit, holdout)
     if busier > QUIET_HOLDOUT_SHARE:
         advice.append(f"The hold-out (the footage's last {HOLDOUT_FRACTION:.0%}) was quieter than the rest: "
-                      f"{busier:.0%} of the other clips move more than its busiest 1 %. Expect more false alarms "
+                      f"{busier:.0%} of the other clips move more than its busiest 1%. Expect more false alarms "
                       f"than this report says at busy times. Calibrate on footage that ends in a busy hour.")
     calibration = {
         "id": str(uuid.uuid4()), "created": created, "camera": camera, **choice.report(),
