@@ -33,7 +33,11 @@ fitted on the scene's normal training clips only: no test label chooses anything
   at twice the input's side; plus the rarity of a moving thing's place, log((the busiest cell's count + 1)
   / (its cell's count + 1)) over a 16 x 16 count of the normal things' centroids, as a fourth term; and the
   three terms each divided by its normal standard deviation instead of its mean (the z-score's weights).
-- causal: the standardised score averaged over the last 5 clips (what a live box can do).
+- tail evidence: each of the shipped score's three terms as -log P(a normal clip's term >= it), empirical
+  below the normal 90th percentile and an exponential tail fitted to the normal excess above it, so that
+  each term's rare values weigh alike whatever its spread; summed, or the largest of the three.
+- causal: the standardised, `motion-cluster` and shipped scores averaged over the last 5 clips (what a live
+  box can do).
 
 A second table gives the AUC within each test video of the shipped score and its three terms: where the
 pooled AUCs lose.
@@ -143,6 +147,16 @@ def plus(scores: list[np.ndarray], normal: list[np.ndarray], term: list[np.ndarr
     return [s + t / mean for s, t in zip(scores, term)]
 
 
+def tail_evidence(normal: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """-log P(normal >= x): the empirical share below the normal 90th percentile q; above it, an exponential
+    tail, 0.1 exp(-(x - q) / b), b the normal values' mean excess over q."""
+    q = np.quantile(normal, 0.9)
+    b = max((normal[normal > q] - q).mean(), 1e-12)
+    ranked = np.sort(normal)
+    empirical = (len(ranked) - np.searchsorted(ranked, x, side="left") + 1) / (len(ranked) + 1)
+    return -np.log(np.where(x > q, 0.1 * np.exp(-(x - q) / b), empirical))
+
+
 def causal_mean(series: np.ndarray, clips: int) -> np.ndarray:
     """The mean of each score and the clips before it (fewer at the start of a video)."""
     sums = np.cumsum(series)
@@ -203,7 +217,13 @@ def rows_for(scorer: Scorer, data: str, fps: float) -> tuple[dict[str, list[np.n
     normal_three = np.column_stack([normal_terms[:, 1], normal_terms[:, 2], np.concatenate(normal_speed)])
     rows["motion, cluster map and object speed, each ÷ its normal standard deviation"] = [
         np.column_stack([t[:, 1], t[:, 2], o]) @ (1.0 / normal_three.std(axis=0)) for t, o in zip(terms, speed)]
-    for name in ("standardised a + m + c", "standardised without appearance"):
+    evidence = [np.column_stack([tail_evidence(normal_three[:, k], x) for k, x in enumerate((t[:, 1], t[:, 2], o))])
+                for t, o in zip(terms, speed)]
+    rows["motion, cluster map and object speed, each's tail evidence on normal clips, summed"] = [
+        e.sum(axis=1) for e in evidence]
+    rows["motion, cluster map and object speed, each's tail evidence on normal clips, the largest"] = [
+        e.max(axis=1) for e in evidence]
+    for name in ("standardised a + m + c", "standardised without appearance", SHIPPED):
         rows[f"{name}, causal mean of {CAUSAL_CLIPS} clips"] = [causal_mean(s, CAUSAL_CLIPS) for s in rows[name]]
     rows["frame difference, lag 1 (no learning)"] = lag1
     rows["frame difference, lag 4 (no learning)"] = energies
