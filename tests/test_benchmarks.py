@@ -28,7 +28,11 @@ def test_ablation_prints_every_row_per_scene(tmp_path, tiny_checkpoint):
                  "standardised without appearance + object speed per band of rows only ÷ its normal mean",
                  "standardised without appearance + object speed, things found at twice the input side",
                  "standardised without appearance + object speed + place rarity, each ÷ its normal mean",
-                 "motion, cluster map and object speed, each ÷ its normal standard deviation"):
+                 "motion, cluster map and object speed, each ÷ its normal standard deviation",
+                 "motion, cluster map and object speed, each's tail evidence on normal clips, summed",
+                 "motion, cluster map and object speed, each's tail evidence on normal clips, the largest",
+                 "standardised without appearance + object speed against perspective ÷ its normal mean, causal mean "
+                 "of 5 clips"):
         assert name in names
     aucs = [float(r[3]) for r in rows if len(r) == 6]
     assert aucs and all(0 <= a <= 100 for a in aucs)
