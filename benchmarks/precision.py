@@ -101,6 +101,8 @@ def cast_once(name: str, batches: list[int], threads: int, seconds: float, devic
                 while count == 0 or time.perf_counter() - started < seconds:
                     score(windows)
                     count += batch
+                if kind == "cuda":  # what was queued counts once it has run
+                    torch.cuda.synchronize(scorer.device)
                 rates[label].append(count / (time.perf_counter() - started))
         once, every = np.median(rates["once"]), np.median(rates["per call"])
         print(f"| {batch} | {once:.1f} | {every:.1f} | {once / every:.2f}x | {'yes' if same else 'NO'} |", flush=True)
