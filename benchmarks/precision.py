@@ -31,15 +31,23 @@ from vad_edge.train import pick_device
 LIVE_FPS = 10.0  # the shipped model's rate: a camera asks this many clips a second
 
 
+def rate(score, windows: torch.Tensor, seconds: float, device: torch.device) -> float:
+    """Clips/s of score(windows) over at least `seconds` and one call; on CUDA, what was queued counts once
+    it has run."""
+    count, started = 0, time.perf_counter()
+    while count == 0 or time.perf_counter() - started < seconds:
+        score(windows)
+        count += len(windows)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return count / (time.perf_counter() - started)
+
+
 def clips_per_second(scorer: Scorer, batch: int, seconds: float) -> float:
     size = scorer.model.profile.size
     windows = torch.randint(0, 256, (batch, 5, size, size, 3), dtype=torch.uint8)
     scorer.score(windows)  # warm-up
-    count, started = 0, time.perf_counter()
-    while count == 0 or time.perf_counter() - started < seconds:
-        scorer.score(windows)
-        count += batch
-    return count / (time.perf_counter() - started)
+    return rate(scorer.score, windows, seconds, scorer.device)
 
 
 def grid(precisions: list[str], batches: list[int], threads: list[int], seconds: float, device: str,
@@ -97,13 +105,7 @@ def cast_once(name: str, batches: list[int], threads: int, seconds: float, devic
         rates = {"once": [], "per call": []}
         for _ in range(reps):
             for label, score in (("once", scorer.score), ("per call", per_call)):
-                count, started = 0, time.perf_counter()
-                while count == 0 or time.perf_counter() - started < seconds:
-                    score(windows)
-                    count += batch
-                if kind == "cuda":  # what was queued counts once it has run
-                    torch.cuda.synchronize(scorer.device)
-                rates[label].append(count / (time.perf_counter() - started))
+                rates[label].append(rate(score, windows, seconds, scorer.device))
         once, every = np.median(rates["once"]), np.median(rates["per call"])
         print(f"| {batch} | {once:.1f} | {every:.1f} | {once / every:.2f}x | {'yes' if same else 'NO'} |", flush=True)
 
