@@ -24,6 +24,7 @@ from vad_edge.model.scoring import Scorer, fit_fusion, score_videos
 from vad_edge.precision import fitted as precision_fitted
 
 PIXEL_GRID = 64
+FRAME_CHUNK = 256  # frames frame_difference_scores takes at once
 
 
 def inverted_regularity(raw: np.ndarray) -> np.ndarray:
@@ -41,9 +42,13 @@ def frame_difference_scores(videos: list[Video], lag: int = 1) -> list[np.ndarra
         raise ValueError(f"lag: expected 1 to 4 frames, got {lag}")
     scores = []
     for video in videos:
-        now = torch.from_numpy(video.frames[4:]).float()
-        before = torch.from_numpy(video.frames[4 - lag:len(video.frames) - lag]).float()
-        scores.append(((now - before) / 255.0).pow(2).mean(dim=(1, 2, 3)).double().numpy())
+        frames, chunks = torch.from_numpy(video.frames), []
+        # A chunk of frames at a time in float32: a calibration's one long recording would take gigabytes at once.
+        for start in range(4, len(frames), FRAME_CHUNK):
+            end = min(start + FRAME_CHUNK, len(frames))
+            now, before = frames[start:end].float(), frames[start - lag:end - lag].float()
+            chunks.append(((now - before) / 255.0).pow(2).mean(dim=(1, 2, 3)))
+        scores.append(torch.cat(chunks).double().numpy() if chunks else np.zeros(0))
     return scores
 
 
