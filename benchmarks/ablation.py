@@ -46,8 +46,8 @@ A third table, on the training clips (normal footage only), says how much of eac
 of motion: the correlation of its frame score with the clip's own F4 - F0 energy (the lag-4 frame
 difference). `--plot` draws those frames as one scatter per term (the first scene's).
 
-    python benchmarks/ablation.py --scene ../shared/data/ped2 \
-        --scene ../shared/data/ped1-dev=calibration/ped1.safetensors [--runtime openvino] [--plot PNG]
+    python benchmarks/ablation.py --scene data/ped2 \
+        --scene data/ped1-dev=calibration/ped1.safetensors [--runtime openvino] [--plot PNG]
 """
 
 import argparse
@@ -58,10 +58,12 @@ import numpy as np
 from tqdm import tqdm
 
 from vad_edge.data import load_split
-from vad_edge.eval import frame_difference_scores, frame_metrics
+from vad_edge.eval import frame_metrics
+from vad_edge.runtime.batch import frame_difference_scores
 from vad_edge.model import checkpoint, fusion
 from vad_edge.model.object_speed import NO_CELLS, Perspective, flow_speed
-from vad_edge.model.scoring import Scorer, moving_things, term_means
+from vad_edge.runtime.batch import moving_things, term_means
+from vad_edge.runtime.scorer import Scorer
 
 TERM_NAMES = ("appearance", "motion", "cluster map")
 SHIPPED = "standardised without appearance + object speed against perspective ÷ its normal mean"
@@ -262,7 +264,7 @@ def main() -> None:
     parser.add_argument("--runtime", default="torch", help="torch, onnxruntime or openvino (float32)")
     parser.add_argument("--plot", help="PNG: the training frames' terms against their F4 - F0 energy")
     args = parser.parse_args()
-    scenes = args.scene or [parse_scene("../shared/data/ped2")]
+    scenes = args.scene or [parse_scene("data/ped2")]
     print("| scene | checkpoint | frame score | micro | macro | raw |")
     print("|---|---|---|---:|---:|---:|")
     correlations, per_video = [], []

@@ -4,9 +4,9 @@ rule over the test clips and measure what a site would see:
 false alarms per hour on normal stretches, event-level recall (anomalous intervals that got an event),
 detection delay, and the frame-level AUC of the calibrated model.
 
-    python benchmarks/calibration_site.py [--data ../shared/data/ped2] [--budget 20] [--target 1]
-    python benchmarks/calibration_site.py --data ../shared/data/ped1-dev --bundle B.safetensors   # measure only
-    python benchmarks/calibration_site.py --data ../shared/data/ped1-dev --budget 5 --budget 10 --budget 20 \
+    python benchmarks/calibration_site.py [--data data/ped2] [--budget 20] [--target 1]
+    python benchmarks/calibration_site.py --data data/ped1-dev --bundle B.safetensors   # measure only
+    python benchmarks/calibration_site.py --data data/ped1-dev --budget 5 --budget 10 --budget 20 \
         --threads 2    # how accuracy grows with calibrate's budget: a row per budget, and a PNG against iterations
 
 Ped2's test set has only ~6 minutes of footage and under a minute of it is normal, so its false-alarm count
@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vad_edge.agent.bundle import load_bundle
+from vad_edge.runtime.bundle import load_bundle
 from vad_edge.agent.events import EventTracker, Observation
 from vad_edge.calibrate import calibrate
 from vad_edge.cpu_share import use_threads
 from vad_edge.data import load_split
 from vad_edge.eval import frame_metrics
 from vad_edge.model import checkpoint
-from vad_edge.model.scoring import score_videos
+from vad_edge.runtime.batch import score_videos
 
 FPS = 10.0  # the UCSD sets' frame rate
 
@@ -198,7 +198,7 @@ def plot_budgets(path: Path, results: list[dict], title: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="../shared/data/ped2")
+    parser.add_argument("--data", default="data/ped2")
     parser.add_argument("--base", help="base checkpoint (default: the shipped lite)")
     parser.add_argument("--bundle", help="an existing calibration bundle: skip calibrating, only measure")
     parser.add_argument("--budget", type=float, action="append",

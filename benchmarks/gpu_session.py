@@ -11,7 +11,7 @@ bandwidth); scoring throughput (paper and lite x float32/float16/bfloat16 x batc
 the reference); the Scorer per precision (float32/float16/bfloat16 x batch 1/8/32); the Scorer's weights
 cast to float16 once against autocast's cast on every call (batch 1/8/32); then train the `paper`
 profile on Ped2 (bf16) in the time left, evaluate it in `auto` (float16) and in float32, and keep the
-checkpoint in float16. Ped2 must travel inside the checkout: copy ../shared/data/ped2-video to data/ped2-video
+checkpoint in float16. Ped2 must travel inside the checkout, as video files in data/ped2-video
 (git ignores data/).
 
 OUT receives: summary.json and summary.md (every step's result), session.log (every step's output),
@@ -245,7 +245,7 @@ def main() -> int:
     profile = ["--profile", "tiny", "--pretrain-iters", "3", "--iters", "3", "--kmeans-batches", "2",
                "--kmeans-points", "200"] if args.tiny else ["--profile", "paper", "--batch", "16"]
     r = s.run("train paper", [PYTHON, "-m", "vad_edge.cli", "train", "--data", str(data), "--out", str(model), *profile,
-                              "--max-minutes", f"{train_minutes:.2f}", "--precision", "bf16" if not args.tiny else "fp32",
+                              "--max-minutes", f"{train_minutes:.2f}", "--precision", "bfloat16" if not args.tiny else "float32",
                               "--device", device], limit=60 * train_minutes + 90)
     s.summary["steps"]["train paper"]["result"] = tail(r["output"], 1)
     if model.exists():

@@ -2,7 +2,7 @@
 a labelled dataset (Ped2) for the given checkpoints.
 
     python benchmarks/model.py --throughput [--lite-sizes 128,160]  # both profiles, CPU (and CUDA)
-    python benchmarks/model.py --accuracy --data ../shared/data/ped2 --checkpoint lite.safetensors ...
+    python benchmarks/model.py --accuracy --data data/ped2 --checkpoint lite.safetensors ...
     python benchmarks/model.py --training-variants lite             # bf16, channels_last, compile on the CPU
     python benchmarks/model.py --scoring --device cuda [--json out.json] # profile x dtype x batch, kernels vs reference
 """
@@ -52,7 +52,7 @@ def throughput(devices: list[torch.device], lite_sizes: list[int]) -> None:
             def score(clip):
                 model.eval()
                 with torch.no_grad():
-                    model.score(clip)
+                    model.pixel_score(clip)
 
             clip1 = clip8[:1].contiguous()
             row = [clips_per_second(train_step, 8, device), clips_per_second(lambda: score(clip1), 1, device),
@@ -113,7 +113,7 @@ def scoring(device: torch.device, profiles: list[str], dtypes: list[str], batche
                 for path in ("kernels", "reference"):
                     model.set_use_kernels(path == "kernels")
                     with torch.no_grad():
-                        measured[path] = clips_per_second(lambda: model.score(clip), batch, device, seconds)
+                        measured[path] = clips_per_second(lambda: model.pixel_score(clip), batch, device, seconds)
                 model.set_use_kernels(True)
                 row = {"profile": name, "dtype": dtype_name, "batch": batch, "kernels_clips_per_s": measured["kernels"],
                        "reference_clips_per_s": measured["reference"], "ms_per_batch": 1e3 * batch / measured["kernels"]}
@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--lite-sizes", default="128", help="--throughput: input sides of lite to measure")
     parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
     parser.add_argument("--json", help="also write the --scoring rows here")
-    parser.add_argument("--data", default="../shared/data/ped2")
+    parser.add_argument("--data", default="data/ped2")
     parser.add_argument("--checkpoint", action="append", default=[])
     parser.add_argument("--out", default="bench-out")
     args = parser.parse_args()

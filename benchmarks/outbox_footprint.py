@@ -1,4 +1,4 @@
-"""What the outbox takes of a small state disk: the agent's outbox and publisher on a real mosquitto, with
+"""What the outbox takes of a small state disk: the agent's outbox and event sender on a real mosquitto, with
 the state folder on a tmpfs of --disk-mb (root: it mounts one).
 
 Three phases, one table:
@@ -19,7 +19,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vad_edge.agent.mqtt import Publisher
+from vad_edge.agent.delivery import EventSender
+from vad_edge.agent.mqtt import MqttClient
 from vad_edge.agent.outbox import Outbox, StorageError, default_max_bytes
 from vad_edge.config import Config
 from vad_edge.demo import LocalBroker
@@ -55,20 +56,21 @@ def main() -> None:
                                  "mqtt": {"host": "127.0.0.1", "port": broker.port}, "cameras": [
                                      {"name": "door", "source": "x.mp4"}]})
     outbox = Outbox(disk / "outbox.sqlite", max_bytes=default_max_bytes(disk))
-    publisher = Publisher(cfg, outbox, lambda *a: None)
-    publisher.start()
+    mqtt = MqttClient(cfg, lambda *a: None)
+    sender = EventSender(outbox, mqtt)
+    mqtt.start()
     rows = []
     try:
-        wait(lambda: publisher.connected)
+        wait(lambda: mqtt.connected)
         largest = largest_wal = 0
         for n in tqdm(range(args.events), desc="delivered one by one", unit="event"):
-            publisher.send(outbox.add("vad-edge/bench/cameras/door/events", event(n)))
+            sender.send(outbox.add("vad-edge/bench/cameras/door/events", event(n)))
             wait(lambda: outbox.depth() == 0)
             usage = outbox.disk_usage()
             largest, largest_wal = max(largest, usage["bytes"]), max(largest_wal, usage["wal_bytes"])
         rows.append(("delivered", f"{args.events} events acknowledged", largest, largest_wal))
 
-        publisher.stop()  # the broker is away from now on: events pile up
+        mqtt.stop()  # the broker is away from now on: events pile up
         n0 = args.events
         for n in tqdm(range(n0, n0 + 4 * args.events), desc="backlog", unit="event"):
             outbox.add("t", event(n))

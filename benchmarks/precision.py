@@ -4,7 +4,7 @@ camera's budget.
 
     python benchmarks/precision.py [--seconds 3] [--precisions float32,bfloat16] [--batches 1,2,4,8]
     python benchmarks/precision.py --live          # lite 128 / lite 160 / wide lite / paper 256 in `auto`
-    python benchmarks/precision.py --auc ../shared/data/ped2 [--precisions float32,bfloat16]
+    python benchmarks/precision.py --auc data/ped2 [--precisions float32,bfloat16]
     python benchmarks/precision.py --device cuda --precisions float32,float16,bfloat16 --threads 1
     python benchmarks/precision.py --cast bfloat16 [--batches 1,8] [--threads 1]   # weights cast once or per call
 
@@ -20,13 +20,14 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from vad_edge import ops, precision
+from vad_edge import ops
 from vad_edge.eval import frame_metrics
 from vad_edge.data import load_split
 from vad_edge.model import checkpoint
 from vad_edge.model.network import PROFILES, STD, resized
-from vad_edge.model.scoring import Scorer, score_videos
-from vad_edge.train import pick_device
+from vad_edge.runtime.batch import score_videos
+from vad_edge.runtime.scorer import Scorer
+from vad_edge.runtime.hardware import choose, pick_device
 
 LIVE_FPS = 10.0  # the shipped model's rate: a camera asks this many clips a second
 
@@ -46,8 +47,8 @@ def rate(score, windows: torch.Tensor, seconds: float, device: torch.device) -> 
 def clips_per_second(scorer: Scorer, batch: int, seconds: float) -> float:
     size = scorer.model.profile.size
     windows = torch.randint(0, 256, (batch, 5, size, size, 3), dtype=torch.uint8)
-    scorer.score(windows)  # warm-up
-    return rate(scorer.score, windows, seconds, scorer.device)
+    scorer.shipped_score(windows)  # warm-up
+    return rate(scorer.shipped_score, windows, seconds, scorer.device)
 
 
 def grid(precisions: list[str], batches: list[int], threads: list[int], seconds: float, device: str,
@@ -94,17 +95,17 @@ def cast_once(name: str, batches: list[int], threads: int, seconds: float, devic
     @torch.no_grad()
     def per_call(windows):
         with torch.autocast(kind, dtype=dtype):
-            return model.score(ops.prepare_clip(windows.to(scorer.device))[0])
+            return model.pixel_score(ops.prepare_clip(windows.to(scorer.device))[0])
 
     print("| batch | weights cast once (Scorer), clips/s | cast on every call, clips/s | ratio | same scores |")
     print("|---:|---:|---:|---:|---|")
     for batch in batches:
         size = model.profile.size
         windows = torch.randint(0, 256, (batch, 5, size, size, 3), dtype=torch.uint8)
-        same = torch.equal(scorer.score(windows).raw, per_call(windows).raw)
+        same = torch.equal(scorer.shipped_score(windows).raw, per_call(windows).raw)
         rates = {"once": [], "per call": []}
         for _ in range(reps):
-            for label, score in (("once", scorer.score), ("per call", per_call)):
+            for label, score in (("once", scorer.shipped_score), ("per call", per_call)):
                 rates[label].append(rate(score, windows, seconds, scorer.device))
         once, every = np.median(rates["once"]), np.median(rates["per call"])
         print(f"| {batch} | {once:.1f} | {every:.1f} | {once / every:.2f}x | {'yes' if same else 'NO'} |", flush=True)
@@ -140,7 +141,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (the GPU session passes cuda)")
     parser.add_argument("--runtime", default="torch", help="torch, onnxruntime or openvino (float32 only)")
     args = parser.parse_args()
-    auto = precision.choose("auto", pick_device(args.device).type)
+    auto = choose("auto", pick_device(args.device).type)
     print(f"# {auto.reason} -> auto = {auto.name}; torch {torch.__version__}, "
           f"{torch.backends.cpu.get_cpu_capability()}\n", file=sys.stderr)
     precisions = args.precisions.split(",")

@@ -1,10 +1,11 @@
 """STD's networks in other runtimes against torch: speed, agreement on tensors, and parity on scores.
 
-    python benchmarks/runtimes.py [--checkpoint lite.safetensors] [--data ../shared/data/ped2] [--videos 01,02,03,04]
+    python benchmarks/runtimes.py [--checkpoint lite.safetensors] [--data data/ped2] [--videos 01,02,03,04]
     python benchmarks/runtimes.py --opset 17 --videos ''   # OpenVINO's ReduceL1 bug, tensors only
 
-The graph is `vad_edge.export` (reference ops, opset 18); every runtime's row scores through `export.Runner`,
-so the kernels after the graph (cluster_distance, anomaly_score) are the same as torch's. Rows: torch float32
+The graph is `vad_edge.runtime.graph` (reference ops, opset 18); every runtime's row scores its
+`runtime.runners` outputs with the model's pixel_score_of, so the kernels after the graph (cluster_distance,
+anomaly_score) are the same as torch's. Rows: torch float32
 with the kernels, ONNX Runtime float32, OpenVINO with the f32 precision hint and with its default.
 Table 1: clips/s at batch 1 and 4 on one thread (median of interleaved rounds), the max |Scores.raw - torch|
 on the timed batch and the largest relative difference of the graph's outputs. Table 2, for each runtime
@@ -21,7 +22,8 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from vad_edge import export, ops
+from vad_edge import ops
+from vad_edge.runtime import graph, runners
 from vad_edge.data import ClipDataset, load_split
 from vad_edge.eval import frame_metrics
 from vad_edge.model import checkpoint
@@ -54,18 +56,19 @@ def interleaved_speed(rows: dict, clips: list[torch.Tensor], seconds: float, rou
 
 def runtimes(model, onnx_path: Path, threads: int) -> dict:
     """name -> (score function, outputs function or None for torch itself); the runtimes not installed are left out."""
-    found = {"torch float32 (kernels)": (model.score, None)}
+    def scored(runner: runners.GraphRunner):
+        return (lambda clip: model.pixel_score_of(runner.outputs(clip), clip)), runner.outputs
+
+    found = {"torch float32 (kernels)": (model.pixel_score, None)}
     try:
-        runner = export.Runner(export.onnxruntime_session(onnx_path, threads), model)
-        found["ONNX Runtime float32"] = (runner.score, runner.outputs)
+        found["ONNX Runtime float32"] = scored(runners.OnnxRuntimeRunner.load(onnx_path, threads))
     except ImportError:
         print("onnxruntime is not installed: its rows are left out")
     try:
         for label, precision in [("f32 hint", "f32"), ("default precision", None)]:
-            compiled = export.openvino_model(onnx_path, threads, precision)
+            compiled = runners.openvino_model(onnx_path, threads, precision)
             hint = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
-            runner = export.Runner(compiled, model)
-            found[f"OpenVINO {label} ({hint})"] = (runner.score, runner.outputs)
+            found[f"OpenVINO {label} ({hint})"] = scored(runners.OpenVinoRunner(compiled))
     except ImportError:
         print("openvino is not installed: its rows are left out")
     return found
@@ -75,7 +78,7 @@ def tensor_error(outputs, reference) -> float:
     """The largest of max |output - torch| / max |torch| over fif_hat, d_hat and z."""
     out = outputs(reference["clip"])
     return max(float((getattr(out, k) - reference[k]).abs().max() / reference[k].abs().max())
-               for k in export.OUTPUTS)
+               for k in graph.OUTPUTS)
 
 
 @torch.no_grad()
@@ -92,10 +95,10 @@ def per_video_scores(score, videos, batch: int = 16) -> list[np.ndarray]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=str(checkpoint.shipped("lite")))
-    parser.add_argument("--data", default="../shared/data/ped2")
+    parser.add_argument("--data", default="data/ped2")
     parser.add_argument("--videos", default="01,02,03,04", help="test videos for the score parity ('' skips it)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--opset", type=int, default=export.OPSET, help="17 shows OpenVINO's ReduceL1 bug")
+    parser.add_argument("--opset", type=int, default=graph.OPSET, help="17 shows OpenVINO's ReduceL1 bug")
     parser.add_argument("--seconds", type=float, default=10.0, help="timing per row and batch, in --rounds turns")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
@@ -105,7 +108,7 @@ def main() -> None:
     size = model.profile.size
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
-        export.export_model(model, onnx_path, args.opset)
+        graph.export_model(model, onnx_path, args.opset)
         rows = runtimes(model, onnx_path, args.threads)
 
         # A real clip batch for the tensors and the timing (random frames would make the scores meaningless).
@@ -117,8 +120,8 @@ def main() -> None:
             model.set_use_kernels(False)
             out = model(clip4)
             model.set_use_kernels(True)
-            reference = {"clip": clip4, **{k: getattr(out, k) for k in export.OUTPUTS}}
-            torch_raw = model.score(clip4).raw
+            reference = {"clip": clip4, **{k: getattr(out, k) for k in graph.OUTPUTS}}
+            torch_raw = model.pixel_score(clip4).raw
 
         print(f"\n{meta['profile']['name']} at {size}x{size}, {args.threads} thread(s), torch {torch.__version__}, "
               f"exported at opset {args.opset}\n")
@@ -146,7 +149,7 @@ def main() -> None:
               "| frame AUC raw torch / runtime |")
         print("|---|---:|---:|---:|---:|")
         labels = [v.labels for v in subset]
-        base = per_video_scores(model.score, subset)
+        base = per_video_scores(model.pixel_score, subset)
         base_auc = frame_metrics(base, labels)
         for name in agreeing:
             other = per_video_scores(rows[name][0], subset)

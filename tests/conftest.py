@@ -37,6 +37,16 @@ def cuda_device(request):
 
 
 @pytest.fixture
+def broker(tmp_path):
+    """A real mosquitto on a free loopback port, stopped after the test (mqtt_helpers.Broker)."""
+    from mqtt_helpers import Broker
+
+    b = Broker(tmp_path / "broker").start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
 def gen():
     """A fresh, seeded generator: inputs are random but a failure can be replayed."""
     return torch.Generator().manual_seed(torch.randint(0, 2**31, ()).item())
@@ -49,7 +59,8 @@ def tiny_checkpoint(tmp_path_factory):
     import os
 
     from vad_edge.data.synthetic import write_dataset
-    from vad_edge.train import TrainConfig, train
+    from vad_edge.train import train
+    from vad_edge.train_config import TrainConfig
 
     root = tmp_path_factory.mktemp("synthetic-train")
     old = os.environ.get("VAD_EDGE_CACHE")
@@ -58,7 +69,7 @@ def tiny_checkpoint(tmp_path_factory):
         data = write_dataset(root / "data", size=64, train_videos=3, test_videos=1, frames=60)
         # float32: the tests' expectations of this 150-step model were set without bf16 autocast
         config = TrainConfig(profile="tiny", batch=8, pretrain_iters=100, iters=50, kmeans_batches=5,
-                             kmeans_points=2000, lr=1e-3, cluster_lr=1e-4, precision="fp32")
+                             kmeans_points=2000, lr=1e-3, cluster_lr=1e-4, precision="float32")
         return train(data, root / "tiny.safetensors", config, progress=False)
     finally:
         if old is None:

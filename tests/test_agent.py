@@ -28,13 +28,6 @@ EVENT_FIELDS = {"schema", "event_id", "seq", "type", "device_id", "camera", "sta
                 "score", "peak_score", "raw_score", "threshold", "region", "model", "calibration", "replayed"}
 
 
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path / "broker").start()
-    yield b
-    b.stop()
-
-
 def synthetic_video(path: Path, frames: int, anomalies, fps: float = 10.0) -> Path:
     return write_video(path, make_frames(frames, 64, anomaly=anomalies, seed=3)[0], fps=fps)
 
@@ -127,8 +120,8 @@ def test_a_file_ending_mid_anomaly_is_scored_to_its_last_frame_before_the_event_
     path = write_config(tmp_path, broker.port, tiny_checkpoint,
                         [camera("door", video, realtime=False, cooldown=30, offline_after=0.5)])
     agent = Agent(config.load(path))
-    statuses, set_retained = [], agent.publisher.set_retained
-    agent.publisher.set_retained = lambda topic, payload: (
+    statuses, set_retained = [], agent.retained.set
+    agent.retained.set = lambda topic, payload: (
         statuses.append(payload) if topic.endswith("/door/status") else None, set_retained(topic, payload))[1]
     committed = []
     agent.delivery.on_stored = committed.append
@@ -183,7 +176,7 @@ def test_recalibrate_command_picks_up_a_new_bundle_and_keeps_the_old_on_a_bad_on
     command = "vad-edge/box-test/cameras/door/recalibrate"
     door = running.agent.cameras["door"]
     try:
-        wait_for(lambda: running.agent.publisher.connected and door.frames > 0, 30, "the agent to score")
+        wait_for(lambda: running.agent.mqtt.connected and door.frames > 0, 30, "the agent to score")
         assert door.bundle.calibration["id"] is None
 
         # What `vad-edge calibrate` leaves in the state directory (its own test covers how it is made).
@@ -350,7 +343,7 @@ def test_tls_and_password_auth(tmp_path, tiny_checkpoint, monkeypatch, caplog):
         try:
             wait_for(lambda: refused.committed, 60, "events committed without a broker")
             wait_for(lambda: "refused the connection" in caplog.text, 20, "the refusal to be logged")
-            assert not refused.agent.publisher.connected
+            assert not refused.agent.mqtt.connected
         finally:
             refused.stop()
     finally:

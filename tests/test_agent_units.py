@@ -6,6 +6,7 @@ import urllib.request
 import numpy as np
 import pytest
 
+from vad_edge.agent import status
 from vad_edge import config
 from vad_edge.agent.events import EventTracker, Observation, hot_region
 from vad_edge.agent.health import HealthServer, Metrics, sd_notify
@@ -211,14 +212,14 @@ def gate_agent(tmp_path, tiny_checkpoint):
 def test_an_overloaded_live_camera_skips_whole_clips_and_counts_them(gate_agent):
     """Scoring slower than the camera: the newest complete windows wait, older ones are skipped and reported."""
     from vad_edge.agent.inbox import LIVE_CLIPS
-    from vad_edge.agent.sources import Frame
+    from vad_edge.data.sources import Frame
 
     agent = gate_agent
     frame = np.zeros((32, 32, 3), np.uint8)  # the tiny model's size
     frames = [Frame(t / 10, float(t), frame, frame) for t in range(LIVE_CLIPS + 16)]
     for end in range(5, len(frames) + 1):  # no loop running: nothing is scored
         agent._on_clip("gate", tuple(frames[end - 5:end]))
-    stats = agent.stats()
+    stats = status.stats(agent)
     assert stats["cameras"]["gate"]["clips_skipped"] == 12 and stats["kernels"]["threads"] == 1
     assert agent.metrics.registry.get_sample_value("vad_edge_clips_skipped_total", {"camera": "gate"}) == 12
     agent.step()  # scores the oldest clip still waiting
@@ -228,27 +229,27 @@ def test_an_overloaded_live_camera_skips_whole_clips_and_counts_them(gate_agent)
 def test_frames_above_the_normal_footages_p99_are_counted(gate_agent):
     """Live footage busier than the footage the threshold came from shows as more than 1 % of frames above
     its 99th percentile: counted per camera in /healthz and /metrics."""
-    from vad_edge.agent.sources import Frame
+    from vad_edge.data.sources import Frame
 
     agent = gate_agent
     state = agent.cameras["gate"]
     p99 = state.bundle.normal_p99
     assert p99 == state.bundle.meta["score_stats"]["quantiles"]["0.99"] < state.bundle.threshold
-    assert agent.stats()["cameras"]["gate"]["above_normal_p99"] is None  # nothing scored yet
+    assert status.stats(agent)["cameras"]["gate"]["above_normal_p99"] is None  # nothing scored yet
     frame = np.zeros((32, 32, 3), np.uint8)
     for t, raw in enumerate([0.5 * p99, p99, 1.01 * p99, 0.9 * p99]):
         agent._take_score(state, Frame(t / 10, float(t), frame, frame), raw, np.zeros((4, 4)), float(t))
-    assert agent.stats()["cameras"]["gate"]["above_normal_p99"] == 0.25
+    assert status.stats(agent)["cameras"]["gate"]["above_normal_p99"] == 0.25
     assert agent.metrics.registry.get_sample_value("vad_edge_frames_above_normal_p99_total",
                                                    {"camera": "gate"}) == 1
     agent._apply_bundles(agent.bundles.load_all())  # a reload (SIGHUP): the share starts afresh with the new bundle
-    assert agent.stats()["cameras"]["gate"]["above_normal_p99"] is None
+    assert status.stats(agent)["cameras"]["gate"]["above_normal_p99"] is None
     agent._take_score(state, Frame(1.0, 10.0, frame, frame), 2 * p99, np.zeros((4, 4)), 10.0)
-    assert agent.stats()["cameras"]["gate"]["above_normal_p99"] == 1.0
+    assert status.stats(agent)["cameras"]["gate"]["above_normal_p99"] == 1.0
 
 
 def test_normal_quantile_reads_the_score_statistics():
-    from vad_edge.agent.bundle import normal_quantile
+    from vad_edge.runtime.bundle import normal_quantile
 
     assert normal_quantile({"score_stats": {"quantiles": {"0.99": 2.5}}}, "0.99") == 2.5
     for meta in ({}, {"score_stats": {}}, {"score_stats": {"quantiles": {"0.999": 3.0}}},

@@ -8,7 +8,7 @@ import torch
 from scipy import stats
 
 from step_clock import StepClock
-from vad_edge.agent.bundle import load_bundle
+from vad_edge.runtime.bundle import load_bundle
 from vad_edge.calibrate import (QUIET_HOLDOUT_SHARE, FootageError, busier_than_holdout, calibrate, check_footage,
                                 choose_threshold, cluster_maxima, events_per_hour, split_by_time, sustained,
                                 tail_of)
@@ -196,7 +196,7 @@ def test_calibrate_refuses_unusable_footage(tmp_path, tiny_checkpoint, capsys):
 
 
 def test_an_interrupted_calibration_resumes_from_its_work_folder(tmp_path, tiny_checkpoint, monkeypatch):
-    from vad_edge.train import Trainer
+    from vad_edge.trainer import Trainer
 
     footage = [video(make_frames(240, 32, seed=5)[0])]
     out = tmp_path / "calibration"
@@ -252,18 +252,23 @@ def test_calibration_adapts_the_motion_unet_only_when_asked(tmp_path, tiny_check
 
 class PacedCamera:
     """A live camera stand-in: the bundled clip through OpenCV, looped; each frame read moves `clock` on by
-    one frame period, as a camera delivering `fps` would."""
+    one frame period, as a camera delivering `fps` would, and is stamped (its pts) with that time."""
 
     def __init__(self, fps: float, clock: StepClock):
         import cv2
 
         from vad_edge.demo import SAMPLE
 
-        self.capture, self.clock = cv2.VideoCapture(str(SAMPLE)), clock
+        self.capture, self.clock, self.fps = cv2.VideoCapture(str(SAMPLE)), clock, fps
         clock.step = 1 / fps
 
     def isOpened(self):
         return self.capture.isOpened()
+
+    def get(self, prop):
+        import cv2
+
+        return {cv2.CAP_PROP_FPS: self.fps, cv2.CAP_PROP_POS_MSEC: 1000 * self.clock.now}[prop]
 
     def read(self):
         self.clock()
@@ -278,7 +283,7 @@ class PacedCamera:
 
 
 def test_recording_from_a_camera_is_bounded_and_kept_for_a_resumed_run(tmp_path, monkeypatch, capsys):
-    from vad_edge.agent import sources
+    from vad_edge.data import sources
     from vad_edge.calibrate import load_footage
 
     clock = StepClock(0.0)
@@ -301,7 +306,7 @@ def test_recording_from_a_camera_is_bounded_and_kept_for_a_resumed_run(tmp_path,
 
 def test_a_stall_while_recording_splits_the_footage_into_runs(tmp_path, monkeypatch):
     """Clips must not span the stall: the recording is kept as two videos."""
-    from vad_edge.agent import sources
+    from vad_edge.data import sources
     from vad_edge.calibrate import load_footage
 
     clock = StepClock(0.0)

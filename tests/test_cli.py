@@ -46,11 +46,19 @@ def test_a_closed_pipe_is_not_an_error():
     assert proc.wait() == 0 and "Traceback" not in err, err
 
 
-def test_parser_choices_match_the_model():
-    from vad_edge import export, precision
+def test_parser_choices_are_the_models_and_the_runtimes():
+    """The parser takes its choices from torch-free lists of names; each names what the code defines."""
+    from vad_edge.model import names
+    from vad_edge.runtime import hardware, runners
 
-    assert set(cli.PROFILES) == set(PROFILES) and tuple(cli.FUSIONS) == FUSIONS
-    assert cli.PRECISIONS == precision.PRECISIONS and cli.RUNTIMES == export.RUNTIMES
+    assert set(names.PROFILES) == set(PROFILES) and names.FUSIONS == FUSIONS
+    assert tuple(runners.RUNNERS) == hardware.RUNTIMES
+    commands = cli.build_parser()._subparsers._group_actions[0].choices
+    choices = {action.dest: action.choices for action in commands["eval"]._actions}
+    assert list(choices["runtime"]) == list(hardware.RUNTIMES) and list(choices["fusion"]) == list(FUSIONS)
+    assert list(choices["precision"]) == list(hardware.PRECISIONS)
+    train = {action.dest: action.choices for action in commands["train"]._actions}
+    assert list(train["profile"]) == list(names.PROFILES) and "float16" not in train["precision"]
 
 
 def test_every_option_has_a_help_text():

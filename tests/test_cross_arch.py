@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from vad_edge.model import checkpoint
-from vad_edge.model.scoring import Scorer, speed_term
+from vad_edge.runtime.scorer import Scorer, speed_term
 
 EXPECTED = Path(__file__).resolve().parent / "data" / "cross_arch.npz"
 # The stretches' first frames in the sample (180 frames: pedestrians, then from about frame 100 a cyclist).
@@ -57,7 +57,7 @@ def scores(clips: torch.Tensor, part: str) -> np.ndarray:
     if part == "speed":
         return speed_term(clips, speed)
     model.fusion = replace(model.fusion, speed=None)
-    return Scorer(model, part).score(clips).raw.double().numpy()
+    return Scorer(model, part).shipped_score(clips).raw.double().numpy()
 
 
 @pytest.fixture(scope="module")

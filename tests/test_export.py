@@ -1,4 +1,5 @@
-"""vad_edge.export: the ONNX graph of STD's networks, and scoring with it in ONNX Runtime and OpenVINO.
+"""The ONNX graph of STD's networks (runtime/graph.py, `vad-edge export`), and scoring with it in ONNX Runtime
+and OpenVINO (runtime/runners.py).
 
 The parity gate: the runtime's Scores (raw, emap, cmap) against torch's on the clips of a labelled synthetic
 test set, then the frame AUCs computed from both. onnx, onnxruntime and openvino are optional (the `export`
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from vad_edge import export, ops
+from vad_edge.runtime import graph, runners
 from vad_edge.data import ClipDataset, load_split
 from vad_edge.data.synthetic import write_dataset
 from vad_edge.eval import frame_metrics
@@ -56,8 +58,8 @@ def scores(score, videos, batch):
 
 def assert_score_parity(runner, tiny_checkpoint, videos, batch):
     model, _ = checkpoint.load(tiny_checkpoint)
-    torch_raw, torch_emap, torch_cmap = scores(model.score, videos, 16)
-    raw, emap, cmap = scores(runner.score, videos, batch)
+    torch_raw, torch_emap, torch_cmap = scores(model.pixel_score, videos, 16)
+    raw, emap, cmap = scores(lambda clip: model.pixel_score_of(runner.outputs(clip), clip), videos, batch)
     a, b = np.concatenate(torch_raw), np.concatenate(raw)
     assert a.shape == b.shape
     assert np.abs(b - a).max() <= 1e-4 * np.abs(a).max()
@@ -74,19 +76,19 @@ def test_export_writes_a_graph_with_a_dynamic_batch_and_leaves_the_model_as_it_w
     import onnx
 
     path, info = exported
-    graph = onnx.load(path).graph
+    written = onnx.load(path).graph
     onnx.checker.check_model(onnx.load(path))
-    assert [i.name for i in graph.input] == [export.INPUT]
-    assert [o.name for o in graph.output] == list(export.OUTPUTS)
-    dims = graph.input[0].type.tensor_type.shape.dim
+    assert [i.name for i in written.input] == [graph.INPUT]
+    assert [o.name for o in written.output] == list(graph.OUTPUTS)
+    dims = written.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [15, 32, 32]
     assert json.loads((path.parent / f"{path.name}.json").read_text()) == info
     assert info["checkpoint_sha256"] == checkpoint.file_sha256(tiny_checkpoint)
     # The kernels stay outside the graph: nothing but standard ONNX ops in it.
-    assert {n.domain for n in graph.node} <= {"", "ai.onnx"}
+    assert {n.domain for n in written.node} <= {"", "ai.onnx"}
 
     model, _ = checkpoint.load(tiny_checkpoint)
-    export.export_model(model, path.parent / "again.onnx")
+    graph.export_model(model, path.parent / "again.onnx")
     assert model.use_kernels and all(a.use_kernels for a in model.motion_encoder.attention)
     assert not model.training
 
@@ -103,8 +105,7 @@ def test_export_writes_no_reduce_axes_attribute_that_openvino_ignores(exported):
 @pytest.mark.parametrize("batch", [1, 5])
 def test_onnxruntime_scores_match_torch(exported, tiny_checkpoint, test_videos, batch):
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e '.[export]')")
-    model, _ = checkpoint.load(tiny_checkpoint)
-    runner = export.Runner(export.onnxruntime_session(exported[0]), model)
+    runner = runners.OnnxRuntimeRunner.load(exported[0])
     assert_score_parity(runner, tiny_checkpoint, test_videos, batch)
 
 
@@ -112,8 +113,7 @@ def test_openvino_scores_match_torch(exported, tiny_checkpoint, test_videos):
     """With the f32 precision hint, the only way the back end is offered: the CPU's default is bf16 where it
     has AMX or AVX-512 BF16, which is not held to this gate."""
     pytest.importorskip("openvino", reason="openvino is not installed (pip install -e '.[export]')")
-    model, _ = checkpoint.load(tiny_checkpoint)
-    runner = export.Runner(export.openvino_model(exported[0], precision="f32"), model)
+    runner = runners.OpenVinoRunner.load(exported[0])
     assert_score_parity(runner, tiny_checkpoint, test_videos, 5)
 
 
@@ -122,13 +122,14 @@ def test_the_scorer_runs_an_exported_graph_after_a_parity_check(tiny_checkpoint,
     """model.runtime / --runtime: the Scorer exports the networks, loads them in the runtime, checks them
     against torch and scores (and fits terms) with the kernels after the graph."""
     pytest.importorskip(runtime, reason=f"{runtime} is not installed (pip install -e '.[export]')")
-    from vad_edge.model.scoring import Scorer
+    from vad_edge.runtime.scorer import Scorer
 
     model, _ = checkpoint.load(tiny_checkpoint)
     frames = torch.randint(0, 256, (3, 5, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
     reference, exported = Scorer(model, "float32"), Scorer(model, "auto", runtime=runtime)
-    assert exported.runner is not None and exported.precision.name == "float32"
-    torch.testing.assert_close(exported.score(frames).raw, reference.score(frames).raw, rtol=1e-4, atol=0)
+    assert isinstance(exported.runner, runners.RUNNERS[runtime]) and exported.precision.name == "float32"
+    torch.testing.assert_close(exported.shipped_score(frames).raw, reference.shipped_score(frames).raw, rtol=1e-4,
+                               atol=0)
     torch.testing.assert_close(exported.score_terms(frames), reference.score_terms(frames), rtol=1e-4, atol=1e-9)
     assert exported.describe()["runtime"] == runtime
 
@@ -144,19 +145,19 @@ def test_a_runtime_that_scores_otherwise_is_refused(tiny_checkpoint, tmp_path):
     with torch.no_grad():
         for weight in other.parameters():
             weight.mul_(1.01)
-    misread = export.Runner(export.openvino_model(export.export_model(other, tmp_path / "m.onnx")), model)
+    misread = runners.OpenVinoRunner.load(graph.export_model(other, tmp_path / "m.onnx"))
     with pytest.raises(ValueError, match="runtime openvino: its scores differ from torch's by .* refused"):
-        export.check_parity(misread, model, "openvino")
-    export.check_parity(export.Runner(export.openvino_model(export.export_model(model, tmp_path / "ok.onnx")), model),
-                        model, "openvino")  # the shipped opset passes
+        runners.check_parity(misread, model, "openvino")
+    runners.check_parity(runners.OpenVinoRunner.load(graph.export_model(model, tmp_path / "ok.onnx")), model,
+                         "openvino")  # the shipped opset passes
 
 
 def test_an_exported_graph_runs_in_float32_on_the_cpu_only(tiny_checkpoint):
-    from vad_edge.model.scoring import Scorer
+    from vad_edge.runtime.scorer import Scorer
 
     model, _ = checkpoint.load(tiny_checkpoint)
     with pytest.raises(ValueError, match="runtime openvino: runs the exported networks in float32 on the CPU, not "
                                          "bfloat16"):
         Scorer(model, "bfloat16", runtime="openvino")
-    with pytest.raises(ValueError, match="runtime: expected one of onnxruntime, openvino"):
-        export.runner_for(model, "tensorrt", 1)
+    with pytest.raises(ValueError, match="runtime: expected one of torch, onnxruntime, openvino, got 'tensorrt'"):
+        Scorer(model, "auto", runtime="tensorrt")

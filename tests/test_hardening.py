@@ -7,16 +7,11 @@ import signal
 import pytest
 
 from mqtt_helpers import Broker, wait_for
+from vad_edge.agent import status
 from vad_edge import config
-from vad_edge.agent.mqtt import Publisher
+from vad_edge.agent.delivery import EventSender
+from vad_edge.agent.mqtt import MqttClient
 from vad_edge.agent.outbox import Outbox
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path / "broker").start()
-    yield b
-    b.stop()
 
 
 def publisher_config(tmp_path, port: int) -> config.Config:
@@ -33,6 +28,12 @@ def recorded(client, callback: str) -> list:
     return calls
 
 
+def connected_pair(cfg: config.Config, outbox: Outbox) -> tuple[MqttClient, EventSender]:
+    """The agent's broker client and the event sender on it, without the agent."""
+    link = MqttClient(cfg, lambda *a: None)
+    return link, EventSender(outbox, link)
+
+
 def event(n: int) -> dict:
     return {"event_id": f"e{n}:start", "type": "start", "camera": "door", "n": n}
 
@@ -42,23 +43,23 @@ def test_a_wrapped_message_id_never_acknowledges_an_event_the_broker_did_not_get
     PUBACKs of new events. Frozen broker: no event may leave the outbox."""
     cfg = publisher_config(tmp_path, broker.port)
     outbox = Outbox(tmp_path / "outbox.sqlite")
-    publisher = Publisher(cfg, outbox, lambda *a: None)
+    link, sender = connected_pair(cfg, outbox)
     written = []
-    on_publish = publisher.client.on_publish
-    publisher.client.on_publish = lambda *args, **kw: (written.append(1), on_publish(*args, **kw))
-    publisher.start()
+    on_publish = link.client.on_publish
+    link.client.on_publish = lambda *args, **kw: (written.append(1), on_publish(*args, **kw))
+    link.start()
     try:
-        wait_for(lambda: publisher.connected, 20, "the publisher to connect")
+        wait_for(lambda: link.connected, 20, "the client to connect")
         for _ in range(65_545):  # stats at QoS 0: each gets an id and an on_publish once written
-            publisher.publish_stats({"uptime_s": 1})
+            link.publish_stats({"uptime_s": 1})
         wait_for(lambda: len(written) >= 65_545, 120, "every stats message written")
         broker.process.send_signal(signal.SIGSTOP)  # the broker hears but never answers
         for n in range(20):
-            publisher.send(outbox.add("vad-edge/box/cameras/door/events", event(n)))
+            sender.send(outbox.add("vad-edge/box/cameras/door/events", event(n)))
         assert outbox.depth() == 20  # nothing acknowledged: the broker is frozen
     finally:
         broker.process.send_signal(signal.SIGCONT)
-        publisher.stop()
+        link.stop()
         outbox.close()
 
 
@@ -140,7 +141,7 @@ def test_events_wait_in_memory_while_the_disk_is_full_and_go_out_in_order(tmp_pa
     agent = Agent(cfg)
     agent.start()
     try:
-        wait_for(lambda: agent.publisher.connected, 20, "the agent to connect")
+        wait_for(lambda: agent.mqtt.connected, 20, "the agent to connect")
         state = agent.cameras["door"]
         agent._commit(state, [start_event(0)])
         wait_for(lambda: agent.outbox.depth() == 0, 20, "the first event acknowledged")  # its pages are free again
@@ -148,13 +149,13 @@ def test_events_wait_in_memory_while_the_disk_is_full_and_go_out_in_order(tmp_pa
         agent._commit(state, [start_event(n) for n in range(1, 6)])
         problem = agent.delivery.problem
         assert len(agent.delivery.waiting) == 5 and problem and "database or disk is full" in problem
-        assert agent.status()["healthy"] is False and "disk is full" in agent.status()["storage_problem"]
-        assert agent.stats()["storage"] == {"ok": False, "problem": problem, "events_in_memory": 5, "events_lost": 0}
+        assert status.health(agent)["healthy"] is False and "disk is full" in status.health(agent)["storage_problem"]
+        assert status.stats(agent)["storage"] == {"ok": False, "problem": problem, "events_in_memory": 5, "events_lost": 0}
         agent.step()  # still full: nothing lost, nothing reordered
         assert len(agent.delivery.waiting) == 5
         free_the_disk(agent.outbox)
         agent.step()
-        assert not agent.delivery.waiting and agent.delivery.problem is None and agent.status()["healthy"]
+        assert not agent.delivery.waiting and agent.delivery.problem is None and status.health(agent)["healthy"]
         wait_for(lambda: len({e["event_id"] for e in sub.events()}) == 6, 20, "all six events")
         got = [e for e in sub.events()]
         assert [e["n"] for e in got] == list(range(6)) and [e["seq"] for e in got] == sorted(e["seq"] for e in got)
@@ -168,8 +169,8 @@ def test_an_ack_that_cannot_be_stored_never_kills_the_network_thread(tmp_path, b
     from vad_edge.agent.outbox import StorageError
 
     outbox = Outbox(tmp_path / "outbox.sqlite")
-    publisher = Publisher(publisher_config(tmp_path, broker.port), outbox, lambda *a: None)
-    publisher.start()
+    link, sender = connected_pair(publisher_config(tmp_path, broker.port), outbox)
+    link.start()
     real_ack, failures = outbox.ack, []
 
     def failing_ack(seq):
@@ -180,32 +181,31 @@ def test_an_ack_that_cannot_be_stored_never_kills_the_network_thread(tmp_path, b
 
     outbox.ack = failing_ack
     try:
-        wait_for(lambda: publisher.connected, 20, "the publisher to connect")
+        wait_for(lambda: link.connected, 20, "the client to connect")
         for n in range(3):
-            publisher.send(outbox.add("vad-edge/box/cameras/door/events", event(n)))
+            sender.send(outbox.add("vad-edge/box/cameras/door/events", event(n)))
         wait_for(lambda: len(failures) == 3, 20, "three acks to fail")
-        assert publisher.storage_problem and outbox.depth() == 3
-        publisher.send(outbox.add("vad-edge/box/cameras/door/events", event(3)))  # the thread still runs
+        assert sender.storage_problem and outbox.depth() == 3
+        sender.send(outbox.add("vad-edge/box/cameras/door/events", event(3)))  # the thread still runs
         wait_for(lambda: outbox.depth() == 3, 20, "the fourth event acknowledged")
-        publisher.retry_acks()  # space is back
-        assert outbox.depth() == 0 and publisher.storage_problem is None
+        sender.retry_acks()  # space is back
+        assert outbox.depth() == 0 and sender.storage_problem is None
     finally:
-        publisher.stop()
+        link.stop()
         outbox.close()
 
 
 def log_of_three_attempts(tmp_path, mqtt: config.MQTT, callback: str, caplog) -> list[str]:
-    """What a publisher logs over three failed connection attempts (each one a call of paho's `callback`)."""
+    """What the broker client logs over three failed connection attempts (each one a call of paho's `callback`)."""
     outbox = Outbox(tmp_path / "outbox.sqlite")
-    publisher = Publisher(publisher_config(tmp_path, mqtt.port).model_copy(update={"mqtt": mqtt}), outbox,
-                          lambda *a: None)
-    attempts = recorded(publisher.client, callback)
+    link, sender = connected_pair(publisher_config(tmp_path, mqtt.port).model_copy(update={"mqtt": mqtt}), outbox)
+    attempts = recorded(link.client, callback)
     with caplog.at_level("INFO", logger="vad_edge.mqtt"):
-        publisher.start()
+        link.start()
         try:
             wait_for(lambda: len(attempts) >= 3, 60, "three connection attempts")
         finally:
-            publisher.stop()
+            link.stop()
             outbox.close()
     return [r.getMessage() for r in caplog.records]
 
@@ -242,14 +242,14 @@ def test_a_corrupt_bundle_takes_only_its_camera_offline(tmp_path, broker, tiny_c
                     {"name": "yard", "source": str(video), "realtime": False}]})
     agent = Agent(cfg)
     assert list(agent.cameras) == ["door"] and "yard.safetensors" in agent.unusable["yard"]
-    stats = agent.stats()["cameras"]["yard"]
+    stats = status.stats(agent)["cameras"]["yard"]
     assert stats["status"] == "offline" and "cannot load its model" in stats["problem"]
-    assert agent.status()["cameras"]["yard"] == "offline"
-    health = agent.status()  # it scores nothing and never will on its own: a monitor must hear it
+    assert status.health(agent)["cameras"]["yard"] == "offline"
+    health = status.health(agent)  # it scores nothing and never will on its own: a monitor must hear it
     assert health["healthy"] is False and health["problems"] == [f"camera yard {agent.unusable['yard']}"]
     shutil.copy(tiny_checkpoint, state_dir / "calibration" / "yard.safetensors")  # fixed, then reloaded
     agent._apply_bundles(agent.bundles.load_all())
-    assert not agent.unusable and agent.status()["healthy"] is True  # door's video not started: still healthy
+    assert not agent.unusable and status.health(agent)["healthy"] is True  # door's video not started: still healthy
     agent.run(until=lambda: all(r.finished for r in agent.readers.values())
               and all(s.inbox.empty() for s in agent.cameras.values()))
     assert agent.cameras["door"].frames == agent.cameras["yard"].frames == 26
@@ -353,7 +353,7 @@ def test_what_the_config_points_at_is_checked_before_start(tmp_path, capsys, cha
 def test_a_burst_of_reload_requests_is_merged_and_loaded_off_the_loop(tmp_path, tiny_checkpoint, monkeypatch):
     import threading
 
-    from vad_edge.agent import bundle
+    from vad_edge.agent import bundle_loader
     from vad_edge.agent.runner import Agent
 
     cfg = config.Config.model_validate({
@@ -362,14 +362,14 @@ def test_a_burst_of_reload_requests_is_merged_and_loaded_off_the_loop(tmp_path, 
         "model": {"checkpoint": str(tiny_checkpoint), "device": "cpu"},
         "cameras": [{"name": "door", "source": "rtsp://127.0.0.1:1/none"}]})
     agent = Agent(cfg)
-    loads, load_bundle = [], bundle.load_bundle
-    monkeypatch.setattr(bundle, "load_bundle", lambda *a: (loads.append(threading.current_thread().name), load_bundle(*a))[1])
+    loads, load_bundle = [], bundle_loader.load_bundle
+    monkeypatch.setattr(bundle_loader, "load_bundle", lambda *a: (loads.append(threading.current_thread().name), load_bundle(*a))[1])
     agent.bundles.interval = 0.5
     loader = threading.Thread(target=agent.bundles.serve, args=(agent.stop_event,), daemon=True)
     loader.start()
     try:
         for _ in range(40):
-            agent._apply_command("door", "recalibrate", "")  # what the loop does with each MQTT command
+            agent.commands.apply("door", "recalibrate", "")  # what the loop does with each MQTT command
         wait_for(lambda: loads, 20, "a reload")
         wait_for(lambda: not agent._changes.empty(), 20, "the loaded bundles handed to the loop")
         agent.step()  # the loop only swaps them in
@@ -411,7 +411,7 @@ def test_one_cameras_failure_never_drops_another_cameras_clip(tmp_path, tiny_che
     import numpy as np
 
     from vad_edge.agent.runner import Agent
-    from vad_edge.agent.sources import Frame
+    from vad_edge.data.sources import Frame
 
     cfg = config.Config.model_validate({
         "device_id": "box", "state_dir": str(tmp_path / "state"), "health": {"port": 0},
@@ -466,15 +466,15 @@ def test_a_broker_that_refuses_the_credentials_is_logged_once_with_the_reason(tm
 
 def test_a_lost_broker_is_logged_with_a_reason(tmp_path, broker, caplog):
     outbox = Outbox(tmp_path / "outbox.sqlite")
-    publisher = Publisher(publisher_config(tmp_path, broker.port), outbox, lambda *a: None)
-    publisher.start()
+    link, sender = connected_pair(publisher_config(tmp_path, broker.port), outbox)
+    link.start()
     try:
-        wait_for(lambda: publisher.connected, 20, "the publisher to connect")
+        wait_for(lambda: link.connected, 20, "the client to connect")
         with caplog.at_level("WARNING", logger="vad_edge.mqtt"):
             broker.process.kill()
-            wait_for(lambda: not publisher.connected, 20, "the publisher to notice")
+            wait_for(lambda: not link.connected, 20, "the client to notice")
     finally:
-        publisher.stop()
+        link.stop()
         outbox.close()
     (line,) = [r.getMessage() for r in caplog.records if "lost the broker" in r.getMessage()]
     assert "Unspecified" not in line and ("closed the connection" in line or "socket" in line), line
@@ -489,7 +489,7 @@ def test_ffmpeg_and_opencv_say_nothing_of_their_own_when_a_stream_is_down(tmp_pa
     from mqtt_helpers import free_port
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
-    script = ("from vad_edge.agent.sources import SourceError, open_source\n"
+    script = ("from vad_edge.data.sources import SourceError, open_source\n"
               "for _ in range(3):\n"
               f"    try: open_source('rtsp://127.0.0.1:{free_port()}/stream')\n"
               "    except SourceError as exc: print(exc)\n")

@@ -6,7 +6,7 @@ import json
 import jinja2
 import pytest
 
-from mqtt_helpers import Broker, Subscriber, retained, wait_for
+from mqtt_helpers import Subscriber, retained, wait_for
 from test_agent import RunningAgent, camera, synthetic_video, write_config
 
 # The keys Home Assistant's MQTT integration documents for each platform (home-assistant.io/integrations/
@@ -29,13 +29,6 @@ DOCUMENTED = {
 DEVICE_KEYS = {"identifiers", "connections", "name", "manufacturer", "model", "model_id", "sw_version", "hw_version",
                "serial_number", "suggested_area", "configuration_url", "via_device"}
 AVAILABILITY_KEYS = {"topic", "payload_available", "payload_not_available", "value_template"}
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path / "broker").start()
-    yield b
-    b.stop()
 
 
 def configs(sub: Subscriber) -> dict[str, dict]:

@@ -12,8 +12,9 @@ import pytest
 from vad_edge import config
 from vad_edge.agent.events import EventTracker, Observation
 from vad_edge.agent.inbox import LIVE_CLIPS, ClipInbox, StatusChange
-from vad_edge.agent import sources
-from vad_edge.agent.sources import CameraReader, Frame, mask_password, open_source, probe, SourceError
+from vad_edge.data import sources
+from vad_edge.agent.camera_reader import CameraReader
+from vad_edge.data.sources import Frame, mask_password, open_source, probe, SourceError
 from vad_edge.data.sampling import FrameGrid, Offer, sample_indices
 from vad_edge.data.synthetic import write_video
 
@@ -189,7 +190,8 @@ def test_a_looping_file_restarts_the_window_at_its_start_and_time_runs_on(tmp_pa
 def test_a_file_slower_than_the_model_is_refused_with_its_rate(tmp_path):
     video = write_video(tmp_path / "slow.mp4", numbered_frames(20), fps=5)
     _, _, reader = read_clips({"name": "f", "source": str(video)})
-    assert "plays at 5 fps, slower than the model's 10 fps" in reader._play_once()
+    with pytest.raises(SourceError, match="plays at 5 fps, slower than the model's 10 fps"):
+        reader._play_once()  # its run() says this reason as the camera's offline status
 
 
 def test_a_reader_waiting_for_a_slow_loop_is_not_offline(tmp_path):

@@ -68,9 +68,9 @@ def test_kernel_and_reference_paths_give_the_same_scores(profile):
     clip = clip_batch(3, model.profile.size, seed=2)
     with torch.no_grad():
         model.set_use_kernels(True)
-        fast = model.score(clip)
+        fast = model.pixel_score(clip)
         model.set_use_kernels(False)
-        slow = model.score(clip)
+        slow = model.pixel_score(clip)
     torch.testing.assert_close(fast.raw, slow.raw, rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(fast.emap, slow.emap, rtol=1e-4, atol=1e-6)
     assert fast.raw.shape == (3,) and (fast.raw > 0).all()
@@ -103,7 +103,7 @@ def test_kernels_and_reference_agree_under_bfloat16_autocast(monkeypatch, clip_d
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         for kernels in (True, False):
             model.set_use_kernels(kernels)
-            scores[kernels] = model.score(clip)
+            scores[kernels] = model.pixel_score(clip)
     fast, slow = scores[True], scores[False]
     # The kernels ran (3 attention stages, then the two score ops), and only on the kernel pass.
     assert sorted(kernel_calls) == sorted(["variance_attention"] * 3 + ["cluster_distance", "anomaly_score"])
@@ -174,7 +174,7 @@ def test_checkpoint_round_trip(tmp_path, tiny):
         assert meta["profile"]["name"] == "tiny" and meta["metrics"] == {"auc_micro": 1.0}
         assert not loaded.training
         with torch.no_grad():
-            a, b = tiny.score(clip).raw, loaded.score(clip).raw
+            a, b = tiny.pixel_score(clip).raw, loaded.pixel_score(clip).raw
         torch.testing.assert_close(a, b, rtol=tol, atol=tol * 1e-3)
     assert (tmp_path / "m-torch.float16.safetensors").stat().st_size < (tmp_path / "m-torch.float32.safetensors").stat().st_size
 
@@ -289,14 +289,14 @@ def test_kernel_score_is_the_fusion_of_the_term_means(tiny):
     with torch.no_grad():
         terms = tiny.score_terms(clip).double().numpy()
         tiny.fusion = fusion.fit("standardised", terms)
-        fast = tiny.score(clip).raw.double().numpy()
+        fast = tiny.pixel_score(clip).raw.double().numpy()
         tiny.set_use_kernels(False)
-        slow = tiny.score(clip).raw.double().numpy()
+        slow = tiny.pixel_score(clip).raw.double().numpy()
     np.testing.assert_allclose(fast, tiny.fusion.score(terms), rtol=1e-5)
     np.testing.assert_allclose(slow, tiny.fusion.score(terms), rtol=1e-5)
     tiny.fusion = fusion.PAPER
     with torch.no_grad():
-        np.testing.assert_allclose(tiny.score(clip).raw.double().numpy(), terms[:, 3], rtol=1e-5)
+        np.testing.assert_allclose(tiny.pixel_score(clip).raw.double().numpy(), terms[:, 3], rtol=1e-5)
 
 
 def test_term_grid_cells_average_to_the_term_means(tiny):

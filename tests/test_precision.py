@@ -4,9 +4,9 @@ every path uses, recorded where a score is fitted and flagged where a box scores
 import pytest
 import torch
 
-from vad_edge import precision
+from vad_edge.runtime import hardware
 from vad_edge.model import checkpoint
-from vad_edge.model.scoring import Scorer, speed_term
+from vad_edge.runtime.scorer import Scorer, speed_term
 
 
 @pytest.mark.parametrize("features, device, expected", [
@@ -18,17 +18,17 @@ from vad_edge.model.scoring import Scorer, speed_term
     (set(), "cuda", "float16"),
 ])
 def test_auto_reads_the_hardware_features(features, device, expected):
-    chosen = precision.choose("auto", device, features)
+    chosen = hardware.choose("auto", device, features)
     assert chosen.name == expected and chosen.reason.startswith("auto: ")
     if expected == "bfloat16":
-        assert f"({precision.native_bf16(features)})" in chosen.reason
+        assert f"({hardware.native_bf16(features)})" in chosen.reason
 
 
 def test_an_explicit_precision_is_kept_and_a_bad_one_is_named():
-    assert precision.choose("float16", "cpu", set()).name == "float16"
-    assert precision.choose("bfloat16", "cpu", {"avx2"}).dtype == torch.bfloat16
+    assert hardware.choose("float16", "cpu", set()).name == "float16"
+    assert hardware.choose("bfloat16", "cpu", {"avx2"}).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="precision: expected one of auto, float32, bfloat16, float16, got 'fp64'"):
-        precision.choose("fp64", "cpu")
+        hardware.choose("fp64", "cpu")
 
 
 def test_cpu_features_are_read_from_cpuinfo_on_x86_and_arm(tmp_path):
@@ -36,12 +36,12 @@ def test_cpu_features_are_read_from_cpuinfo_on_x86_and_arm(tmp_path):
     x86.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 amx_bf16\nbugs\t\t: spectre\n")
     arm = tmp_path / "arm"
     arm.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm bf16\nCPU part\t: 0xd42\n")
-    assert precision.native_bf16(precision.cpu_features(x86, "x86_64")) == "amx_bf16"
-    assert precision.native_bf16(precision.cpu_features(arm, "aarch64")) == "bf16"
-    assert precision.cpu_features(tmp_path / "missing") == set()
+    assert hardware.native_bf16(hardware.cpu_features(x86, "x86_64")) == "amx_bf16"
+    assert hardware.native_bf16(hardware.cpu_features(arm, "aarch64")) == "bf16"
+    assert hardware.cpu_features(tmp_path / "missing") == set()
     # Under qemu-user an aarch64 process reads the x86 host's cpuinfo: the host's AMX is not its own.
-    assert precision.cpu_features(x86, "aarch64") == set()
-    assert precision.cpu_features(arm, "x86_64") == set()
+    assert hardware.cpu_features(x86, "aarch64") == set()
+    assert hardware.cpu_features(arm, "x86_64") == set()
 
 
 def frames(n: int, size: int, seed: int) -> torch.Tensor:
@@ -53,13 +53,13 @@ def test_the_scorer_scores_as_the_model_does_in_float32_and_close_to_it_in_bfloa
 
     model, _ = checkpoint.load(tiny_checkpoint)
     windows = frames(3, model.profile.size, seed=1)
-    exact = Scorer(model, "float32").score(windows)
+    exact = Scorer(model, "float32").shipped_score(windows)
     with torch.no_grad():
-        direct = model.score(ops.prepare_clip(windows)[0])
+        direct = model.pixel_score(ops.prepare_clip(windows)[0])
     speed = model.fusion.speed  # the default fusion's object-speed term: the Scorer adds it from the frames
     evidence = torch.as_tensor(speed_term(windows, speed), dtype=direct.raw.dtype)
     assert torch.equal(exact.raw, direct.raw + evidence) and torch.equal(exact.emap, direct.emap)
-    half = Scorer(model, "bfloat16").score(windows)
+    half = Scorer(model, "bfloat16").shipped_score(windows)
     # bfloat16 keeps 8 bits of mantissa (0.4 % a rounding): a score, a mean over many pixels of products of
     # a few rounded values, stays within a few percent of float32.
     assert torch.allclose(half.raw.double(), exact.raw.double(), rtol=0.05)
@@ -78,25 +78,25 @@ def test_the_scorer_casts_the_weights_once_and_follows_a_trainers_steps(tiny_che
 
     def autocast_scores():
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            raw = model.score(ops.prepare_clip(windows)[0]).raw
+            raw = model.pixel_score(ops.prepare_clip(windows)[0]).raw
         return raw + torch.as_tensor(speed_term(windows, model.fusion.speed), dtype=raw.dtype)
 
-    before = scorer.score(windows).raw
-    cast = scorer._cast[1]
+    before = scorer.shipped_score(windows).raw
+    cast = scorer.runner._cast[1]
     assert torch.equal(before, autocast_scores())
-    assert torch.equal(scorer.score(windows).raw, before) and scorer._cast[1] is cast  # not cast again
+    assert torch.equal(scorer.shipped_score(windows).raw, before) and scorer.runner._cast[1] is cast  # not cast again
 
     model.train()
     optimiser = torch.optim.SGD(model.parameters(), lr=0.5)
     model(ops.prepare_clip(windows)[0]).d_hat.square().mean().backward()
     optimiser.step()
-    after = scorer.score(windows).raw
-    assert scorer._cast[1] is not cast
+    after = scorer.shipped_score(windows).raw
+    assert scorer.runner._cast[1] is not cast
     assert torch.equal(after, autocast_scores()) and not torch.equal(after, before)
 
 
 def test_a_bundle_fitted_in_another_precision_says_so(tmp_path, tiny_checkpoint):
-    from vad_edge.agent.bundle import load_bundle
+    from vad_edge.runtime.bundle import load_bundle
 
     fitted = checkpoint.read_metadata(tiny_checkpoint)["precision"]
     assert fitted == Scorer(checkpoint.load(tiny_checkpoint)[0]).precision.name  # train fits in the box's own
@@ -108,8 +108,8 @@ def test_a_bundle_fitted_in_another_precision_says_so(tmp_path, tiny_checkpoint)
 
 
 def test_a_checkpoint_from_before_precision_was_recorded_was_fitted_in_float32():
-    assert precision.fitted({"format": checkpoint.FORMAT}) == "float32"
-    assert precision.fitted(checkpoint.read_metadata(checkpoint.shipped("lite"))) == "float32"
+    assert hardware.fitted({"format": checkpoint.FORMAT}) == "float32"
+    assert hardware.fitted(checkpoint.read_metadata(checkpoint.shipped("lite"))) == "float32"
 
 
 def test_the_config_takes_only_the_documented_precisions(tmp_path):

@@ -11,12 +11,12 @@ import time
 import numpy as np
 import pytest
 
-from mqtt_helpers import Broker, Subscriber, dedupe, wait_for
+from mqtt_helpers import Subscriber, dedupe, wait_for
 from rtsp_helpers import RtspCamera, read_stamp, server_missing
 from test_agent import write_config
 from vad_edge import config
 from vad_edge.agent.runner import Agent
-from vad_edge.agent.sources import CameraReader
+from vad_edge.agent.camera_reader import CameraReader
 from vad_edge.model.checkpoint import shipped
 
 PASSWORD = "Zq7-site-secret"
@@ -30,13 +30,6 @@ def gstreamer():
     problem = server_missing()
     if problem:
         pytest.fail(problem + " (.ci/run installs what .ci/missing-packages lists)")
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path / "broker").start()
-    yield b
-    b.stop()
 
 
 class Gate(threading.Event):

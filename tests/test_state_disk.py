@@ -8,16 +8,10 @@ import subprocess
 
 import pytest
 
-from mqtt_helpers import Broker, Subscriber, wait_for
+from mqtt_helpers import Subscriber, wait_for
 from test_hardening import fill_the_disk, publisher_config, start_event
+from vad_edge.agent import status
 from vad_edge import config
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path / "broker").start()
-    yield b
-    b.stop()
 
 
 @pytest.fixture
@@ -71,14 +65,14 @@ def test_a_2mb_state_disk_carries_a_long_run_and_recovers_after_another_file_fil
     agent.start()
     state = agent.cameras["door"]
     try:
-        wait_for(lambda: agent.publisher.connected, 20, "the agent to connect")
+        wait_for(lambda: agent.mqtt.connected, 20, "the agent to connect")
         largest = 0
         for batch in range(40):  # 400 events, each acknowledged and deleted
             agent._commit(state, [event_of_the_usual_size(10 * batch + i) for i in range(10)])
             wait_for(lambda: agent.outbox.depth() == 0, 30, "the batch acknowledged")
-            assert agent.status()["healthy"], agent.status()
-            largest = max(largest, agent.stats()["outbox"]["bytes"])
-        usage = agent.stats()["outbox"]
+            assert status.health(agent)["healthy"], status.health(agent)
+            largest = max(largest, status.stats(agent)["outbox"]["bytes"])
+        usage = status.stats(agent)["outbox"]
         assert largest < 640 * 1024 and usage["wal_bytes"] < 400 * 1024, (largest, usage)
 
         filler = fill_with_another_file(small_disk)
@@ -87,7 +81,7 @@ def test_a_2mb_state_disk_carries_a_long_run_and_recovers_after_another_file_fil
         os.remove(filler)  # space returns: the outbox recovers by itself
         wait_for(lambda: (agent.step(), not agent.delivery.waiting and agent.outbox.depth() == 0)[1], 30,
                  "every event stored and acknowledged")
-        assert agent.status()["healthy"] and agent.stats()["storage"]["events_lost"] == 0
+        assert status.health(agent)["healthy"] and status.stats(agent)["storage"]["events_lost"] == 0
         wait_for(lambda: len(sub.events()) >= 430, 30, "all 430 events")
         got = sub.events()
         assert sorted(e["n"] for e in got) == list(range(430))  # each once: none lost, none sent twice
@@ -102,7 +96,7 @@ def test_events_storage_refused_at_shutdown_are_sent_from_memory(tmp_path, broke
     agent = agent_on(tmp_path, tmp_path / "state", broker.port, tiny_checkpoint)
     agent.start()
     try:
-        wait_for(lambda: agent.publisher.connected, 20, "the agent to connect")
+        wait_for(lambda: agent.mqtt.connected, 20, "the agent to connect")
         fill_the_disk(agent.outbox)
         agent._commit(agent.cameras["door"], [start_event(n) for n in range(4)])
         assert len(agent.delivery.waiting) == 4
@@ -120,9 +114,9 @@ def test_events_neither_stored_nor_sent_at_shutdown_are_counted_and_named(tmp_pa
     agent = agent_on(tmp_path, tmp_path / "state", broker.port, tiny_checkpoint)
     agent.start()
     try:
-        wait_for(lambda: agent.publisher.connected, 20, "the agent to connect")
+        wait_for(lambda: agent.mqtt.connected, 20, "the agent to connect")
         broker.stop()
-        wait_for(lambda: not agent.publisher.connected, 20, "the agent to lose the broker")
+        wait_for(lambda: not agent.mqtt.connected, 20, "the agent to lose the broker")
         fill_the_disk(agent.outbox)
         agent._commit(agent.cameras["door"], [start_event(n) for n in range(3)])
     finally:

@@ -12,7 +12,9 @@ from vad_edge.cli import main
 from vad_edge.data.synthetic import write_dataset
 from vad_edge.eval import frame_metrics, inverted_regularity
 from vad_edge.model import checkpoint
-from vad_edge.train import TrainConfig, Trainer, fresh_model, train
+from vad_edge.train import train
+from vad_edge.train_config import TrainConfig
+from vad_edge.trainer import Trainer, fresh_model
 from vad_edge.data import load_split
 
 
@@ -99,17 +101,19 @@ def test_progress_under_a_budget_counts_its_seconds(tmp_path, dataset, capsys):
 
 def test_init_trains_an_existing_model_further(tmp_path, dataset):
     first = train(dataset, tmp_path / "first.safetensors", TrainConfig(**TINY), progress=False)
-    config = TrainConfig(**{**TINY, "pretrain_iters": 0, "precision": "bf16"})
+    config = TrainConfig(**{**TINY, "pretrain_iters": 0, "precision": "bfloat16"})
     second = train(dataset, tmp_path / "second.safetensors", config, progress=False, init=first)
     model, meta = checkpoint.load(second)
     assert meta["training"]["init"]["sha256"] == checkpoint.file_sha256(first)
-    assert meta["frame_rate"] == 10.0 and meta["training"]["config"]["precision"] == "bf16"
+    assert meta["frame_rate"] == 10.0 and meta["training"]["config"]["precision"] == "bfloat16"
     with pytest.raises(checkpoint.CheckpointError, match="profile 'tiny', asked to train 'lite'"):
         train(dataset, tmp_path / "x.safetensors", TrainConfig(**{**TINY, "profile": "lite"}), progress=False,
               init=first)
-    with pytest.raises(ValueError, match="precision: expected auto, bf16 or fp32"):
-        Trainer(TrainConfig(**{**TINY, "precision": "fp8"}), load_split(dataset, "training", 32, 10.0, progress=False),
-                tmp_path / "y")
+    videos = load_split(dataset, "training", 32, 10.0, progress=False)
+    with pytest.raises(ValueError, match="precision: expected one of auto, float32, bfloat16, float16, got 'fp8'"):
+        Trainer(TrainConfig(**{**TINY, "precision": "fp8"}), videos, tmp_path / "y")
+    with pytest.raises(ValueError, match="precision float16: training needs loss scaling"):
+        Trainer(TrainConfig(**{**TINY, "precision": "float16"}), videos, tmp_path / "z")
 
 
 def test_size_trains_at_another_resolution_from_scratch_or_further(tmp_path, dataset):
@@ -120,7 +124,7 @@ def test_size_trains_at_another_resolution_from_scratch_or_further(tmp_path, dat
     model, meta = checkpoint.load(second)
     assert checkpoint.load(first)[0].profile.size == 32 and model.profile.size == 64
     assert meta["profile"]["size"] == 64 and meta["score_stats"]["count"] == 2 * 20
-    scored = model.score(torch.rand(2, 15, 64, 64))
+    scored = model.pixel_score(torch.rand(2, 15, 64, 64))
     assert scored.emap.shape == (2, 1, 64, 64) and torch.isfinite(scored.raw).all()
 
     fresh = train(dataset, tmp_path / "fresh.safetensors", config, progress=False)
@@ -152,7 +156,7 @@ def test_seed_draws_the_fresh_weights():
 
 def test_frame_difference_baseline_scores_frame_t_against_t_minus_lag():
     from vad_edge.data import Video
-    from vad_edge.eval import frame_difference_scores
+    from vad_edge.runtime.batch import frame_difference_scores
 
     frames = np.zeros((12, 4, 4, 3), np.uint8)
     frames[6] = 255  # one bright frame
@@ -199,7 +203,8 @@ def test_train_defaults_are_the_shipped_recipe():
 
 def test_the_scoring_after_training_comes_out_of_the_budget(tmp_path, dataset):
     """`--max-minutes` is what the user waits: the training share shrinks by what scoring will take."""
-    from vad_edge.model.scoring import TIMED_BATCHES, Scorer, scoring_seconds, seconds_per_clip
+    from vad_edge.runtime.batch import TIMED_BATCHES, scoring_seconds, seconds_per_clip
+    from vad_edge.runtime.scorer import Scorer
 
     videos = load_split(dataset, "training", 32, 10.0, progress=False)
     config = TrainConfig(**{**TINY, "pretrain_iters": 10_000, "iters": 10_000, "max_minutes": 0.5})
@@ -290,7 +295,8 @@ def test_a_frozen_motion_unet_stays_as_given_and_a_resume_keeps_the_choice(tmp_p
 
 def test_the_fitted_scores_are_the_scores_the_box_computes(dataset, tiny_checkpoint):
     """fit_fusion's scores set thresholds; the Scorer computes them live, the object speed included."""
-    from vad_edge.model.scoring import Scorer, fit_fusion, score_videos
+    from vad_edge.runtime.batch import fit_fusion, score_videos
+    from vad_edge.runtime.scorer import Scorer
 
     model, _ = checkpoint.load(tiny_checkpoint)
     videos = load_split(dataset, "training", model.profile.size, 10.0, progress=False)

@@ -33,12 +33,16 @@ from scipy import stats
 from tqdm import tqdm
 
 import vad_edge
-from vad_edge.data.sampling import FrameGrid, Offer
-from vad_edge.data.videos import DatasetError, Video, as_bgr, load_videos, resize
-from vad_edge.eval import frame_difference_scores
+from vad_edge.data import sources
+from vad_edge.data.sampling import Offer
+from vad_edge.data.videos import DatasetError, Video, load_videos
 from vad_edge.model import checkpoint
-from vad_edge.model.scoring import Scorer, fit_fusion, score_statistics
-from vad_edge.train import TrainConfig, Trainer, pick_device
+from vad_edge.runtime import hardware
+from vad_edge.runtime.batch import fit_fusion, frame_difference_scores
+from vad_edge.runtime.bundle import save_calibration, score_statistics
+from vad_edge.runtime.scorer import Scorer
+from vad_edge.train_config import TrainConfig
+from vad_edge.trainer import Trainer
 
 HOLDOUT_FRACTION = 0.25
 MIN_FRAMES = 200  # below this there is too little footage to fit anything, or to hold any out
@@ -55,35 +59,29 @@ class FootageError(ValueError):
 # --- footage ----------------------------------------------------------------------------------------------
 
 def record(source: str, minutes: float, fps: float, size: int, max_frames: int,
-           clock=time.monotonic) -> list[Video]:
+           clock=time.time) -> list[Video]:
     """Frames from a camera or stream on the model's `fps` grid for `minutes` (at most max_frames), at model
-    resolution: one video per unbroken run (a stall in the stream splits it, as the agent's clips are)."""
-    from vad_edge.agent.sources import SourceError, mask_password, open_source
-
+    resolution, sampled as the agent's camera readers sample them (FrameSampler; `clock` stamps the frames):
+    one video per unbroken run (a stall in the stream splits it, as the agent's clips are)."""
     try:
-        capture = open_source(source)
-    except SourceError as exc:
+        capture = sources.open_source(source)
+        sampler = sources.FrameSampler(source, capture, fps, size, clock=clock)
+    except sources.SourceError as exc:
         raise FootageError(str(exc)) from None
     wanted = min(max_frames, int(minutes * 60 * fps))
     runs: list[list[np.ndarray]] = []
-    grid, started, kept = FrameGrid(fps), clock(), 0
     with tqdm(total=wanted, desc="recording", unit="frame") as bar:
-        while kept < wanted:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            offer = grid.offer(clock() - started)
-            if offer is Offer.SKIP:
-                continue
+        for offer, frame in sampler:
             if offer is Offer.NEW_RUN:
                 runs.append([])
-            runs[-1].append(resize(as_bgr(frame), size))
-            kept += 1
+            runs[-1].append(frame.small)
             bar.update(1)
+            if bar.n >= wanted:
+                break
     capture.release()
     runs = [run for run in runs if len(run) >= 5]  # shorter runs hold no clip
     if not runs:
-        raise FootageError(f"{mask_password(source)} gave no run of 5 frames at {fps:g} fps")
+        raise FootageError(f"{sources.mask_password(source)} gave no run of 5 frames at {fps:g} fps")
     return [Video(f"recording-{i:03d}", np.stack(run), source=Path(str(source))) for i, run in enumerate(runs)]
 
 
@@ -140,11 +138,11 @@ def split_by_time(videos: list[Video], holdout: float = HOLDOUT_FRACTION) -> tup
 def busier_than_holdout(fit: list[Video], holdout: list[Video]) -> float:
     """The share of the fit footage's clips that change more than the hold-out's 99th percentile, by their
     F4 - F0 energy (the lag-4 frame difference, which every term of the score follows on normal footage:
-    correlation 0.93-0.98, benchmarks/README.md): about 1 % when the hold-out, the footage's end, is like
+    correlation 0.93-0.98, docs/research/ped1.md): about 1 % when the hold-out, the footage's end, is like
     the rest. The threshold is chosen on the hold-out alone, so where the end was quieter it meets its
     false-alarm rate only at quiet times. On Ped1 the share is 12 %, and 11 % of its test clips' normal
     frames score above the hold-out's 99th percentile: the calibration's 1/h became 4 false alarms in 2.5
-    normal minutes (benchmarks/README.md)."""
+    normal minutes (docs/research/ped1-false-alarms.md)."""
     def energy(videos: list[Video]) -> np.ndarray:
         return np.concatenate(frame_difference_scores(videos, lag=4))
 
@@ -242,9 +240,9 @@ def tail_of(excess: np.ndarray) -> tuple[float, float]:
     as in a long normal recording); a positive one, which a few dozen clusters cannot tell from noise, gives
     way to the exponential tail (shape 0). On Ped1's hold-outs a free fit's shape ranged from -0.2 to 1.5
     between near-identical scores, a positive one put the threshold at 1.3-26x the largest hold-out score,
-    and the agent then found 1 of 20 anomalous intervals instead of 15 (benchmarks/README.md, "The
-    threshold's tail"). Below -0.5 the fit is not a regular maximum-likelihood one, and a handful of clusters
-    gave -1.4 to -2.2: a tail that ends at the largest score seen."""
+    and the agent then found 1 of 20 anomalous intervals instead of 15 (docs/research/threshold-tail.md).
+    Below -0.5 the fit is not a regular maximum-likelihood one, and a handful of clusters gave -1.4 to -2.2:
+    a tail that ends at the largest score seen."""
     try:
         shape = float(np.clip(stats.genpareto.fit(excess, floc=0.0)[0], -0.5, 0.0))
         # At shape 0 the maximum-likelihood scale is the mean excess.
@@ -287,12 +285,12 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
     """Adapts the base model to the footage (frames at the base model's frame rate) and writes
     <out_dir>/<camera>.safetensors plus its report. The fusion and threshold are fitted in `precision`, the
     one the box scores in. The motion U-Net is kept as shipped unless `learn_motion`: fine-tuned on Ped1's
-    normal walkers it predicted the anomalies' motion better too and cost raw AUC (benchmarks/README.md).
+    normal walkers it predicted the anomalies' motion better too and cost raw AUC (docs/research/ped1.md).
     `clock` measures the budget (tests inject one)."""
     quality = check_footage(videos)
     fit, holdout = split_by_time(videos)
     base_path = Path(base) if base else checkpoint.shipped("lite")
-    model, base_meta = checkpoint.load(base_path, pick_device(device))
+    model, base_meta = checkpoint.load(base_path, hardware.pick_device(device))
     fps = checkpoint.frame_rate(base_meta)
     out_dir.mkdir(parents=True, exist_ok=True)
     bundle_path = out_dir / f"{camera}.safetensors"
@@ -346,10 +344,7 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
         "adapted": "appearance and motion" if learn_motion else "appearance (the motion U-Net as shipped)",
         "versions": {"vad_edge": vad_edge.__version__, "torch": torch.__version__},
     }
-    meta = {**base_meta,  # checkpoint.save writes format and profile afresh
-            "score_stats": calibration["holdout_score_stats"], "calibration": calibration,
-            "precision": scorer.precision.name}
-    checkpoint.save(trainer.model, bundle_path, meta, dtype=torch.float16)
+    save_calibration(trainer.model, bundle_path, base_meta, calibration, np.concatenate(held_scores), scorer)
     report = {"bundle": str(bundle_path), **calibration}
     (out_dir / f"{camera}.report.json").write_text(json.dumps(report, indent=2))
     plot_report(out_dir / f"{camera}.report.png", held_scores, choice.raw, fps)
@@ -358,7 +353,7 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
 
 
 def load_footage(source: str, size: int, minutes: float, fps: float, max_frames: int, work: Path,
-                 clock=time.monotonic) -> list[Video]:
+                 clock=time.time) -> list[Video]:
     """Existing clips (a file or folder) are read, sampled to the model's `fps`; a URL or device is recorded
     into the work folder (frames stamped by `clock`), where an interrupted calibration finds it again."""
     path = Path(source)

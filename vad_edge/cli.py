@@ -9,10 +9,10 @@ import sys
 
 def _info(_args: argparse.Namespace) -> int:
     import vad_edge
-    from vad_edge import precision
+    from vad_edge.runtime import hardware
 
-    cpu = precision.choose("auto", "cpu")
-    info = {**vad_edge.build_info(), "cpu_bfloat16": precision.native_bf16(),
+    cpu = hardware.choose("auto", "cpu")
+    info = {**vad_edge.build_info(), "cpu_bfloat16": hardware.native_bf16(),
             "precision_cpu": {"auto": cpu.name, "why": cpu.reason}}
     print(json.dumps(info, indent=2))
     return 0
@@ -45,21 +45,11 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _fuse(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from vad_edge.data import load_split
     from vad_edge.model import checkpoint
-    from vad_edge.model.scoring import Scorer, fit_fusion, score_statistics
+    from vad_edge.train import fuse
 
-    model, meta = checkpoint.load(args.checkpoint)
-    scorer = Scorer(model, args.precision)
-    videos = load_split(args.data, "training", model.profile.size, checkpoint.frame_rate(meta))
-    scores = np.concatenate(fit_fusion(scorer, videos, args.fusion))
-    meta["score_stats"] = score_statistics(scores)  # the default threshold follows the score
-    meta["precision"] = scorer.precision.name
-    meta.get("metrics", {}).pop("ped2", None)  # measured with the old score
-    path = checkpoint.save(model, args.out, meta, dtype=checkpoint.stored_dtype(args.checkpoint))
-    print(json.dumps(model.fusion.to_metadata(), indent=2))
+    path = fuse(args.checkpoint, args.data, args.fusion, args.out, args.precision)
+    print(json.dumps(checkpoint.read_metadata(path)["fusion"], indent=2))
     print(f"checkpoint written: {path}")
     return 0
 
@@ -137,7 +127,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     threads = use_threads(calibration_threads(args.threads, beside_agent=agent_running()))
 
     from vad_edge import config
-    from vad_edge.agent.bundle import calibration_dir
+    from vad_edge.runtime.bundle import calibration_dir
     from vad_edge.calibrate import calibrate, load_footage
     from vad_edge.model import checkpoint
 
@@ -206,18 +196,9 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-# Choices the parser lists without importing the model (torch takes seconds to import); a test keeps them
-# equal to vad_edge.model's PROFILES and FUSIONS.
-PROFILES = ("lite", "paper", "tiny")
-FUSIONS = ("motion-cluster-speed", "motion-cluster", "standardised", "paper")
-
-
-# As vad_edge.precision.PRECISIONS and vad_edge.export.RUNTIMES (a test keeps them equal).
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
-RUNTIMES = ("torch", "onnxruntime", "openvino")
-
-
 def add_precision(parser: argparse.ArgumentParser, what: str = "scored in") -> None:
+    from vad_edge.runtime.hardware import PRECISIONS
+
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help=f"the format clips are {what}: auto takes bfloat16 on CPUs that run it natively "
                              f"(AMX, AVX-512 BF16, ARM BF16), float16 on CUDA, float32 elsewhere "
@@ -229,6 +210,9 @@ TRAIN_HELP = {"size": "input side in pixels, a multiple of 32 (default: the prof
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The choices come from torch-free modules: `vad-edge --help` and `info` answer at once.
+    from vad_edge.model.names import FUSIONS, PROFILES
+    from vad_edge.runtime.hardware import PRECISIONS, RUNTIMES
     from vad_edge.train_config import TrainConfig
 
     parser = argparse.ArgumentParser(prog="vad-edge", description="Video anomaly detection appliance (STD).")
@@ -242,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", help="training state to continue from (<out>.state.pt)")
     train.add_argument("--init", help="checkpoint to start from instead of a fresh model (train it further)")
     defaults = TrainConfig()
-    choices = {"profile": list(PROFILES), "precision": ["auto", "bf16", "fp32"], "fusion": list(FUSIONS)}
+    choices = {"profile": list(PROFILES), "precision": [p for p in PRECISIONS if p != "float16"],
+               "fusion": list(FUSIONS)}
     for name in TrainConfig.__dataclass_fields__:
         default = getattr(defaults, name)
         kind = float if name == "max_minutes" else type(default)

@@ -2,7 +2,7 @@
 
 Torch's default of one compute thread per core collapses when anything else runs on the box: its threads
 spin at every barrier while one of them waits for a core (on 2 busy cores, scoring fell from 27 to 0.5
-clips/s; benchmarks/README.md). Each command therefore takes a budget of threads that leaves room for the
+clips/s; docs/research/precision-and-threads.md). Each command therefore takes a budget of threads that leaves room for the
 other, and calibration lowers its priority on every thread it has, not only the one that asked.
 """
 

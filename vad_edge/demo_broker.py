@@ -1,7 +1,7 @@
 """The demo's fallback MQTT broker when mosquitto is not installed: amqtt in a process of its own.
 
 In the demo's process its event loop shared the GIL and the cores with the scoring thread and starved it
-(on a 2-core box 77 of 176 clips skipped against 11 with mosquitto; benchmarks/README.md). Run as
+(on a 2-core box 77 of 176 clips skipped against 11 with mosquitto; docs/research/rtsp-and-demo-broker.md). Run as
 `python -m vad_edge.demo_broker PORT`; it exits when its stdin closes, so it never outlives the demo, even
 one that is killed.
 """

@@ -33,8 +33,8 @@ def check_kernels(config: Config | None) -> list[Row]:
 
     from vad_edge import ops
     from vad_edge.cpu_share import agent_threads, cores
-    from vad_edge.model.scoring import scoring_precision
-    from vad_edge.train import pick_device
+    from vad_edge.runtime.hardware import pick_device
+    from vad_edge.runtime.runners import scoring_precision
 
     info = ops.backend()
     threads = agent_threads(config.model.threads if config else 0)
@@ -67,8 +67,8 @@ def check_kernels(config: Config | None) -> list[Row]:
 
 
 def check_models(config: Config) -> list[Row]:
-    from vad_edge.agent.bundle import camera_bundle_path, load_bundle
-    from vad_edge.train import pick_device
+    from vad_edge.runtime.bundle import camera_bundle_path, load_bundle
+    from vad_edge.runtime.hardware import pick_device
 
     rows = []
     for cam in config.cameras:
@@ -86,7 +86,7 @@ def check_models(config: Config) -> list[Row]:
 
 
 def check_cameras(config: Config, timeout: float = 10.0) -> list[Row]:
-    from vad_edge.agent.sources import mask_password, probe
+    from vad_edge.data.sources import mask_password, probe
 
     rows = []
     for cam in config.cameras:

@@ -20,11 +20,11 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from vad_edge.data import Video, load_split
 from vad_edge.data.videos import DatasetError, list_frames
 from vad_edge.model import checkpoint
-from vad_edge.model.scoring import Scorer, fit_fusion, score_videos
-from vad_edge.precision import fitted as precision_fitted
+from vad_edge.runtime import hardware
+from vad_edge.runtime.batch import fit_fusion, frame_difference_scores, score_videos
+from vad_edge.runtime.scorer import Scorer
 
 PIXEL_GRID = 64
-FRAME_CHUNK = 256  # frames frame_difference_scores takes at once
 
 
 def inverted_regularity(raw: np.ndarray) -> np.ndarray:
@@ -32,24 +32,6 @@ def inverted_regularity(raw: np.ndarray) -> np.ndarray:
     regularity = 1.0 / np.maximum(raw, 1e-12)
     span = regularity.max() - regularity.min()
     return 1.0 - (regularity - regularity.min()) / (span if span > 0 else 1.0)
-
-
-def frame_difference_scores(videos: list[Video], lag: int = 1) -> list[np.ndarray]:
-    """The no-learning baseline, scored like the model (frame t of the clip t-4..t): the mean squared
-    difference between frame t and frame t - lag. Lag 1 (consecutive frames) is the strongest simple
-    variant on Ped2; lag 4 (the clip's last minus first frame) is the model's motion target."""
-    if not 1 <= lag <= 4:
-        raise ValueError(f"lag: expected 1 to 4 frames, got {lag}")
-    scores = []
-    for video in videos:
-        frames, chunks = torch.from_numpy(video.frames), []
-        # A chunk of frames at a time in float32: a calibration's one long recording would take gigabytes at once.
-        for start in range(4, len(frames), FRAME_CHUNK):
-            end = min(start + FRAME_CHUNK, len(frames))
-            now, before = frames[start:end].float(), frames[start - lag:end - lag].float()
-            chunks.append(((now - before) / 255.0).pow(2).mean(dim=(1, 2, 3)))
-        scores.append(torch.cat(chunks).double().numpy() if chunks else np.zeros(0))
-    return scores
 
 
 def frame_metrics(raw: list[np.ndarray], labels: list[np.ndarray]) -> dict:
@@ -152,12 +134,10 @@ def evaluate(data: str | Path, checkpoint_path: str | Path | None = None, out: s
     """Scores <data>/testing with a checkpoint or calibration bundle, writes report.json and PNG plots into
     out, returns the report. fusion_name: score with that fusion instead of the checkpoint's; it is fitted
     on <data>/training (normal clips, no labels) unless the checkpoint holds a fit of it."""
-    from vad_edge.train import pick_device
-
     checkpoint_path = Path(checkpoint_path) if checkpoint_path else checkpoint.shipped("lite")
-    model, meta = checkpoint.load(checkpoint_path, pick_device(device))
+    model, meta = checkpoint.load(checkpoint_path, hardware.pick_device(device))
     scorer = Scorer(model, precision, batch, runtime)
-    fitted_in = precision_fitted(meta)
+    fitted_in = hardware.fitted(meta)
     if fusion_name is not None and fusion_name != model.fusion.name:
         fitted_in = scorer.precision.name
         normal = load_split(data, "training", model.profile.size, checkpoint.frame_rate(meta), progress=progress)

@@ -1,4 +1,5 @@
-"""Live commands over MQTT (`detect/set`, `threshold/set`, `recalibrate`) and the settings they persist.
+"""Live commands over MQTT (`detect/set`, `threshold/set`, `recalibrate`): their payloads checked, and the
+dispatcher that applies them to a camera and saves what they set (settings.py).
 
 Every payload is checked against its documented form before anything changes, and settings read back at
 start are checked the same way: a value no person meant (`1e-320`, `"  2.5  "`, `1_000`) is refused with a
@@ -8,9 +9,12 @@ log line, never stored, never applied.
 import logging
 import math
 import re
+from typing import TYPE_CHECKING, Protocol
 
-from vad_edge.agent.outbox import Outbox
-from vad_edge.config import Camera
+from vad_edge.agent.outbox import StorageError
+
+if TYPE_CHECKING:
+    from vad_edge.agent.settings import Settings
 
 log = logging.getLogger("vad_edge.commands")
 
@@ -43,32 +47,48 @@ def parse_multiplier(payload: str) -> float:
     return value
 
 
-class Settings:
-    """Per camera: detection on/off and the threshold multiplier, kept in the outbox database so that
-    commands survive a restart. A stored value that fails its check is ignored with a warning (the
-    configured value applies)."""
+class CommandTarget(Protocol):
+    """What the commands act on: the agent's cameras, changed in its scoring loop."""
 
-    def __init__(self, outbox: Outbox):
-        self.outbox = outbox
+    def has_camera(self, camera: str) -> bool: ...
 
-    def _stored(self, key: str, parse, default):
-        stored = self.outbox.get(key)
-        if stored is None:
-            return default
+    def set_detect(self, camera: str, detect: bool) -> None: ...
+
+    def set_multiplier(self, camera: str, multiplier: float) -> None: ...
+
+    def reload(self) -> None: ...
+
+
+class Dispatcher:
+    """Applies one command (camera, what, payload) to `target` and saves what it set in `settings`; a command
+    that fails its check is refused with a log line, one whose setting cannot be saved is applied and said."""
+
+    def __init__(self, target: CommandTarget, settings: "Settings"):
+        self.target, self.settings = target, settings
+        self.handlers = {"detect/set": self._detect, "threshold/set": self._threshold,
+                         "recalibrate": lambda camera, payload: self.target.reload()}
+
+    def apply(self, camera: str, what: str, payload: str) -> None:
+        if not self.target.has_camera(camera):
+            log.warning("command %s for unknown camera %s ignored", shown(what), shown(camera))
+            return
+        handler = self.handlers.get(what)
+        if handler is None:
+            log.warning("unknown command %s for camera %s ignored", shown(what), camera)
+            return
         try:
-            return parse(stored)
+            handler(camera, payload)
         except CommandError as exc:
-            log.warning("saved setting %s ignored (%s); using the configured %r", key, exc, default)
-            return default
+            log.warning("%s for %s refused: %s", what, camera, exc)
+        except StorageError as exc:  # applied now, but a restart will not remember it
+            log.error("%s for %s applied but not saved: %s", what, camera, exc)
 
-    def detect(self, camera: Camera) -> bool:
-        return self._stored(f"detect/{camera.name}", parse_detect, camera.enabled)
+    def _detect(self, camera: str, payload: str) -> None:
+        detect = parse_detect(payload)
+        self.target.set_detect(camera, detect)
+        self.settings.save_detect(camera, detect)
 
-    def multiplier(self, camera: Camera) -> float:
-        return self._stored(f"threshold/{camera.name}", parse_multiplier, camera.threshold_multiplier)
-
-    def save_detect(self, camera: str, detect: bool) -> None:
-        self.outbox.put(f"detect/{camera}", "ON" if detect else "OFF")
-
-    def save_multiplier(self, camera: str, multiplier: float) -> None:
-        self.outbox.put(f"threshold/{camera}", repr(multiplier))
+    def _threshold(self, camera: str, payload: str) -> None:
+        multiplier = parse_multiplier(payload)
+        self.target.set_multiplier(camera, multiplier)
+        self.settings.save_multiplier(camera, multiplier)

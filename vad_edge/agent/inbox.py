@@ -11,7 +11,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from vad_edge.agent.sources import Clip
+from vad_edge.agent.camera_reader import Clip
 
 LIVE_CLIPS = 2  # waiting clips of a live camera: a little slack for jitter, at most 0.2 s late at 10 fps
 FILE_CLIPS = 8

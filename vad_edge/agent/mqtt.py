@@ -1,8 +1,10 @@
-"""MQTT publishing (paho-mqtt 2.x) by the architecture's contract: availability with a last will, retained
-state republished on every (re)connect, events at QoS 1 acknowledged back into the outbox, live commands.
+"""The box's connection to its broker (paho-mqtt 2.x): availability with a last will, credentials, TLS,
+back-off, one log line per cause of failure, and the command topics it listens on.
 
-Nothing here blocks the video loop: publishing only queues into paho's buffer, and while the broker is away
-events simply wait in the outbox; every (re)connect replays what is pending, in seq order.
+What is published, and again at each (re)connect, is decided elsewhere: retained state (retained.py) and
+events acknowledged back into the outbox (delivery.py) register their replays here, and incoming commands go
+to the agent's dispatcher (commands.py). Nothing here blocks the video loop: publishing only queues into
+paho's buffer.
 """
 
 import json
@@ -11,12 +13,10 @@ import socket
 import ssl
 import sys
 import threading
-import time
 from collections.abc import Callable
 
 import paho.mqtt.client as paho
 
-from vad_edge.agent.outbox import Outbox, Pending, StorageError
 from vad_edge.config import Config
 
 log = logging.getLogger("vad_edge.mqtt")
@@ -68,10 +68,18 @@ def make_client(config: Config) -> paho.Client:
     return client
 
 
-class Publisher:
-    def __init__(self, config: Config, outbox: Outbox, on_command: Callable[[str, str, str], None]):
+COMMANDS = ("detect/set", "threshold/set", "recalibrate")  # the leaves subscribed to under each camera
+
+
+class MqttClient:
+    """A connected-when-possible client. At each (re)connect it says `online`, subscribes to the commands,
+    then runs `replays` in order with `lock` held and only then turns `connected` on: whoever publishes
+    from another thread takes `lock` and finds the replays done, so nothing overtakes them. `on_puback` hears
+    each acknowledged message id, `on_new_connection` each new connection before anything is published on
+    it."""
+
+    def __init__(self, config: Config, on_command: Callable[[str, str, str], None]):
         self.config = config
-        self.outbox = outbox
         self.on_command = on_command
         self.topics = Topics(config.mqtt.prefix, config.device_id)
         self.client = make_client(config)
@@ -85,17 +93,10 @@ class Publisher:
         self._failure: str | None = None  # why the last connection attempt failed, said once per change
         self.connected = False
         self.connects = 0
-        self._send_lock = threading.Lock()  # orders replays and new events
-        # Each event publish is tied to its own PUBACK by message id. paho's 16-bit ids wrap (every 65,535
-        # publishes, stats and retained state included), so an id means nothing beyond the publish it was
-        # given to: acks seen while no event publish is under way are never remembered.
-        self._map_lock = threading.Lock()  # guards the three below; never held while calling paho
-        self._inflight: dict[int, int] = {}  # mid -> seq of an event publish awaiting its PUBACK
-        self._publishing = False  # an event publish is under way: its PUBACK may beat its mid to the map
-        self._acked_early: set[int] = set()  # acks seen during that publish
-        self._ack_later: set[int] = set()  # seqs acknowledged by the broker that the outbox could not delete yet
-        self.storage_problem: str | None = None
-        self._retained: dict[str, bytes | str] = {}
+        self.lock = threading.Lock()  # orders the replays at a connect and what others publish
+        self.replays: list[Callable[[], None]] = []
+        self.on_new_connection: list[Callable[[], None]] = []
+        self.on_puback: Callable[[int], None] = lambda mid: None
 
     # --- lifecycle --------------------------------------------------------------------------------------
 
@@ -104,7 +105,7 @@ class Publisher:
         self.client.loop_start()  # retries the first connection too, with the back-off above
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Publishes availability `stopped`, waits for it and for pending acks, disconnects."""
+        """Publishes availability `stopped`, waits for it, disconnects."""
         if self.connected:
             info = self.client.publish(self.topics.availability, "stopped", qos=1, retain=True)
             try:
@@ -116,78 +117,13 @@ class Publisher:
 
     # --- publishing -------------------------------------------------------------------------------------
 
-    def set_retained(self, topic: str, payload: bytes | str) -> None:
-        """Retained state: remembered and republished on every reconnect."""
-        with self._send_lock:  # against a connect replaying the remembered state at this moment
-            self._retained[topic] = payload
-            if self.connected:
-                self.client.publish(topic, payload, qos=1, retain=True)
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> paho.MQTTMessageInfo:
+        """Queues one message in paho's buffer (nothing waits for the network)."""
+        return self.client.publish(topic, payload, qos=qos, retain=retain)
 
     def publish_stats(self, stats: dict) -> None:
         if self.connected:
             self.client.publish(self.topics.stats, json.dumps(stats), qos=0)
-
-    def send(self, pending: Pending) -> None:
-        """Publishes a committed event now if connected; otherwise the next connect replays it."""
-        with self._send_lock:
-            if self.connected:
-                self._publish_event(pending, replayed=False)
-
-    def send_unstored(self, events: list[tuple[str, dict]], deadline: float) -> list[tuple[str, dict]]:
-        """Publishes (topic, event) pairs the outbox could not store (a failing disk at shutdown) and waits
-        for their PUBACKs until `deadline` (monotonic); returns those not acknowledged, in order."""
-        with self._send_lock:
-            if not self.connected:
-                return events
-            sent = [self.client.publish(topic, json.dumps({**event, "seq": None, "replayed": False}), qos=1)
-                    for topic, event in events]
-        for info in sent:
-            try:
-                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-            except (RuntimeError, ValueError):
-                pass  # not queued, or the connection dropped: it counts as not acknowledged
-        return [item for item, info in zip(events, sent) if not info.is_published()]
-
-    def _publish_event(self, pending: Pending, replayed: bool) -> None:
-        """Called with _send_lock held: one event publish at a time."""
-        payload = json.dumps({**pending.event, "replayed": replayed})
-        with self._map_lock:
-            self._publishing = True
-        info = None
-        try:
-            info = self.client.publish(pending.topic, payload, qos=1)
-        finally:
-            with self._map_lock:
-                self._publishing = False
-                sent = info is not None and info.rc == paho.MQTT_ERR_SUCCESS
-                acked = sent and info.mid in self._acked_early  # the PUBACK beat us to the map
-                self._acked_early.clear()
-                if sent and not acked:
-                    self._inflight[info.mid] = pending.seq
-        if acked:
-            self._ack(pending.seq)
-        # Not sent: it stays in the outbox for the next connect.
-
-    def _ack(self, seq: int) -> None:
-        """Deletes an acknowledged event. On a storage failure the seq is kept and retried (retry_acks); were
-        the agent to die first, the event is sent once more on the next start (subscribers dedupe)."""
-        try:
-            self.outbox.ack(seq)
-        except StorageError as exc:
-            if self.storage_problem is None:
-                log.error("%s; retried", exc)
-            self.storage_problem = str(exc)
-            with self._map_lock:
-                self._ack_later.add(seq)
-            return
-        self.storage_problem = None
-
-    def retry_acks(self) -> None:
-        """Called from the agent's loop: the deletions that failed, again."""
-        with self._map_lock:
-            waiting, self._ack_later = sorted(self._ack_later), set()
-        for seq in waiting:
-            self._ack(seq)
 
     # --- paho callbacks (network thread) ----------------------------------------------------------------
 
@@ -207,20 +143,14 @@ class Publisher:
         self.connects += 1
         self._failure = None
         log.info("connected to %s:%s", self.config.mqtt.host, self.config.mqtt.port)
-        with self._map_lock:
-            self._inflight.clear()
-            self._acked_early.clear()
+        for listener in self.on_new_connection:
+            listener()
         client.publish(self.topics.availability, "online", qos=1, retain=True)
-        for leaf in ("detect/set", "threshold/set", "recalibrate"):
+        for leaf in COMMANDS:
             client.subscribe(self.topics.camera("+", leaf), qos=1)
-        with self._send_lock:  # state set from now on is published by set_retained itself
-            for topic, payload in self._retained.items():
-                client.publish(topic, payload, qos=1, retain=True)
-            pending = self.outbox.pending()
-            if pending:
-                log.info("replaying %d pending events", len(pending))
-            for item in pending:
-                self._publish_event(item, replayed=True)
+        with self.lock:  # what others publish from now on goes out after the replays
+            for replay in self.replays:
+                replay()
             self.connected = True
 
     def _on_connect_fail(self, client, userdata):
@@ -240,7 +170,7 @@ class Publisher:
             self._socket_error = message
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
-        with self._send_lock:
+        with self.lock:
             was_connected, self.connected = self.connected, False
         if was_connected and reason_code.is_failure:  # a refused attempt was said by _failed already
             log.warning("lost the broker (%s); events wait in the outbox", self._loss_reason(flags, reason_code))
@@ -256,12 +186,7 @@ class Publisher:
         return self._socket_error or "the broker closed the connection"
 
     def _on_publish(self, client, userdata, mid, reason_code=None, properties=None):
-        with self._map_lock:
-            seq = self._inflight.pop(mid, None)
-            if seq is None and self._publishing:
-                self._acked_early.add(mid)
-        if seq is not None:
-            self._ack(seq)  # never raises
+        self.on_puback(mid)  # never raises
 
     def _on_message(self, client, userdata, message):
         parts = message.topic[len(self.topics.base) + 1:].split("/")

@@ -1,6 +1,7 @@
-"""The agent: camera readers hand over clips of 5 consecutive frames at the model's frame rate; one
-inference loop takes the newest clip of every camera, scores them in a batch per model, runs each camera's
-event state machine, and hands events to the outbox and MQTT."""
+"""The agent's scoring loop: camera readers hand over clips of 5 consecutive frames at the model's frame
+rate; one loop takes the newest clip of every camera, scores them in a batch per model, runs each camera's
+event state machine, and hands events to the outbox and MQTT. The loop owns every camera's state: commands
+(commands.py) and reloads (bundle_loader.py) from other threads are queued and applied here."""
 
 import logging
 import math
@@ -14,23 +15,25 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-import vad_edge
-from vad_edge import ops
-from vad_edge.agent import discovery, preflight
-from vad_edge.agent.bundle import Bundle, BundleLoader
-from vad_edge.agent.commands import CommandError, Settings, parse_detect, parse_multiplier, shown
-from vad_edge.agent.delivery import Delivery
+from vad_edge.agent import discovery, preflight, status
+from vad_edge.agent.bundle_loader import BundleLoader
+from vad_edge.agent.camera_reader import CameraReader, Clip
+from vad_edge.agent.commands import Dispatcher
+from vad_edge.agent.delivery import Delivery, EventSender
 from vad_edge.agent.events import EventTracker, Observation
 from vad_edge.agent.health import HealthServer, Metrics, sd_notify, watchdog_interval
 from vad_edge.agent.inbox import ClipInbox, StatusChange
-from vad_edge.agent.mqtt import Publisher
-from vad_edge.agent.outbox import Outbox, StorageError, default_max_bytes
+from vad_edge.agent.mqtt import MqttClient
+from vad_edge.agent.outbox import Outbox, default_max_bytes
+from vad_edge.agent.retained import RetainedState
+from vad_edge.agent.settings import Settings
 from vad_edge.agent.snapshot import jpeg, overlay
-from vad_edge.agent.sources import CameraReader, Clip, Frame, is_file_source
 from vad_edge.config import Camera, Config, ConfigError
 from vad_edge.cpu_share import agent_threads, use_threads
-from vad_edge.model.scoring import scoring_precision
-from vad_edge.train import pick_device
+from vad_edge.data.sources import Frame, is_file_source
+from vad_edge.runtime.bundle import Bundle
+from vad_edge.runtime.hardware import pick_device
+from vad_edge.runtime.runners import scoring_precision
 
 log = logging.getLogger("vad_edge.agent")
 
@@ -74,11 +77,15 @@ class Agent:
                      else default_max_bytes(config.state_dir))
         self.outbox = Outbox(config.state_dir / "outbox.sqlite", config.outbox.max_events, max_bytes)
         self.settings = Settings(self.outbox)
+        self.commands = Dispatcher(self, self.settings)
         self.metrics = Metrics()
         self.metrics.precision.labels(self.precision.name, self.precision.reason).set(1)
-        self.publisher = Publisher(config, self.outbox, self.command)
-        self.delivery = Delivery(self.outbox, self.publisher, on_event)
-        self.topics = self.publisher.topics
+        self.mqtt = MqttClient(config, self.command)
+        # At each connect the retained state is replayed first, then the pending events (constructed in order).
+        self.retained = RetainedState(self.mqtt)
+        self.sender = EventSender(self.outbox, self.mqtt)
+        self.delivery = Delivery(self.outbox, self.sender, on_event)
+        self.topics = self.mqtt.topics
         self.stop_event = threading.Event()
         self._readers_running = False  # start() ran
         self.started = time.monotonic()
@@ -104,8 +111,8 @@ class Agent:
         if refused:
             self.outbox.close()
             raise ConfigError("\n".join(refused))
-        self.health = (HealthServer(config.health.host, config.health.port, self.metrics, self.status)
-                       if config.health.port else None)
+        self.health = (HealthServer(config.health.host, config.health.port, self.metrics,
+                                    lambda: status.health(self)) if config.health.port else None)
 
     def _add_camera(self, cam: Camera, bundle: Bundle | ValueError) -> bool:
         """Sets a camera up to score; a camera whose bundle could not be loaded stays offline with the reason
@@ -166,44 +173,36 @@ class Agent:
 
     def _publish_status(self, state: CameraState) -> None:
         shown = state.status if state.detect else "disabled"
-        self.publisher.set_retained(self.topics.camera(state.config.name, "status"), shown)
+        self.retained.set(self.topics.camera(state.config.name, "status"), shown)
 
     # --- commands (MQTT network thread) -----------------------------------------------------------------
 
     def command(self, camera: str, what: str, payload: str) -> None:
         """Called by MQTT's thread; applied by the inference loop, which owns all camera state."""
-        self._changes.put((self._apply_command, camera, what, payload))
+        self._changes.put((self.commands.apply, camera, what, payload))
 
-    def _apply_command(self, camera: str, what: str, payload: str) -> None:
-        state = self.cameras.get(camera)
-        if state is None:
-            log.warning("command %s for unknown camera %s ignored", shown(what), shown(camera))
-            return
-        try:
-            if what == "detect/set":
-                state.detect = parse_detect(payload)
-                if not state.detect:
-                    self._commit(state, state.tracker.close())
-                self._publish_settings(state)
-                self._publish_status(state)
-                self.settings.save_detect(camera, state.detect)
-            elif what == "threshold/set":
-                state.multiplier = parse_multiplier(payload)
-                self._publish_settings(state)
-                self.settings.save_multiplier(camera, state.multiplier)
-            elif what == "recalibrate":
-                self.reload()
-            else:
-                log.warning("unknown command %s for camera %s ignored", shown(what), camera)
-        except CommandError as exc:
-            log.warning("%s for %s refused: %s", what, camera, exc)
-        except StorageError as exc:  # applied now, but a restart will not remember it
-            log.error("%s for %s applied but not saved: %s", what, camera, exc)
+    # The dispatcher's target (commands.CommandTarget), called in the loop.
+
+    def has_camera(self, camera: str) -> bool:
+        return camera in self.cameras
+
+    def set_detect(self, camera: str, detect: bool) -> None:
+        state = self.cameras[camera]
+        state.detect = detect
+        if not detect:
+            self._commit(state, state.tracker.close())
+        self._publish_settings(state)
+        self._publish_status(state)
+
+    def set_multiplier(self, camera: str, multiplier: float) -> None:
+        state = self.cameras[camera]
+        state.multiplier = multiplier
+        self._publish_settings(state)
 
     def _publish_settings(self, state: CameraState) -> None:
         name = state.config.name
-        self.publisher.set_retained(self.topics.camera(name, "detect/state"), "ON" if state.detect else "OFF")
-        self.publisher.set_retained(self.topics.camera(name, "threshold/state"), repr(state.multiplier))
+        self.retained.set(self.topics.camera(name, "detect/state"), "ON" if state.detect else "OFF")
+        self.retained.set(self.topics.camera(name, "threshold/state"), repr(state.multiplier))
 
     # --- events out -------------------------------------------------------------------------------------
 
@@ -213,7 +212,7 @@ class Agent:
         for event in events:
             self.metrics.events.labels(state.config.name, event["type"]).inc()
             if event["type"] in ("start", "end"):
-                self.publisher.set_retained(self.topics.camera(state.config.name, "anomaly"),
+                self.retained.set(self.topics.camera(state.config.name, "anomaly"),
                                             "ON" if event["type"] == "start" else "OFF")
                 self._publish_snapshot(state, event)
             self.delivery.put(topic, event)
@@ -225,7 +224,7 @@ class Agent:
             return
         label = f"{state.config.name} {event['type']} peak {event['peak_score']:.2f}"
         image = overlay(peak.frame, peak.emap, event["region"], label)
-        self.publisher.set_retained(self.topics.camera(state.config.name, "snapshot"), jpeg(image))
+        self.retained.set(self.topics.camera(state.config.name, "snapshot"), jpeg(image))
 
     # --- the inference loop -----------------------------------------------------------------------------
 
@@ -248,7 +247,7 @@ class Agent:
     def _score(self, group: list[tuple[CameraState, Clip]]) -> None:
         bundle = group[0][0].bundle
         windows = np.stack([np.stack([f.small for f in clip]) for _, clip in group])
-        scores = bundle.scorer.score(torch.from_numpy(windows))
+        scores = bundle.scorer.shipped_score(torch.from_numpy(windows))
         raws = scores.raw.double().cpu().numpy()
         emaps = scores.emap[:, 0].float().cpu().numpy()
         now = time.monotonic()
@@ -284,7 +283,7 @@ class Agent:
             apply, *args = self._changes.get_nowait()
             apply(*args)
         self.delivery.flush()  # what waited for storage, before anything newer
-        self.publisher.retry_acks()
+        self.sender.retry_acks()
         ready, took = self._gather()
         for group in ready.values():
             try:
@@ -294,61 +293,6 @@ class Agent:
                 log.exception("scoring failed for %s; skipping these clips", names)
         return took or any(not s.inbox.empty() for s in self.cameras.values())
 
-    # --- stats and health -------------------------------------------------------------------------------
-
-    def stats(self) -> dict:
-        cameras = {}
-        for name, s in self.cameras.items():
-            fps = (len(s.times) - 1) / (s.times[-1] - s.times[0]) if len(s.times) > 1 and s.times[-1] > s.times[0] else 0.0
-            lat = sorted(s.latencies)
-            reader = self.readers[name]
-            cameras[name] = {
-                "status": s.status, "detect": s.detect, "model_fps": s.bundle.fps, "scored_fps": round(fps, 2),
-                "frames": s.frames, "clips_skipped": s.inbox.skipped, "window_restarts": reader.window_restarts,
-                "latency_ms": {"p50": round(1e3 * lat[len(lat) // 2], 1), "p95": round(1e3 * lat[int(len(lat) * 0.95)], 1)}
-                if lat else None,
-                "score": s.last_score, "raw_score": s.last_raw, "threshold": s.threshold,
-                "above_normal_p99": round(s.above_normal / s.with_bundle, 4) if s.with_bundle else None,
-                "precision": s.bundle.scorer.precision.name, "fitted_precision": s.bundle.fitted_precision,
-                "anomaly": s.tracker.active is not None,
-            }
-        for name, problem in self.unusable.items():
-            cameras[name] = {"status": "offline", "problem": problem}
-        depth, disk = self.outbox.depth(), self.outbox.disk_usage()
-        self.metrics.outbox_depth.set(depth)
-        self.metrics.outbox_dropped.set(self.outbox.dropped())
-        self.metrics.outbox_bytes.set(disk["bytes"])
-        self.metrics.events_lost.set(self.delivery.lost)
-        self.metrics.mqtt_connected.set(1 if self.publisher.connected else 0)
-        return {
-            "device_id": self.config.device_id, "uptime_s": round(time.monotonic() - self.started, 1),
-            "versions": {"vad_edge": vad_edge.__version__, "torch": torch.__version__},
-            "kernels": {"cuda": ops.backend()["cuda"], "device": str(self.device), "threads": self.threads,
-                        "precision": self.precision.name, "precision_why": self.precision.reason,
-                        "runtime": self.config.model.runtime},
-            "outbox": {"depth": depth, "dropped": self.outbox.dropped(), **disk},
-            "storage": self.delivery.stats(),
-            "mqtt": {"connected": self.publisher.connected, "connects": self.publisher.connects},
-            "cameras": cameras,
-        }
-
-    def status(self) -> dict:
-        """/healthz. Healthy: the loop runs, the outbox can be written, and every enabled camera can score
-        (it may be offline for a reason outside the box, a camera that is down). The broker may be away:
-        events then wait in the outbox, which is what it is for."""
-        stalled = time.monotonic() - self.last_loop > 10
-        storage_problem = self.delivery.problem or self.publisher.storage_problem
-        problems = [f"camera {cam.name} {self.unusable[cam.name]}" for cam in self.config.cameras
-                    if cam.name in self.unusable and self.settings.detect(cam)]
-        problems += ["the scoring loop has stalled"] if stalled else []
-        problems += [f"storage: {storage_problem}"] if storage_problem else []
-        problems += ["stopping"] if self.stop_event.is_set() else []
-        return {"healthy": not problems, "problems": problems, "loop_stalled": stalled,
-                "storage_problem": storage_problem,
-                "mqtt_connected": self.publisher.connected, "outbox_depth": self.outbox.depth(),
-                "cameras": {**{name: s.status for name, s in self.cameras.items()},
-                            **{name: "offline" for name in self.unusable}}}
-
     # --- lifecycle --------------------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -357,14 +301,14 @@ class Agent:
             if not state.detect:  # otherwise the reader's first word (online, or why not) is the status
                 self._publish_status(state)
         for name in self.unusable:
-            self.publisher.set_retained(self.topics.camera(name, "status"), "offline")
+            self.retained.set(self.topics.camera(name, "status"), "offline")
         for cam in self.config.cameras:  # the true state: no event runs yet, whatever a killed run left retained
-            self.publisher.set_retained(self.topics.camera(cam.name, "anomaly"), "OFF")
+            self.retained.set(self.topics.camera(cam.name, "anomaly"), "OFF")
         self.delivery.flush()  # the ends of events a killed run left open
         models = sorted({s.bundle.model_info["name"] for s in self.cameras.values()}) or ["std"]
         for topic, payload in discovery.messages(self.config, self.topics, ", ".join(models)).items():
-            self.publisher.set_retained(topic, payload)
-        self.publisher.start()
+            self.retained.set(topic, payload)
+        self.mqtt.start()
         if self.health:
             self.health.start()
         for reader in self.readers.values():
@@ -383,7 +327,7 @@ class Agent:
                 busy = self.step()
                 now = time.monotonic()
                 if now >= next_stats:
-                    self.publisher.publish_stats(self.stats())
+                    self.mqtt.publish_stats(status.stats(self))
                     for reader in self.readers.values():
                         reader.check_watchdog()
                     next_stats = now + min(self.config.stats_interval, 1.0 if until else self.config.stats_interval)
@@ -401,7 +345,7 @@ class Agent:
         self.stop_event.set()
 
     def shutdown(self, flush_timeout: float = 5.0) -> None:
-        """Ends running events, lets the publisher drain the outbox for a moment, says `stopped`. Events the
+        """Ends running events, lets the sender drain the outbox for a moment, says `stopped`. Events the
         outbox cannot store are sent from memory or counted lost (Delivery.close)."""
         sd_notify("STOPPING=1")
         self.stop_event.set()
@@ -418,11 +362,11 @@ class Agent:
                 if reader.is_alive():
                     log.warning("camera %s: its reader did not stop in time", reader.camera.name)
         self.delivery.close(deadline)  # what storage refused goes out straight, or is counted lost
-        while self.publisher.connected and self.outbox.depth() and time.monotonic() < deadline:
-            self.publisher.retry_acks()
+        while self.mqtt.connected and self.outbox.depth() and time.monotonic() < deadline:
+            self.sender.retry_acks()
             time.sleep(0.05)
-        self.publisher.publish_stats(self.stats())  # the final tally
-        self.publisher.stop()
+        self.mqtt.publish_stats(status.stats(self))  # the final tally
+        self.mqtt.stop()
         if self.health:
             self.health.stop()
         left = self.outbox.depth()

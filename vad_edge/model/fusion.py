@@ -14,12 +14,12 @@ fastest moving thing goes for its place in the frame.
 - "motion-cluster": the same without the appearance error. The appearance branch still counts through the
   cluster map (its latents are half of each clustered point); its pixel error, added as a term, mostly
   re-measures how many people are in view and cost raw AUC on Ped2 without gaining on a second scene
-  (benchmarks/README.md, "What each term of the score is worth").
+  (docs/research/score-terms.md).
 - "motion-cluster-speed" (default): motion-cluster plus object-level evidence (model/object_speed.py): the
   clip's fastest moving thing against the normal speed at its place in the frame, over its normal mean.
   The pixel terms rise with how much moves; a far-away bike moving as many pixels as a near walker is what
   they miss on a camera at an angle (frame AUC on UCSD Ped1 after calibrate +4.2 micro, +5.6 raw; Ped2
-  +0.3 / +1.3; at the event level as good or better: benchmarks/README.md, "The threshold's tail"). Its
+  +0.3 / +1.3; at the event level as good or better: docs/research/threshold-tail.md). Its
   perspective (normal speed per cell of the frame, or per band of rows) is learnt from the same normal
   footage as the normal means.
 """
@@ -28,11 +28,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vad_edge.model.names import FUSIONS
 from vad_edge.model.object_speed import Perspective, PerspectiveError
 from vad_edge.ops.reference import PAPER_WEIGHTS
 
 TERMS = ("appearance", "motion", "cluster", "paper")
-FUSIONS = ("motion-cluster-speed", "motion-cluster", "standardised", "paper")
 # The pixel terms each fitted fusion adds, each divided by its normal mean.
 FITTED_TERMS = {"standardised": (0, 1, 2), "motion-cluster": (1, 2), "motion-cluster-speed": (1, 2)}
 WITH_SPEED = ("motion-cluster-speed",)  # the fusions that add the object-speed evidence

@@ -1,4 +1,4 @@
-"""STD's training objectives (std_spec.md section 5)."""
+"""STD's training objectives (docs/model.md, "Training")."""
 
 import torch
 import torch.nn.functional as F

@@ -4,7 +4,7 @@ Two streams over a 5-frame clip [F0..F4] (15 channels, RGB in [0, 1]):
 - appearance: a ResNet autoencoder reconstructs the first frame F0 (the FIF);
 - motion: a U-Net with variance attention sees F0..F3 and predicts the difference F4 - F0.
 Their latents, L1-normalised per pixel, are concatenated (early fusion) and softly assigned to K learnt
-centres (deep K-means). See ../shared/docs/std_spec.md, sections 2-4, for every layer.
+centres (deep K-means). docs/model.md describes every layer.
 
 `base` is the width of the first convolution (32 in the paper); stage widths are 2, 4 and 8 times it.
 """
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vad_edge import ops
+from vad_edge.model import names
 from vad_edge.model.fusion import PAPER, Fusion
 from vad_edge.ops import reference
 
@@ -173,11 +174,12 @@ class Profile:
         return self.size // 8
 
 
-PROFILES = {
-    "paper": Profile("paper", size=256, base=32),  # the authors' configuration
-    "lite": Profile("lite", size=128, base=16),  # 1/16 of the compute, for CPU-only boxes
-    "tiny": Profile("tiny", size=32, base=4, clusters=4),  # tests and smoke runs only
-}
+PROFILES = {profile.name: profile for profile in (
+    Profile("paper", size=256, base=32),  # the authors' configuration
+    Profile("lite", size=128, base=16),  # 1/16 of the compute, for CPU-only boxes
+    Profile("tiny", size=32, base=4, clusters=4),  # tests and smoke runs only
+)}
+assert tuple(sorted(PROFILES)) == tuple(sorted(names.PROFILES)), "model/names.py lists every profile"
 
 
 @dataclass
@@ -189,7 +191,7 @@ class Outputs:
 
 @dataclass
 class Scores:
-    raw: torch.Tensor  # [N] S = mean_p of the fused map; higher is more anomalous
+    raw: torch.Tensor  # [N] S = mean_p of the fused map (+ the object-speed term, Scorer); higher is more anomalous
     emap: torch.Tensor  # [N,1,H,W] localisation map: the fused per-pixel score (model/fusion.py)
     cmap: torch.Tensor  # [N,1,h,w] cluster map C(p)
 
@@ -239,12 +241,14 @@ class STD(nn.Module):
             if isinstance(module, (STD, VarianceAttention)):
                 module.use_kernels = enabled
 
-    def score(self, clip: torch.Tensor) -> Scores:
-        """The anomaly score of each clip: the appearance, motion and cluster terms fused as self.fusion says."""
-        return self.score_outputs(self(clip), clip)
+    def pixel_score(self, clip: torch.Tensor) -> Scores:
+        """The pixel part of each clip's score: the appearance, motion and cluster terms fused with
+        self.fusion's weights. Not the score a box ships when the fusion has an object-speed term: that is
+        runtime.scorer.Scorer.shipped_score, which adds it."""
+        return self.pixel_score_of(self(clip), clip)
 
-    def score_outputs(self, out: Outputs, clip: torch.Tensor) -> Scores:
-        """score() after the networks: also for outputs another runtime computed (vad_edge/export.py)."""
+    def pixel_score_of(self, out: Outputs, clip: torch.Tensor) -> Scores:
+        """pixel_score() after the networks: also for outputs another runtime computed (runtime/runners.py)."""
         impl = ops if use_kernels(self, out.z) else reference
         cmap, _, _ = impl.cluster_distance(out.z, self.centers.to(out.z.dtype), self.profile.alpha)
         # The score's inputs in one dtype, as the kernels take them: under autocast the network's outputs are
@@ -260,9 +264,9 @@ class STD(nn.Module):
         """[N,4] per-clip means of the score's four terms (reference.score_terms), to fit a fusion on; with
         `grid`, their means over each cell of a grid x grid partition of the frame, [N,4,grid,grid] (what
         per-place statistics are computed from)."""
-        return self.terms_of_outputs(self(clip), clip, grid)
+        return self.score_terms_of(self(clip), clip, grid)
 
-    def terms_of_outputs(self, out: Outputs, clip: torch.Tensor, grid: int | None = None) -> torch.Tensor:
+    def score_terms_of(self, out: Outputs, clip: torch.Tensor, grid: int | None = None) -> torch.Tensor:
         """score_terms() after the networks."""
         cmap, _, _ = reference.cluster_distance(out.z, self.centers.to(out.z.dtype), self.profile.alpha)
         terms = reference.score_terms(out.fif_hat, out.d_hat, clip[:, 0:3], clip[:, 12:15], cmap)

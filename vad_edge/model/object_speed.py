@@ -9,8 +9,7 @@ centroid. `Perspective` holds the median speed of normal footage's moving things
 grid, where enough of them passed, and per band of rows for the cells where too few did. A clip's evidence
 is its fastest thing's speed over the normal speed at its place (0 when nothing moves). A path that crosses
 the frame at an angle (Ped1's walkway) makes the normal speed vary along a row too, which the cells see and
-the bands alone did not (+1.1 micro frame AUC on Ped1, Ped2 within 0.1). Measured in benchmarks/README.md
-("Object speed against perspective", "Object speed per place").
+the bands alone did not (+1.1 micro frame AUC on Ped1, Ped2 within 0.1). Measured in docs/research/object-speed.md.
 """
 
 from dataclasses import dataclass

@@ -2,7 +2,7 @@
 
 Each op has a pure-torch twin with the same signature in `vad_edge.ops.reference`. The kernels are for
 inference (no backward); training runs the reference ops through autograd. The contract (shapes, meaning)
-is the "Kernel contracts" table of the architecture document.
+is the table of docs/kernels.md.
 """
 
 import torch

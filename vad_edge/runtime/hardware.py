@@ -1,10 +1,13 @@
-"""Which floating-point format scores clips on this box, and why.
+"""Where a model runs on this box (the device) and in which floating-point format (the precision), and why.
 
-Torch-free, so that `vad-edge info` answers at once. `auto` takes what the hardware runs natively: bfloat16 on CPUs with bfloat16 instructions (AMX or AVX-512
-BF16 on x86, the BF16 extension on ARM), float16 on CUDA GPUs, float32 elsewhere. It reads the CPU's
-features instead of guessing from its name: on a CPU without them torch emulates bfloat16, and the shipped
-model scored 60x slower in bfloat16 than in float32 on this project's AVX2-only development machine
-(0.2 against 13 clips/s; benchmarks/README.md).
+One vocabulary for scoring and training: auto, float32, bfloat16, float16 (torch's dtype names).
+
+Torch-free at import, so that `vad-edge info` answers at once. `auto` takes what the hardware runs natively:
+bfloat16 on CPUs with bfloat16 instructions (AMX or AVX-512 BF16 on x86, the BF16 extension on ARM), float16 on
+CUDA GPUs for scoring (bfloat16 for training, which needs no loss scaling), float32 elsewhere. It reads the
+CPU's features instead of guessing from its name: on a CPU without them torch emulates bfloat16, and the
+shipped model scored 60x slower in bfloat16 than in float32 on this project's AVX2-only development machine
+(0.2 against 13 clips/s; docs/research/precision-and-threads.md).
 """
 
 import platform
@@ -12,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")  # the names are torch's dtypes
+# What runs the networks: torch itself, or their exported graph in ONNX Runtime or OpenVINO (runners.py).
+RUNTIMES = ("torch", "onnxruntime", "openvino")
 # /proc/cpuinfo's names of the instructions that run bfloat16 natively, best first.
 BF16_FEATURES = ("amx_bf16", "avx512_bf16", "bf16")
 
@@ -67,6 +72,27 @@ def choose(requested: str, device_type: str, features: set[str] | None = None) -
         return Precision("bfloat16", f"auto: this CPU runs bfloat16 natively ({feature})")
     return Precision("float32", f"auto: this {platform.machine()} CPU has no bfloat16 instructions "
                                 f"({', '.join(BF16_FEATURES)}); emulated bfloat16 would be far slower")
+
+
+def for_training(requested: str, device_type: str, features: set[str] | None = None) -> Precision:
+    """The format training's forward passes run in (autocast; weights, optimiser state and losses stay float32).
+    auto: bfloat16 where the hardware runs it natively (a CUDA GPU, or a CPU with bfloat16 instructions: on
+    this project's AVX-512 BF16 CPU it trains lite 1.6x faster than float32), float32 elsewhere. float16 is
+    refused: it needs loss scaling, which the trainer does not do."""
+    if requested == "float16":
+        raise ValueError("precision float16: training needs loss scaling in float16; use bfloat16 or float32")
+    if requested == "auto" and device_type == "cuda":
+        return Precision("bfloat16", "auto: a CUDA GPU trains in bfloat16 (no loss scaling)")
+    return choose(requested, device_type, features)
+
+
+def pick_device(name: str):
+    """The torch device for a configured name: auto takes a CUDA GPU when torch sees one, else the CPU."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def fitted(meta: dict) -> str:

@@ -1,31 +1,25 @@
-"""What a camera scores with: a model plus its threshold and provenance.
+"""What a camera scores with: a model plus its threshold and provenance. This module writes and reads
+the metadata a threshold comes from.
 
-A bundle is a checkpoint file (`vad-edge train`) or a calibration bundle (`vad-edge calibrate`), both
-safetensors with vad-edge metadata. A calibration bundle carries a `calibration` section with the raw-score
-threshold chosen on the site's normal footage; a plain checkpoint falls back to a default derived from the
-score statistics of its training data. BundleLoader reads every camera's, and reads them again on request.
+A bundle is a checkpoint file (`vad-edge train`, `vad-edge fuse`) or a calibration bundle (`vad-edge
+calibrate`), both safetensors with vad-edge metadata (model/checkpoint.py). Each records the statistics of
+its shipped scores on normal footage and the precision they were fitted in (fit_metadata); a calibration
+bundle also carries a `calibration` section with the raw-score threshold chosen on the site's normal footage
+(save_calibration), and a plain checkpoint falls back to a default derived from its training scores.
 """
 
-import logging
-import math
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from vad_edge import precision
 from vad_edge.config import Camera, Config
 from vad_edge.model import checkpoint
 from vad_edge.model.network import STD
-from vad_edge.model.scoring import Scorer
-
-log = logging.getLogger("vad_edge.agent")
-
-RELOAD_INTERVAL = 2.0  # seconds between two reloads of the bundles, however many are asked for
+from vad_edge.runtime import hardware
+from vad_edge.runtime.scorer import Scorer
 
 
 @dataclass
@@ -49,7 +43,7 @@ class Bundle:
 
     @property
     def fitted_precision(self) -> str:
-        return precision.fitted(self.meta)
+        return hardware.fitted(self.meta)
 
     @cached_property  # read on every scored frame; the metadata never changes
     def normal_p99(self) -> float | None:
@@ -84,6 +78,34 @@ def default_threshold(meta: dict) -> float:
     return q
 
 
+def score_statistics(scores: np.ndarray) -> dict:
+    """Summary of raw scores on normal footage: what thresholds are chosen from."""
+    scores = np.asarray(scores, dtype=np.float64)
+    quantiles = [0.5, 0.9, 0.95, 0.99, 0.995, 0.999]
+    return {
+        "count": int(scores.size),
+        "mean": float(scores.mean()),
+        "std": float(scores.std()),
+        "min": float(scores.min()),
+        "max": float(scores.max()),
+        "quantiles": {str(q): float(np.quantile(scores, q)) for q in quantiles},
+    }
+
+
+def fit_metadata(normal_scores: np.ndarray, scorer: Scorer) -> dict:
+    """The metadata of a fit: the statistics of the shipped scores on the normal footage it was fitted on
+    (the default threshold, normal_p99) and the precision they were scored in."""
+    return {"score_stats": score_statistics(normal_scores), "precision": scorer.precision.name}
+
+
+def save_calibration(model: STD, path: Path, base_meta: dict, calibration: dict, holdout_scores: np.ndarray,
+                     scorer: Scorer) -> Path:
+    """Writes a calibration bundle: the adapted model (float16 weights) with its base checkpoint's metadata,
+    the hold-out's fit and the `calibration` section (threshold, id, created and the report's figures)."""
+    meta = {**base_meta, **fit_metadata(holdout_scores, scorer), "calibration": calibration}
+    return checkpoint.save(model, path, meta, dtype=torch.float16)
+
+
 def load_bundle(path: str | Path | None, device: torch.device, precision_name: str = "auto",
                 runtime: str = "torch") -> Bundle:
     path = Path(path) if path else checkpoint.shipped("lite")
@@ -108,46 +130,3 @@ def camera_bundle_path(config: Config, cam: Camera) -> Path:
     """The camera's bundle: configured, else what `vad-edge calibrate` left for it, else the default model."""
     calibrated = calibration_dir(config) / f"{cam.name}.safetensors"
     return cam.bundle or (calibrated if calibrated.exists() else config.model.checkpoint)
-
-
-class BundleLoader:
-    """Every camera's bundle, read at start and again on request (SIGHUP, the MQTT `recalibrate` command).
-    Requests are merged and served at most every `interval` seconds by a thread of its own (`serve`), never
-    by the scoring loop: each pass's bundles go to `deliver`, for the loop to swap in."""
-
-    def __init__(self, config: Config, device: torch.device, deliver: Callable[[dict], None]):
-        self.config, self.device, self.deliver = config, device, deliver
-        self.interval = RELOAD_INTERVAL
-        self._wanted = threading.Event()
-
-    def load_all(self) -> dict[str, Bundle | ValueError]:
-        """Every camera's bundle read from disk, or why it could not be (cameras sharing a file share it)."""
-        loaded, by_path = {}, {}
-        for cam in self.config.cameras:
-            path = camera_bundle_path(self.config, cam)
-            if str(path) not in by_path:
-                try:
-                    bundle = load_bundle(path, self.device, self.config.model.precision, self.config.model.runtime)
-                except ValueError as exc:
-                    by_path[str(path)] = exc
-                else:
-                    by_path[str(path)] = bundle
-                    if mismatch := bundle.precision_mismatch():
-                        log.warning("%s", mismatch)
-            loaded[cam.name] = by_path[str(path)]
-        return loaded
-
-    def request(self) -> None:
-        self._wanted.set()
-
-    def serve(self, stop: threading.Event) -> None:
-        """The loader thread's body, until `stop` is set."""
-        last = -math.inf
-        while not stop.is_set():
-            if not self._wanted.wait(0.5):
-                continue
-            if stop.wait(max(0.0, last + self.interval - time.monotonic())):
-                return
-            self._wanted.clear()  # requests from now on ask for another pass
-            last = time.monotonic()
-            self.deliver(self.load_all())

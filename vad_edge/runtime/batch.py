@@ -1,0 +1,122 @@
+"""Scoring sets of videos clip by clip: their shipped scores, the terms a fusion is fitted on, fitting a
+fusion, what a clip costs to score (a time budget's unit), and the no-learning frame-difference baseline."""
+
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vad_edge.data import ClipDataset, Video
+from vad_edge.model import fusion
+from vad_edge.model.object_speed import Perspective, clip_objects
+from vad_edge.runtime.scorer import Scorer, object_speeds
+
+FRAME_CHUNK = 256  # frames frame_difference_scores takes at once
+
+
+def _batches(scorer: Scorer, videos: list[Video], progress: bool, desc: str):
+    """The clips of these videos in order, a scorer's batch at a time, with a progress bar."""
+    dataset = ClipDataset(videos)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=scorer.batch, shuffle=False)
+    with tqdm(total=len(dataset), desc=desc, unit="clip", disable=not progress) as bar:
+        for frames in loader:
+            yield frames
+            bar.update(len(frames))
+
+
+def _per_video(values: torch.Tensor, videos: list[Video]) -> list[np.ndarray]:
+    """Per-clip values of all videos, split back per video (clip t..t+4 belongs to frame t+4)."""
+    lengths = [len(v.frames) - 4 for v in videos]
+    return np.split(values.numpy(), np.cumsum(lengths)[:-1])
+
+
+def score_videos(scorer: Scorer, videos: list[Video], keep_maps: bool = False, progress: bool = True,
+                 desc: str = "scoring"):
+    """The shipped scores per video, one per clip (clip t..t+4 scores frame t+4): a list of float64 arrays of
+    length T-4. With keep_maps, also the localisation maps per video (float16 [T-4,H,W])."""
+    raw, maps = [], []
+    for frames in _batches(scorer, videos, progress, desc):
+        scores = scorer.shipped_score(frames)
+        raw.append(scores.raw.double().cpu())
+        if keep_maps:
+            maps.append(scores.emap[:, 0].to(torch.float16).cpu())
+    per_video = _per_video(torch.cat(raw), videos)
+    return (per_video, _per_video(torch.cat(maps), videos)) if keep_maps else per_video
+
+
+def term_means(scorer: Scorer, videos: list[Video], progress: bool = True,
+               desc: str = "scoring terms", grid: int | None = None) -> list[np.ndarray]:
+    """Per video, the per-clip means of the score's four terms ([T-4, 4] float64): what a fusion is fitted
+    on, and (fusion.score) the scores themselves, from one pass. With `grid`, per grid cell ([T-4, 4, g, g])."""
+    batches = _batches(scorer, videos, progress, desc)
+    return _per_video(torch.cat([scorer.score_terms(frames, grid) for frames in batches]), videos)
+
+
+def moving_things(videos: list[Video], progress: bool = True) -> list[list[np.ndarray]]:
+    """Per video, per clip (in score order), its moving things (object_speed.clip_objects)."""
+    return [[clip_objects(video.frames[t:t + 5]) for t in range(len(video.frames) - 4)]
+            for video in tqdm(videos, desc="moving things", unit="video", disable=not progress)]
+
+
+def fit_fusion(scorer: Scorer, videos: list[Video], name: str, progress: bool = True,
+               desc: str = "scoring normal clips") -> list[np.ndarray]:
+    """Fits the fusion `name` on these normal videos, in the scorer's precision, and sets it on the model;
+    returns their per-clip scores under it (per video), from the same pass."""
+    terms = term_means(scorer, videos, progress=progress, desc=desc)
+    if name not in fusion.WITH_SPEED:
+        scorer.model.fusion = fusion.fit(name, np.concatenate(terms))
+        return [scorer.model.fusion.score(t) for t in terms]
+    things = moving_things(videos, progress)
+    perspective = Perspective.fit([clip for video in things for clip in video])
+    speeds = [np.array([perspective.score(clip) for clip in video]) for video in things]
+    scorer.model.fusion = fusion.fit(name, np.concatenate(terms), np.concatenate(speeds), perspective)
+    return [scorer.model.fusion.score(t, s) for t, s in zip(terms, speeds)]
+
+
+TIMED_BATCHES = 3  # seconds_per_clip takes their median
+
+
+def seconds_per_clip(scorer: Scorer, videos: list[Video], clock=time.monotonic) -> float:
+    """What scoring one clip of these videos takes (with the model's fusion, its moving things included), from
+    the median of TIMED_BATCHES timed batches after an untimed one: the unit a time budget plans the work
+    after training with. The first batch pays the warm-up (CUDA context, cuDNN's algorithm search, oneDNN's
+    primitives): on an H100 it priced a clip 50x too dear, and a 4.4-minute budget trained 1.9 minutes, then
+    scored in 3 s the 2486 clips it had kept 2.5 minutes for. The median, because one batch that another job
+    slowed down priced the scoring too dear and took its share from training (a load that lasts slows them
+    all, and is priced)."""
+    dataset = ClipDataset(videos)
+    frames = torch.stack([dataset[i] for i in range(min(scorer.batch, len(dataset)))])
+    scorer.score_terms(frames)
+    times = []
+    for _ in range(TIMED_BATCHES):
+        started = clock()
+        scorer.score_terms(frames)
+        if scorer.model.fusion.speed is not None:  # the object-speed term's share, on the CPU
+            object_speeds(frames, scorer.model.fusion.speed.perspective)
+        times.append(clock() - started)
+    return float(np.median(times)) / len(frames)
+
+
+def scoring_seconds(per_clip: float, videos: list[Video]) -> float:
+    """How long term_means over these videos will take at `per_clip` seconds a clip, with a 10 % margin:
+    what a time budget keeps for the scoring pass after training."""
+    return 1.1 * per_clip * len(ClipDataset(videos))
+
+
+def frame_difference_scores(videos: list[Video], lag: int = 1) -> list[np.ndarray]:
+    """The no-learning baseline, scored like the model (frame t of the clip t-4..t): the mean squared
+    difference between frame t and frame t - lag. Lag 1 (consecutive frames) is the strongest simple
+    variant on Ped2; lag 4 (the clip's last minus first frame) is the model's motion target."""
+    if not 1 <= lag <= 4:
+        raise ValueError(f"lag: expected 1 to 4 frames, got {lag}")
+    scores = []
+    for video in videos:
+        frames, chunks = torch.from_numpy(video.frames), []
+        # A chunk of frames at a time in float32: a calibration's one long recording would take gigabytes at once.
+        for start in range(4, len(frames), FRAME_CHUNK):
+            end = min(start + FRAME_CHUNK, len(frames))
+            now, before = frames[start:end].float(), frames[start - lag:end - lag].float()
+            chunks.append(((now - before) / 255.0).pow(2).mean(dim=(1, 2, 3)))
+        scores.append(torch.cat(chunks).double().numpy() if chunks else np.zeros(0))
+    return scores

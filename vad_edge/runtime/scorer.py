@@ -1,0 +1,81 @@
+"""The Scorer: how clips are scored on this box, and the one call that returns the score the box ships.
+
+One Scorer decides how a model scores clips here: its device, precision (hardware.py), runtime (runners.py)
+and batch; the threads are torch's, set once per command by cpu_share. Its `shipped_score` is the score every
+path ships and fits thresholds on: the networks' pixel terms fused by the model's kernels, plus the
+fusion's object-speed term when it has one.
+"""
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from vad_edge import ops
+from vad_edge.model import fusion
+from vad_edge.model.network import STD, Scores
+from vad_edge.model.object_speed import Perspective, clip_objects
+from vad_edge.runtime.runners import autocast, runner_for, scoring_precision
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+class Scorer:
+    """runtime: "torch", or the model's networks exported to ONNX and run by "onnxruntime" or "openvino"
+    (float32 on the CPU; runners.py), with the project's kernels after the networks either way."""
+
+    def __init__(self, model: STD, precision_name: str = "auto", batch: int = 16, runtime: str = "torch"):
+        self.model = model.eval()
+        self.device = device_of(model)
+        self.batch = batch
+        self.runtime = runtime
+        self.precision = scoring_precision(precision_name, runtime, self.device)
+        self.runner = runner_for(model, runtime, self.precision, torch.get_num_threads())
+
+    def _clip(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 windows [N,5,H,W,3] (BGR) -> the model's clip, on its device; the model in eval mode (a
+        trainer may have switched it back to training since the last call)."""
+        self.model.eval()
+        return ops.prepare_clip(frames.to(self.device))[0]
+
+    @torch.no_grad()
+    def shipped_score(self, frames: torch.Tensor) -> Scores:
+        """The score the box ships for uint8 windows [N,5,H,W,3] (OpenCV's BGR), in one pass: the pixel terms
+        fused as the model's fusion says (raw, and the localisation map), plus its object-speed term, which
+        moves the score and not the map."""
+        clip = self._clip(frames)
+        out = self.runner.outputs(clip)
+        with autocast(self.precision, self.device):  # what follows the networks, in their precision too
+            scores = self.model.pixel_score_of(out, clip)
+        speed = self.model.fusion.speed
+        if speed is None:
+            return scores
+        evidence = speed_term(frames, speed)  # per clip, from the frames themselves (OpenCV on the CPU)
+        return replace(scores, raw=scores.raw + torch.as_tensor(evidence, dtype=scores.raw.dtype,
+                                                                 device=scores.raw.device))
+
+    @torch.no_grad()
+    def score_terms(self, frames: torch.Tensor, grid: int | None = None) -> torch.Tensor:
+        """[N,4] float64 per-clip means of the score's four pixel terms (what a fusion is fitted on); with
+        `grid`, per cell of a grid x grid partition of the frame, [N,4,grid,grid] (STD.score_terms)."""
+        clip = self._clip(frames)
+        out = self.runner.outputs(clip)
+        with autocast(self.precision, self.device):
+            return self.model.score_terms_of(out, clip, grid).double().cpu()
+
+    def describe(self) -> dict:
+        return {"device": str(self.device), "runtime": self.runtime, "precision": self.precision.name,
+                "why": self.precision.reason, "batch": self.batch, "threads": torch.get_num_threads()}
+
+
+def object_speeds(frames: torch.Tensor, perspective: Perspective) -> np.ndarray:
+    """Each uint8 window's object-speed evidence [N] (model/object_speed.py)."""
+    return np.array([perspective.score(clip_objects(w)) for w in frames.cpu().numpy()], dtype=np.float64)
+
+
+def speed_term(frames: torch.Tensor, speed: fusion.SpeedTerm) -> np.ndarray:
+    """The speed term of each uint8 window [N]: its object-speed evidence over the normal mean, what
+    Scorer.shipped_score adds to the networks' score."""
+    return object_speeds(frames, speed.perspective) / speed.normal_mean
