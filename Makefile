@@ -27,8 +27,10 @@ $(VENV)/.installed: $(SOURCES)
 	touch $@
 
 # The tests also run system tools (a real mosquitto, shellcheck, systemd-analyze, openssl, kill): say in one
-# line what to install before building anything, rather than fail one test at the end.
+# line what to install before building anything, rather than fail one test at the end. First the package's
+# layers (pyproject.toml, [tool.importlinter]): an upward import fails here.
 test: system-packages setup
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 
 # The kernels, the model's scores, the agent and the installer's Jetson branch on aarch64 (a Jetson's CPU),
@@ -50,8 +52,8 @@ bench: setup
 
 # The prepared run for a borrowed GPU machine (torch, nvcc, pybind11, scikit-build-core, OpenCV; no network):
 # build with CUDA (sm_90), kernel tests, compute-sanitizer, kernel and model benchmarks, then train and
-# evaluate `paper` on Ped2 in the minutes left; <= 8 files in OUT. Ped2 travels as data/ped2-video (copy
-# ../shared/data/ped2-video there). The dependencies that machine's Python lacks travel as wheels in .whl:
+# evaluate `paper` on Ped2 in the minutes left; <= 8 files in OUT. Ped2 travels as data/ped2-video (its
+# video files, docs/development.md). The dependencies that machine's Python lacks travel as wheels in .whl:
 # `make gpu-wheels` downloads them here (for its CPython 3.12 on x86-64) and the session installs them.
 # `make gpu-session-tiny` runs the same steps on a CPU in a minute (CI).
 OUT ?= gpu-out
