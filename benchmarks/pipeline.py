@@ -12,7 +12,8 @@ frame from the moment its server sent it (stamped into the frame) to its score, 
 FFmpeg's buffering is counted. --busy N runs N shell busy loops beside the agent for every row.
 
     python benchmarks/pipeline.py [--seconds 20] [--checkpoint model.safetensors] [--device cpu]
-                                  [--runtime torch|onnxruntime|openvino] [--precision auto] [--rtsp] [--busy N]
+                                  [--runtime auto|torch|onnxruntime|openvino] [--precision auto] [--rtsp]
+                                  [--busy N]
 """
 
 import argparse
@@ -88,7 +89,8 @@ def measure(cameras: int, paced: bool, seconds: float, checkpoint: str | None, d
         "cpu_percent": 100 * (time.process_time() - marks["cpu"]) / wall,
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "device": str(agent.device), "model": agent.cameras["cam0"].bundle.model_info["name"],
-        "scoring": f"{runtime}, {agent.precision.name}, {agent.threads} thread(s)",
+        "scoring": f"{agent.cameras['cam0'].bundle.scorer.runtime}, {agent.precision.name}, "
+                   f"{agent.threads} thread(s)",
     }
 
 
@@ -97,7 +99,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--checkpoint", help="default: the shipped lite model")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--runtime", default="torch", help="model.runtime: torch, onnxruntime or openvino")
+    parser.add_argument("--runtime", default="auto", help="model.runtime: auto (the agent's default), torch, "
+                                                          "onnxruntime or openvino")
     parser.add_argument("--precision", default="auto", help="model.precision")
     parser.add_argument("--rtsp", action="store_true", help="RTSP cameras (a real server each) instead of files")
     parser.add_argument("--busy", type=int, default=0, help="shell busy loops running beside the agent")

@@ -204,9 +204,13 @@ install_venv() {
   fi
   local cuda=AUTO
   [ -z "$CUDA_ARCHS" ] && cuda=OFF
+  # On an x86-64 CPU the agent scores with OpenVINO (model.runtime auto): in the CPU's bfloat16 where it has
+  # it, 3-4x torch on a 2-core box (docs/runtimes.md).
+  local package="$SRC"
+  [ "$(uname -m)" = x86_64 ] && [ "$JETSON" = 0 ] && package="${SRC}[openvino]"
   # A fresh build directory: the checkout's build/ belongs to its developer's editable install.
   run env VAD_EDGE_CUDA="$cuda" VAD_EDGE_CUDA_ARCHS="$CUDA_ARCHS" "$new/bin/python" -m pip install --quiet \
-      --config-settings=build-dir= "$SRC"
+      --config-settings=build-dir= "$package"
   run "$new/bin/vad-edge" info
   trap - ERR
   # On PATH for the technician (sudo's secure_path includes /usr/local/bin); through $PREFIX/venv, so an

@@ -55,7 +55,7 @@ def test_parser_choices_are_the_models_and_the_runtimes():
     assert tuple(runners.RUNNERS) == hardware.RUNTIMES
     commands = cli.build_parser()._subparsers._group_actions[0].choices
     choices = {action.dest: action.choices for action in commands["eval"]._actions}
-    assert list(choices["runtime"]) == list(hardware.RUNTIMES) and list(choices["fusion"]) == list(FUSIONS)
+    assert list(choices["runtime"]) == list(hardware.RUNTIME_CHOICES) and list(choices["fusion"]) == list(FUSIONS)
     assert list(choices["precision"]) == list(hardware.PRECISIONS)
     train = {action.dest: action.choices for action in commands["train"]._actions}
     assert list(train["profile"]) == list(names.PROFILES) and "float16" not in train["precision"]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vad_edge import export, ops
-from vad_edge.runtime import graph, runners
+from vad_edge.runtime import graph, hardware, runners
 from vad_edge.data import ClipDataset, load_split
 from vad_edge.data.synthetic import write_dataset
 from vad_edge.eval import frame_metrics
@@ -126,12 +126,17 @@ def test_the_scorer_runs_an_exported_graph_after_a_parity_check(tiny_checkpoint,
 
     model, _ = checkpoint.load(tiny_checkpoint)
     frames = torch.randint(0, 256, (3, 5, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
-    reference, exported = Scorer(model, "float32"), Scorer(model, "auto", runtime=runtime)
+    reference, exported = Scorer(model, "float32"), Scorer(model, "float32", runtime=runtime)
     assert isinstance(exported.runner, runners.RUNNERS[runtime]) and exported.precision.name == "float32"
     torch.testing.assert_close(exported.shipped_score(frames).raw, reference.shipped_score(frames).raw, rtol=1e-4,
                                atol=0)
     torch.testing.assert_close(exported.score_terms(frames), reference.score_terms(frames), rtol=1e-4, atol=1e-9)
     assert exported.describe()["runtime"] == runtime
+    # auto: OpenVINO in the CPU's bfloat16 where it has it, within bfloat16's rounding of float32.
+    chosen = Scorer(model, "auto", runtime=runtime)
+    assert chosen.precision.name == ("bfloat16" if runtime == "openvino" and hardware.native_bf16() else "float32")
+    torch.testing.assert_close(chosen.shipped_score(frames).raw, reference.shipped_score(frames).raw, rtol=3e-2,
+                               atol=0)
 
 
 def test_a_runtime_that_scores_otherwise_is_refused(tiny_checkpoint, tmp_path):
@@ -145,19 +150,62 @@ def test_a_runtime_that_scores_otherwise_is_refused(tiny_checkpoint, tmp_path):
     with torch.no_grad():
         for weight in other.parameters():
             weight.mul_(1.01)
-    misread = runners.OpenVinoRunner.load(graph.export_model(other, tmp_path / "m.onnx"))
-    with pytest.raises(ValueError, match="runtime openvino: its scores differ from torch's by .* refused"):
-        runners.check_parity(misread, model, "openvino")
-    runners.check_parity(runners.OpenVinoRunner.load(graph.export_model(model, tmp_path / "ok.onnx")), model,
-                         "openvino")  # the shipped opset passes
+    precisions = ["float32"] + (["bfloat16"] if hardware.native_bf16() else [])  # bf16 where the CPU runs it
+    for precision in precisions:
+        misread = runners.OpenVinoRunner.load(graph.export_model(other, tmp_path / "m.onnx"), 1, precision)
+        with pytest.raises(ValueError, match=rf"runtime openvino \({precision}\): its scores differ from torch's "
+                                             r"float32 by a median .* refused"):
+            runners.check_parity(misread, model, "openvino", precision)
+        good = runners.OpenVinoRunner.load(graph.export_model(model, tmp_path / "ok.onnx"), 1, precision)
+        runners.check_parity(good, model, "openvino", precision)  # the shipped opset passes
 
 
-def test_an_exported_graph_runs_in_float32_on_the_cpu_only(tiny_checkpoint):
+def test_each_graph_runtime_takes_only_the_formats_it_runs(tiny_checkpoint):
     from vad_edge.runtime.scorer import Scorer
 
     model, _ = checkpoint.load(tiny_checkpoint)
-    with pytest.raises(ValueError, match="runtime openvino: runs the exported networks in float32 on the CPU, not "
-                                         "bfloat16"):
-        Scorer(model, "bfloat16", runtime="openvino")
-    with pytest.raises(ValueError, match="runtime: expected one of torch, onnxruntime, openvino, got 'tensorrt'"):
+    with pytest.raises(ValueError, match="runtime onnxruntime: runs the exported networks in float32 on the CPU, "
+                                         "not bfloat16"):
+        Scorer(model, "bfloat16", runtime="onnxruntime")
+    with pytest.raises(ValueError, match="runtime openvino: runs the exported networks in float32 or bfloat16 on "
+                                         "the CPU, not float16"):
+        Scorer(model, "float16", runtime="openvino")
+    with pytest.raises(ValueError, match="runtime: expected one of auto, torch, onnxruntime, openvino, got 'tensorrt'"):
         Scorer(model, "auto", runtime="tensorrt")
+
+
+@pytest.mark.parametrize("features, want", [({"avx512_bf16"}, "bfloat16"), ({"amx_bf16"}, "bfloat16"),
+                                            ({"avx2"}, "float32")])
+def test_openvino_runs_bfloat16_where_the_cpu_does_and_float32_elsewhere(features, want):
+    chosen = hardware.for_runtime("auto", "openvino", "cpu", features)
+    assert chosen.name == want and ("natively" in chosen.reason) == (want == "bfloat16")
+    assert hardware.for_runtime("auto", "onnxruntime", "cpu", features).name == "float32"
+    if want == "float32":
+        with pytest.raises(ValueError, match="this CPU has no bfloat16 instructions"):
+            hardware.for_runtime("bfloat16", "openvino", "cpu", features)
+
+
+def test_auto_takes_openvino_on_an_x86_cpu_where_it_is_installed_and_torch_elsewhere():
+    assert hardware.choose_runtime("auto", "cpu", "x86_64", openvino_installed=True).name == "openvino"
+    missing = hardware.choose_runtime("auto", "cpu", "x86_64", openvino_installed=False)
+    assert missing.name == "torch" and "not installed" in missing.reason
+    assert hardware.choose_runtime("auto", "cpu", "aarch64", openvino_installed=True).name == "torch"
+    assert hardware.choose_runtime("auto", "cuda", "x86_64", openvino_installed=True).name == "torch"
+    assert hardware.choose_runtime("onnxruntime", "cpu").reason == "as configured"
+
+
+def test_auto_scores_with_torch_when_what_it_chose_is_refused(tiny_checkpoint, monkeypatch):
+    """A camera under auto scores with torch rather than not at all; one configured for OpenVINO is refused."""
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install -e '.[export]')")
+    from vad_edge.runtime.scorer import Scorer
+
+    def refuse(*args):
+        raise ValueError("runtime openvino (float32): its scores differ from torch's float32 by a median 0.05")
+
+    monkeypatch.setattr(runners, "check_parity", refuse)
+    monkeypatch.setattr(hardware, "choose_runtime", lambda *a: hardware.Runtime("openvino", "auto: test"))
+    model, _ = checkpoint.load(tiny_checkpoint)
+    scorer = Scorer(model, "float32", runtime="auto")
+    assert scorer.runtime == "torch" and "differ from torch's" in scorer.runtime_reason
+    with pytest.raises(ValueError, match="differ from torch's"):
+        Scorer(model, "float32", runtime="openvino")

@@ -122,3 +122,46 @@ def test_the_config_takes_only_the_documented_precisions(tmp_path):
                                     "model": {"precision": "fp8"}}))
     with pytest.raises(config.ConfigError, match="model.precision"):
         config.load(path)
+
+
+def test_a_checkpoint_holds_a_fit_per_precision_and_a_box_scores_with_its_own(tmp_path, tiny_checkpoint,
+                                                                              monkeypatch):
+    """`vad-edge fuse --precision float32 --precision bfloat16`: one fit each; a bundle loaded in either scores
+    with its own fusion and default threshold, with no warning; in a precision without a fit, the main
+    (float32) one, with the warning."""
+    import numpy as np
+
+    from vad_edge.data.synthetic import write_dataset
+    from vad_edge.runtime.bundle import load_bundle
+    from vad_edge.train import fuse
+
+    monkeypatch.setenv("VAD_EDGE_CACHE", str(tmp_path / "cache"))
+    data = write_dataset(tmp_path / "data", size=48, train_videos=2, test_videos=0, frames=40)
+    out = fuse(tiny_checkpoint, data, "motion-cluster-speed", tmp_path / "fused.safetensors", ("float32", "bfloat16"))
+    meta = checkpoint.read_metadata(out)
+    assert {"float32", "bfloat16"} <= set(meta["fits"]) and meta["precision"] == "float32"
+    assert meta["fusion"] == meta["fits"]["float32"]["fusion"]  # the main fit, what an older reader takes
+    cpu = torch.device("cpu")
+    bundles = {p: load_bundle(out, cpu, p, "torch") for p in ("float32", "bfloat16", "float16")}
+    for precision in ("float32", "bfloat16"):
+        bundle, fit = bundles[precision], meta["fits"][precision]
+        assert bundle.precision_mismatch() is None and bundle.fitted_precision == precision
+        assert bundle.threshold == fit["score_stats"]["quantiles"]["0.999"]
+        assert list(bundle.model.fusion.weights) == list(fit["fusion"]["weights"].values())
+    assert not np.allclose(bundles["float32"].model.fusion.weights, bundles["bfloat16"].model.fusion.weights,
+                           rtol=1e-6, atol=0)  # each fitted in its own precision
+    assert "fitted in float32, this box scores in float16" in bundles["float16"].precision_mismatch()
+
+
+def test_a_calibration_bundle_keeps_only_the_fit_it_was_calibrated_in(tmp_path, tiny_checkpoint):
+    import numpy as np
+
+    from vad_edge.runtime.bundle import save_calibration
+
+    model, meta = checkpoint.load(tiny_checkpoint)
+    meta["fits"] = {"float16": {"fusion": meta["fusion"], "score_stats": meta["score_stats"]}}
+    scorer = Scorer(model, "float32")
+    calibration = {"threshold": 2.0, "id": "c1", "created": "2026-12-07T00:00:00Z"}
+    path = save_calibration(model, tmp_path / "door.safetensors", meta, calibration, np.linspace(1, 2, 50), scorer)
+    written = checkpoint.read_metadata(path)
+    assert "fits" not in written and written["precision"] == "float32" and written["calibration"] == calibration

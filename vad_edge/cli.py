@@ -11,9 +11,10 @@ def _info(_args: argparse.Namespace) -> int:
     import vad_edge
     from vad_edge.runtime import hardware
 
-    cpu = hardware.choose("auto", "cpu")
+    runtime, cpu = hardware.choose_placement("auto", "auto", "cpu")
     info = {**vad_edge.build_info(), "cpu_bfloat16": hardware.native_bf16(),
-            "precision_cpu": {"auto": cpu.name, "why": cpu.reason}}
+            "scoring_cpu": {"runtime": runtime.name, "runtime_why": runtime.reason, "precision": cpu.name,
+                            "precision_why": cpu.reason}}
     print(json.dumps(info, indent=2))
     return 0
 
@@ -39,7 +40,8 @@ def _eval(args: argparse.Namespace) -> int:
             for metric in ("auc_micro", "auc_raw"):
                 summary[f"framediff{lag}_{metric}"] = report[key][metric]
     print(json.dumps(summary, indent=2))
-    print(f"scored in {report['precision']} by {report['runtime']} ({report['why']}) on {report['device']}")
+    print(f"scored in {report['precision']} by {report['runtime']} ({report['runtime_why']}; {report['why']}) "
+          f"on {report['device']}")
     print(f"report and plots in {args.out}")
     return 0
 
@@ -48,8 +50,10 @@ def _fuse(args: argparse.Namespace) -> int:
     from vad_edge.model import checkpoint
     from vad_edge.train import fuse
 
-    path = fuse(args.checkpoint, args.data, args.fusion, args.out, args.precision)
-    print(json.dumps(checkpoint.read_metadata(path)["fusion"], indent=2))
+    path = fuse(args.checkpoint, args.data, args.fusion, args.out, tuple(args.precision or ["auto"]))
+    meta = checkpoint.read_metadata(path)
+    print(json.dumps(meta["fusion"], indent=2))
+    print(f"fits in {', '.join(meta['fits'])} (main: {meta['precision']})")
     print(f"checkpoint written: {path}")
     return 0
 
@@ -212,7 +216,7 @@ TRAIN_HELP = {"size": "input side in pixels, a multiple of 32 (default: the prof
 def build_parser() -> argparse.ArgumentParser:
     # The choices come from torch-free modules: `vad-edge --help` and `info` answer at once.
     from vad_edge.model.names import FUSIONS, PROFILES
-    from vad_edge.runtime.hardware import PRECISIONS, RUNTIMES
+    from vad_edge.runtime.hardware import PRECISIONS, RUNTIME_CHOICES
     from vad_edge.train_config import TrainConfig
 
     parser = argparse.ArgumentParser(prog="vad-edge", description="Video anomaly detection appliance (STD).")
@@ -248,9 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch", type=int, default=16, help="clips per forward pass")
     evaluate.add_argument("--device", default="auto", help="cpu, cuda or auto (a GPU when there is one)")
     add_precision(evaluate)
-    evaluate.add_argument("--runtime", choices=RUNTIMES, default="torch",
-                          help="what runs the networks: torch, or their ONNX export in onnxruntime or openvino "
-                               "(float32, CPU; pip install 'vad-edge[export]')")
+    evaluate.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto",
+                          help="what runs the networks: torch, or their ONNX export in onnxruntime (float32) or "
+                               "openvino (bfloat16 where the CPU runs it, else float32); auto: as the agent "
+                               "chooses, OpenVINO on an x86 CPU where it is installed (`vad-edge info` says)")
     evaluate.set_defaults(func=_eval)
 
     fuse = sub.add_parser("fuse", help="refit how a checkpoint's terms become one score, on normal footage")
@@ -259,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("--fusion", choices=list(FUSIONS), default="motion-cluster-speed",
                       help="default: motion-cluster-speed")
     fuse.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
-    add_precision(fuse, "fitted in")
+    fuse.add_argument("--precision", action="append", choices=PRECISIONS,
+                      help="a precision to fit in, once per precision (default: auto, this box's own); the "
+                           "checkpoint keeps a fit per precision, and a box scores with its own")
     fuse.set_defaults(func=_fuse)
 
     exporter = sub.add_parser("export", help="write the model's two networks as ONNX (opset 18; the kernels stay "

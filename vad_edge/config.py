@@ -93,11 +93,13 @@ class Model(Strict):
         "decoding and a calibration beside the agent"))
     precision: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description=(
         "the format clips are scored in; auto: bfloat16 on CPUs that run it natively (AMX, AVX-512 BF16, ARM "
-        "BF16), float16 on CUDA, float32 elsewhere. A bundle fitted in another precision is scored as it is, "
-        "with a warning: recalibrate on the box"))
-    runtime: Literal["torch", "onnxruntime", "openvino"] = Field("torch", description=(
-        "what runs the networks: torch, or their ONNX export in ONNX Runtime or OpenVINO (float32 on the CPU, "
-        "checked against torch at load; pip install 'vad-edge[export]'). The kernels score after the graph"))
+        "BF16), float16 on CUDA, float32 elsewhere. A bundle with no fit in this precision is scored with its "
+        "float32 fit, with a warning: recalibrate on the box"))
+    runtime: Literal["auto", "torch", "onnxruntime", "openvino"] = Field("auto", description=(
+        "what runs the networks: torch, or their ONNX export in ONNX Runtime (float32) or OpenVINO (bfloat16 on "
+        "CPUs that run it natively, else float32), on the CPU, checked against torch on the bundled sample at "
+        "load; auto: OpenVINO on an x86 CPU where it is installed (pip install 'vad-edge[export]'), torch "
+        "elsewhere. The kernels score after the graph"))
 
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")

@@ -21,10 +21,9 @@ import paho.mqtt.client as paho
 from vad_edge import config as config_module
 from vad_edge.agent.runner import Agent, install_signal_handlers
 from vad_edge.agent.snapshot import overlay
+from vad_edge.data.sample import SAMPLE
 from vad_edge.data.sources import probe
 from vad_edge.watch import describe
-
-SAMPLE = Path(__file__).resolve().parent / "assets" / "sample.mp4"
 
 
 def free_port() -> int:

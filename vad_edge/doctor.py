@@ -33,8 +33,7 @@ def check_kernels(config: Config | None) -> list[Row]:
 
     from vad_edge import ops
     from vad_edge.cpu_share import agent_threads, cores
-    from vad_edge.runtime.hardware import pick_device
-    from vad_edge.runtime.runners import scoring_precision
+    from vad_edge.runtime.hardware import choose_placement, pick_device
 
     info = ops.backend()
     threads = agent_threads(config.model.threads if config else 0)
@@ -42,9 +41,9 @@ def check_kernels(config: Config | None) -> list[Row]:
     rows = [("threads", OK, f"the agent scores with {threads} of {cores()} cores (model.threads); "
                             f"vad-edge calibrate takes its own share at lower priority")]
     try:
-        scoring = scoring_precision(model.precision, model.runtime, pick_device(model.device))
-        rows.append(("precision", OK, f"clips are scored in {scoring.name} by {model.runtime} ({scoring.reason}; "
-                                      f"model.precision, model.runtime)"))
+        runtime, scoring = choose_placement(model.precision, model.runtime, pick_device(model.device).type)
+        rows.append(("precision", OK, f"clips are scored in {scoring.name} by {runtime.name} ({runtime.reason}; "
+                                      f"{scoring.reason}; model.precision, model.runtime)"))
     except ValueError as exc:
         rows.append(("precision", FAIL, str(exc)))
     z, centers = torch.randn(1, 16, 4, 4), torch.randn(5, 16)

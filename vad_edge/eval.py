@@ -22,6 +22,7 @@ from vad_edge.data.videos import DatasetError, list_frames
 from vad_edge.model import checkpoint
 from vad_edge.runtime import hardware
 from vad_edge.runtime.batch import fit_fusion, frame_difference_scores, score_videos
+from vad_edge.runtime.bundle import apply_fit
 from vad_edge.runtime.scorer import Scorer
 
 PIXEL_GRID = 64
@@ -130,14 +131,14 @@ def plot_report(out: Path, videos: list[Video], curves: dict[str, list[np.ndarra
 
 def evaluate(data: str | Path, checkpoint_path: str | Path | None = None, out: str | Path = "eval-out",
              baseline: str | None = None, batch: int = 16, device: str = "auto", progress: bool = True,
-             fusion_name: str | None = None, precision: str = "auto", runtime: str = "torch") -> dict:
+             fusion_name: str | None = None, precision: str = "auto", runtime: str = "auto") -> dict:
     """Scores <data>/testing with a checkpoint or calibration bundle, writes report.json and PNG plots into
     out, returns the report. fusion_name: score with that fusion instead of the checkpoint's; it is fitted
     on <data>/training (normal clips, no labels) unless the checkpoint holds a fit of it."""
     checkpoint_path = Path(checkpoint_path) if checkpoint_path else checkpoint.shipped("lite")
     model, meta = checkpoint.load(checkpoint_path, hardware.pick_device(device))
     scorer = Scorer(model, precision, batch, runtime)
-    fitted_in = hardware.fitted(meta)
+    fitted_in = apply_fit(scorer, meta, checkpoint_path)["precision"]  # as a box in this precision scores
     if fusion_name is not None and fusion_name != model.fusion.name:
         fitted_in = scorer.precision.name
         normal = load_split(data, "training", model.profile.size, checkpoint.frame_rate(meta), progress=progress)

@@ -10,10 +10,11 @@ import torch
 
 import vad_edge
 from vad_edge.data import dataset_fingerprint, load_split
-from vad_edge.model import checkpoint
+from vad_edge.model import checkpoint, fusion
 from vad_edge.model.network import resized
+from vad_edge.runtime import hardware
 from vad_edge.runtime.batch import fit_fusion
-from vad_edge.runtime.bundle import fit_metadata
+from vad_edge.runtime.bundle import fit_entry, fit_metadata
 from vad_edge.runtime.scorer import Scorer
 from vad_edge.train_config import TrainConfig
 from vad_edge.trainer import Trainer, fresh_model
@@ -79,13 +80,25 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, resume: str | 
 
 
 def fuse(checkpoint_path: str | Path, data: str | Path, fusion_name: str, out: str | Path,
-         precision: str = "auto") -> Path:
+         precisions: tuple[str, ...] = ("auto",)) -> Path:
     """Refits how a checkpoint's terms become one score (its fusion) on the normal footage of
-    <data>/training, in `precision`, and writes the checkpoint `out` with the same weights."""
+    <data>/training, once in each of `precisions`, and writes the checkpoint `out` with the same weights. Each
+    fit is kept in `fits` under its precision, beside the checkpoint's fits in other precisions when the fusion
+    is the same one; the main fit (the top-level keys, what an older vad-edge reads) is the float32 one when
+    there is one."""
     model, meta = checkpoint.load(checkpoint_path)
-    scorer = Scorer(model, precision)
     videos = load_split(data, "training", model.profile.size, checkpoint.frame_rate(meta))
-    scores = np.concatenate(fit_fusion(scorer, videos, fusion_name))
-    meta.update(fit_metadata(scores, scorer))  # the default threshold follows the score
-    meta.get("metrics", {}).pop("ped2", None)  # measured with the old score
+    fits = {}
+    if fusion_name == model.fusion.name:  # the other precisions' fits still hold
+        fits = {hardware.fitted(meta): {"fusion": meta["fusion"], "score_stats": meta["score_stats"]},
+                **(meta.get("fits") or {})}
+    for requested in precisions:
+        scorer = Scorer(model, requested)
+        scores = np.concatenate(fit_fusion(scorer, videos, fusion_name, desc=f"fitting in {scorer.precision.name}"))
+        fits[scorer.precision.name] = fit_entry(scores, model.fusion)
+    main = "float32" if "float32" in fits else next(iter(fits))
+    if fits[main]["fusion"] != meta["fusion"]:
+        meta.get("metrics", {}).pop("ped2", None)  # measured with the old score
+    model.fusion = fusion.from_metadata(fits[main]["fusion"])
+    meta.update(score_stats=fits[main]["score_stats"], precision=main, fits=fits)
     return checkpoint.save(model, out, meta, dtype=checkpoint.stored_dtype(checkpoint_path))

@@ -41,6 +41,8 @@ class Metrics:
                                  registry=r)
         self.precision = Gauge("vad_edge_scoring_precision", "1 for the format clips are scored in, and why",
                                ["precision", "why"], registry=r)
+        self.runtime = Gauge("vad_edge_scoring_runtime", "1 for what runs the networks (torch, onnxruntime, "
+                             "openvino), and why", ["runtime", "why"], registry=r)
         self.mqtt_connected = Gauge("vad_edge_mqtt_connected", "1 while connected to the broker", registry=r)
 
 

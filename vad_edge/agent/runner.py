@@ -32,8 +32,7 @@ from vad_edge.config import Camera, Config, ConfigError
 from vad_edge.cpu_share import agent_threads, use_threads
 from vad_edge.data.sources import Frame, is_file_source
 from vad_edge.runtime.bundle import Bundle
-from vad_edge.runtime.hardware import pick_device
-from vad_edge.runtime.runners import scoring_precision
+from vad_edge.runtime.hardware import choose_placement, pick_device
 
 log = logging.getLogger("vad_edge.agent")
 
@@ -71,7 +70,8 @@ class Agent:
         preflight.check(config)
         self.device = pick_device(config.model.device)
         self.threads = use_threads(agent_threads(config.model.threads))
-        self.precision = scoring_precision(config.model.precision, config.model.runtime, self.device)
+        self.runtime, self.precision = choose_placement(config.model.precision, config.model.runtime,
+                                                        self.device.type)
         config.state_dir.mkdir(parents=True, exist_ok=True)
         max_bytes = (int(config.outbox.max_mb * 2**20) if config.outbox.max_mb
                      else default_max_bytes(config.state_dir))
@@ -80,6 +80,7 @@ class Agent:
         self.commands = Dispatcher(self, self.settings)
         self.metrics = Metrics()
         self.metrics.precision.labels(self.precision.name, self.precision.reason).set(1)
+        self.metrics.runtime.labels(self.runtime.name, self.runtime.reason).set(1)
         self.mqtt = MqttClient(config, self.command)
         # At each connect the retained state is replayed first, then the pending events (constructed in order).
         self.retained = RetainedState(self.mqtt)

@@ -28,7 +28,8 @@ def stats(agent: "Agent") -> dict:
             if lat else None,
             "score": s.last_score, "raw_score": s.last_raw, "threshold": s.threshold,
             "above_normal_p99": round(s.above_normal / s.with_bundle, 4) if s.with_bundle else None,
-            "precision": s.bundle.scorer.precision.name, "fitted_precision": s.bundle.fitted_precision,
+            "runtime": s.bundle.scorer.runtime, "precision": s.bundle.scorer.precision.name,
+            "fitted_precision": s.bundle.fitted_precision,
             "anomaly": s.tracker.active is not None,
         }
     for name, problem in agent.unusable.items():
@@ -45,7 +46,7 @@ def stats(agent: "Agent") -> dict:
         "versions": {"vad_edge": vad_edge.__version__, "torch": torch.__version__},
         "kernels": {"cuda": ops.backend()["cuda"], "device": str(agent.device), "threads": agent.threads,
                     "precision": agent.precision.name, "precision_why": agent.precision.reason,
-                    "runtime": agent.config.model.runtime},
+                    "runtime": agent.runtime.name, "runtime_why": agent.runtime.reason},
         "outbox": {"depth": depth, "dropped": outbox.dropped(), **disk},
         "storage": agent.delivery.stats(),
         "mqtt": {"connected": agent.mqtt.connected, "connects": agent.mqtt.connects},

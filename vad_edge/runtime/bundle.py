@@ -2,10 +2,13 @@
 the metadata a threshold comes from.
 
 A bundle is a checkpoint file (`vad-edge train`, `vad-edge fuse`) or a calibration bundle (`vad-edge
-calibrate`), both safetensors with vad-edge metadata (model/checkpoint.py). Each records the statistics of
-its shipped scores on normal footage and the precision they were fitted in (fit_metadata); a calibration
-bundle also carries a `calibration` section with the raw-score threshold chosen on the site's normal footage
-(save_calibration), and a plain checkpoint falls back to a default derived from its training scores.
+calibrate`), both safetensors with vad-edge metadata (model/checkpoint.py). Each records a fit: its fusion,
+the statistics of its shipped scores on normal footage, and the precision they were scored in
+(fit_metadata). Scores differ by about 0.7 % between float32 and bfloat16, so a checkpoint may hold a fit per
+precision (`fits`, written by `vad-edge fuse --precision P ...`): a box scores with the fit of its own
+precision. A calibration bundle carries a `calibration` section with the raw-score threshold chosen on the
+site's normal footage, in the precision the box scores in (save_calibration); a plain checkpoint falls back to
+a default derived from its fit's training scores.
 """
 
 from dataclasses import dataclass
@@ -16,7 +19,7 @@ import numpy as np
 import torch
 
 from vad_edge.config import Camera, Config
-from vad_edge.model import checkpoint
+from vad_edge.model import checkpoint, fusion
 from vad_edge.model.network import STD
 from vad_edge.runtime import hardware
 from vad_edge.runtime.scorer import Scorer
@@ -31,6 +34,7 @@ class Bundle:
     calibration: dict  # {id, created}
     meta: dict
     scorer: Scorer  # how its clips are scored on this box
+    fit: dict  # the fit it scores with here: fusion, score_stats, precision (fit_for)
 
     @property
     def size(self) -> int:
@@ -43,14 +47,14 @@ class Bundle:
 
     @property
     def fitted_precision(self) -> str:
-        return hardware.fitted(self.meta)
+        return self.fit["precision"]
 
     @cached_property  # read on every scored frame; the metadata never changes
     def normal_p99(self) -> float | None:
         """The raw score that 1 % of the normal footage behind its threshold rose above. Live footage like that
         footage does the same; a camera whose clips rise above it far more often sees busier or other footage
         than its threshold was chosen on, and the calibration's false-alarm rate no longer holds."""
-        return normal_quantile(self.meta, "0.99")
+        return normal_quantile(self.fit, "0.99")
 
     def precision_mismatch(self) -> str | None:
         """Why its threshold does not hold exactly on this box, when it was fitted in another precision."""
@@ -62,17 +66,38 @@ class Bundle:
                 f"not quite the one chosen: recalibrate on this box, or set model.precision: {self.fitted_precision}")
 
 
+def fit_for(meta: dict, precision: str) -> dict:
+    """The fit a bundle holds for scoring in `precision` ({fusion, score_stats, precision}): its fit in that
+    precision where it has one, else its main fit (whatever precision that was made in)."""
+    fits = meta.get("fits") or {}
+    if precision in fits:
+        return {**fits[precision], "precision": precision}
+    return {"fusion": meta.get("fusion"), "score_stats": meta.get("score_stats"), "precision": hardware.fitted(meta)}
+
+
+def apply_fit(scorer: Scorer, meta: dict, path: Path) -> dict:
+    """Sets the fusion of the bundle's fit for the scorer's precision on its model; returns that fit."""
+    fit = fit_for(meta, scorer.precision.name)
+    try:
+        scorer.model.fusion = fusion.from_metadata(fit["fusion"])
+    except fusion.FusionError as exc:
+        raise checkpoint.CheckpointError(f"{path}: its {fit['precision']} fit: {exc}") from exc
+    return fit
+
+
 def normal_quantile(meta: dict, q: str) -> float | None:
-    """A quantile ("0.99") of the raw scores on the normal footage a bundle's threshold comes from: the
-    calibration's hold-out, or the model's own training clips; None when the metadata has none."""
+    """A quantile ("0.99") of the raw scores on the normal footage a fit's threshold comes from (`meta` is a
+    fit or a bundle's metadata): the calibration's hold-out, or the model's own training clips; None when it
+    has none."""
     value = ((meta.get("score_stats") or {}).get("quantiles") or {}).get(q)
     return float(value) if value is not None and value > 0 else None
 
 
-def default_threshold(meta: dict) -> float:
-    """Without calibration: the 99.9th percentile of the raw scores of the model's own training footage.
-    Calibration replaces it with a threshold fitted to the site's normal footage and alarm budget."""
-    q = normal_quantile(meta, "0.999")
+def default_threshold(fit: dict) -> float:
+    """Without calibration: the 99.9th percentile of the raw scores of the model's own training footage, in
+    the fit's precision. Calibration replaces it with a threshold fitted to the site's normal footage and alarm
+    budget."""
+    q = normal_quantile(fit, "0.999")
     if q is None:
         raise checkpoint.CheckpointError("checkpoint has no training score statistics to derive a threshold from")
     return q
@@ -93,16 +118,24 @@ def score_statistics(scores: np.ndarray) -> dict:
 
 
 def fit_metadata(normal_scores: np.ndarray, scorer: Scorer) -> dict:
-    """The metadata of a fit: the statistics of the shipped scores on the normal footage it was fitted on
-    (the default threshold, normal_p99) and the precision they were scored in."""
+    """The metadata of a bundle's main fit, besides the fusion checkpoint.save takes from the model: the
+    statistics of the shipped scores on the normal footage it was fitted on (the default threshold,
+    normal_p99) and the precision they were scored in."""
     return {"score_stats": score_statistics(normal_scores), "precision": scorer.precision.name}
+
+
+def fit_entry(normal_scores: np.ndarray, fitted: fusion.Fusion) -> dict:
+    """One precision's fit, as a bundle's `fits` keeps it."""
+    return {"fusion": fitted.to_metadata(), "score_stats": score_statistics(normal_scores)}
 
 
 def save_calibration(model: STD, path: Path, base_meta: dict, calibration: dict, holdout_scores: np.ndarray,
                      scorer: Scorer) -> Path:
     """Writes a calibration bundle: the adapted model (float16 weights) with its base checkpoint's metadata,
-    the hold-out's fit and the `calibration` section (threshold, id, created and the report's figures)."""
-    meta = {**base_meta, **fit_metadata(holdout_scores, scorer), "calibration": calibration}
+    the hold-out's fit in the scorer's precision as its one fit (the base's other fits were of another
+    fusion) and the `calibration` section (threshold, id, created and the report's figures)."""
+    base = {key: value for key, value in base_meta.items() if key != "fits"}
+    meta = {**base, **fit_metadata(holdout_scores, scorer), "calibration": calibration}
     return checkpoint.save(model, path, meta, dtype=torch.float16)
 
 
@@ -110,15 +143,17 @@ def load_bundle(path: str | Path | None, device: torch.device, precision_name: s
                 runtime: str = "torch") -> Bundle:
     path = Path(path) if path else checkpoint.shipped("lite")
     model, meta = checkpoint.load(path, device)
+    scorer = Scorer(model, precision_name, runtime=runtime)
+    fit = apply_fit(scorer, meta, path)
     calibration = meta.get("calibration")
     if calibration:
         threshold = float(calibration["threshold"])
         info = {"id": calibration["id"], "created": calibration["created"]}
     else:
-        threshold = default_threshold(meta)
+        threshold = default_threshold(fit)
         info = {"id": None, "created": None}
     model_info = {"name": f"std-{model.profile.name}", "sha256": checkpoint.file_sha256(path)}
-    return Bundle(path, model, threshold, model_info, info, meta, Scorer(model, precision_name, runtime=runtime))
+    return Bundle(path, model, threshold, model_info, info, meta, scorer, fit)
 
 
 def calibration_dir(config: Config) -> Path:

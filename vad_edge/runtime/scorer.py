@@ -6,6 +6,7 @@ path ships and fits thresholds on: the networks' pixel terms fused by the model'
 fusion's object-speed term when it has one.
 """
 
+from contextlib import nullcontext
 from dataclasses import replace
 
 import numpy as np
@@ -15,7 +16,8 @@ from vad_edge import ops
 from vad_edge.model import fusion
 from vad_edge.model.network import STD, Scores
 from vad_edge.model.object_speed import Perspective, clip_objects
-from vad_edge.runtime.runners import autocast, runner_for, scoring_precision
+from vad_edge.runtime import hardware
+from vad_edge.runtime.runners import autocast, runner_for
 
 
 def device_of(model: torch.nn.Module) -> torch.device:
@@ -23,16 +25,30 @@ def device_of(model: torch.nn.Module) -> torch.device:
 
 
 class Scorer:
-    """runtime: "torch", or the model's networks exported to ONNX and run by "onnxruntime" or "openvino"
-    (float32 on the CPU; runners.py), with the project's kernels after the networks either way."""
+    """runtime: "torch", or the model's networks exported to ONNX and run by "onnxruntime" or "openvino" on
+    the CPU (runners.py), or "auto" (hardware.choose_runtime); the project's kernels after the networks either
+    way."""
 
     def __init__(self, model: STD, precision_name: str = "auto", batch: int = 16, runtime: str = "torch"):
         self.model = model.eval()
         self.device = device_of(model)
         self.batch = batch
-        self.runtime = runtime
-        self.precision = scoring_precision(precision_name, runtime, self.device)
-        self.runner = runner_for(model, runtime, self.precision, torch.get_num_threads())
+        chosen, self.precision = hardware.choose_placement(precision_name, runtime, self.device.type)
+        try:
+            self.runner = runner_for(model, chosen.name, self.precision, torch.get_num_threads())
+        except ValueError as exc:
+            if runtime != "auto" or chosen.name == "torch":
+                raise
+            # What auto chose was refused (its parity gate): a camera scores with torch rather than not at all.
+            chosen = hardware.Runtime("torch", f"auto: {exc}")
+            self.precision = hardware.for_runtime(precision_name, "torch", self.device.type)
+            self.runner = runner_for(model, "torch", self.precision, torch.get_num_threads())
+        self.runtime, self.runtime_reason = chosen.name, chosen.reason
+
+    def _after_networks(self):
+        """What follows the networks runs in their precision under torch; after an exported graph, whose
+        outputs come back in float32, in float32."""
+        return autocast(self.precision, self.device) if self.runtime == "torch" else nullcontext()
 
     def _clip(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 windows [N,5,H,W,3] (BGR) -> the model's clip, on its device; the model in eval mode (a
@@ -47,7 +63,7 @@ class Scorer:
         moves the score and not the map."""
         clip = self._clip(frames)
         out = self.runner.outputs(clip)
-        with autocast(self.precision, self.device):  # what follows the networks, in their precision too
+        with self._after_networks():
             scores = self.model.pixel_score_of(out, clip)
         speed = self.model.fusion.speed
         if speed is None:
@@ -62,12 +78,13 @@ class Scorer:
         `grid`, per cell of a grid x grid partition of the frame, [N,4,grid,grid] (STD.score_terms)."""
         clip = self._clip(frames)
         out = self.runner.outputs(clip)
-        with autocast(self.precision, self.device):
+        with self._after_networks():
             return self.model.score_terms_of(out, clip, grid).double().cpu()
 
     def describe(self) -> dict:
-        return {"device": str(self.device), "runtime": self.runtime, "precision": self.precision.name,
-                "why": self.precision.reason, "batch": self.batch, "threads": torch.get_num_threads()}
+        return {"device": str(self.device), "runtime": self.runtime, "runtime_why": self.runtime_reason,
+                "precision": self.precision.name, "why": self.precision.reason, "batch": self.batch,
+                "threads": torch.get_num_threads()}
 
 
 def object_speeds(frames: torch.Tensor, perspective: Perspective) -> np.ndarray:
