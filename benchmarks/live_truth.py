@@ -26,17 +26,17 @@ from vad_edge.config import Config
 from vad_edge.demo import SAMPLE, LocalBroker
 
 SAMPLE_ANOMALY_FROM = 9.4  # s: the cyclist enters at frame 94 of Ped2 test clip 02 (its labels)
-DEFAULT_NORMAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "ped2-video" / "training" / "01.mp4"
+DEFAULT_NORMAL = Path(__file__).resolve().parents[1] / "data" / "ped2-video" / "training" / "01.mp4"
 
 
-def play(source: Path, seconds: float | None, checkpoint: str | None) -> dict:
+def play(source: Path, seconds: float | None, checkpoint: str | None, runtime: str = "auto") -> dict:
     """The agent on one real-time camera; until the file ends (seconds=None) or for `seconds` of looping."""
     workdir = Path(tempfile.mkdtemp(prefix="vad-edge-truth-"))
     broker = LocalBroker(workdir)
     cfg = Config.model_validate({
         "device_id": "truth", "state_dir": str(workdir / "state"),
         "mqtt": {"host": "127.0.0.1", "port": broker.port}, "health": {"port": 0},
-        "model": {"checkpoint": checkpoint},
+        "model": {"checkpoint": checkpoint, "runtime": runtime},
         "cameras": [{"name": "cam", "source": str(source), "loop": seconds is not None}],
     })
     scored, events = [], []
@@ -103,14 +103,16 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0, help="how long the normal clip loops")
     parser.add_argument("--normal", type=Path, default=DEFAULT_NORMAL, help="a normal clip (no anomaly)")
     parser.add_argument("--checkpoint", help="model or calibration bundle (default: shipped lite)")
+    parser.add_argument("--runtime", default="auto", help="model.runtime (default: auto, as the agent)")
     parser.add_argument("--out", type=Path, default=Path("bench-out/live-truth"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
     results = {}
     for load in (0, args.load):
-        results[("sample", load)] = with_load(load, lambda: play(SAMPLE, None, args.checkpoint))
-        results[("normal", load)] = with_load(load, lambda: play(args.normal, args.minutes * 60, args.checkpoint))
+        results[("sample", load)] = with_load(load, lambda: play(SAMPLE, None, args.checkpoint, args.runtime))
+        results[("normal", load)] = with_load(load, lambda: play(args.normal, args.minutes * 60, args.checkpoint,
+                                                                 args.runtime))
 
     print("| scene | load | agent threads | clips scored | clips skipped | window restarts | events "
           "| score p50 / p90 / p99 / max |")

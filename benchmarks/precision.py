@@ -4,7 +4,7 @@ camera's budget.
 
     python benchmarks/precision.py [--seconds 3] [--precisions float32,bfloat16] [--batches 1,2,4,8]
     python benchmarks/precision.py --live          # lite 128 / lite 160 / wide lite / paper 256 in `auto`
-    python benchmarks/precision.py --auc data/ped2 [--precisions float32,bfloat16]
+    python benchmarks/precision.py --auc data/ped2 [--precisions float32,bfloat16,openvino:bfloat16]
     python benchmarks/precision.py --device cuda --precisions float32,float16,bfloat16 --threads 1
     python benchmarks/precision.py --cast bfloat16 [--batches 1,8] [--threads 1]   # weights cast once or per call
 
@@ -26,6 +26,7 @@ from vad_edge.data import load_split
 from vad_edge.model import checkpoint
 from vad_edge.model.network import PROFILES, STD, resized
 from vad_edge.runtime.batch import score_videos
+from vad_edge.runtime.bundle import apply_fit
 from vad_edge.runtime.scorer import Scorer
 from vad_edge.runtime.hardware import choose, pick_device
 
@@ -112,21 +113,28 @@ def cast_once(name: str, batches: list[int], threads: int, seconds: float, devic
 
 
 def auc(data: str, precisions: list[str], device: str) -> None:
-    model, meta = checkpoint.load(checkpoint.shipped("lite"), pick_device(device))
+    """Frame AUC of the shipped lite per precision, each entry `precision` (torch) or `runtime:precision`, each
+    with the checkpoint's fit for its precision (as a box scores), and each one's per-clip difference from the
+    first entry's scores."""
+    path = checkpoint.shipped("lite")
+    model, meta = checkpoint.load(path, pick_device(device))
     videos = load_split(data, "testing", model.profile.size, checkpoint.frame_rate(meta))
     labels = [v.labels for v in videos]
     scored = {}
-    print("| precision | micro | macro | raw | clips/s | median / max per-clip difference vs the first |")
-    print("|---|---:|---:|---:|---:|---|")
-    for name in precisions:
+    print("| runtime:precision | fit | micro | macro | raw | clips/s | median / max per-clip difference vs the first |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    for entry in precisions:
+        runtime, _, name = entry.rpartition(":")
+        scorer = Scorer(model, name, batch=8, runtime=runtime or "torch")
+        fit = apply_fit(scorer, meta, path)["precision"]
         started = time.perf_counter()
-        scored[name] = np.concatenate(score_videos(Scorer(model, name, batch=8), videos, desc=name))
-        rate = len(scored[name]) / (time.perf_counter() - started)
-        metrics = frame_metrics(np.split(scored[name], np.cumsum([len(v.frames) - 4 for v in videos])[:-1]), labels)
-        diff = np.abs(scored[name] / scored[precisions[0]] - 1)
-        print(f"| {name} | {100 * metrics['auc_micro']:.2f} | {100 * metrics['auc_macro']:.2f} | "
-              f"{100 * metrics['auc_raw']:.2f} | {rate:.1f} | {100 * np.median(diff):.2f} % / {100 * diff.max():.2f} % |",
-              flush=True)
+        scored[entry] = np.concatenate(score_videos(scorer, videos, desc=entry))
+        rate = len(scored[entry]) / (time.perf_counter() - started)
+        metrics = frame_metrics(np.split(scored[entry], np.cumsum([len(v.frames) - 4 for v in videos])[:-1]), labels)
+        diff = np.abs(scored[entry] / scored[precisions[0]] - 1)
+        print(f"| {scorer.runtime}:{scorer.precision.name} | {fit} | {metrics['auc_micro']:.2f} | "
+              f"{metrics['auc_macro']:.2f} | {metrics['auc_raw']:.2f} | {rate:.1f} | "
+              f"{100 * np.median(diff):.2f} % / {100 * diff.max():.2f} % |", flush=True)
 
 
 def main() -> None:
@@ -137,7 +145,8 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--cast", metavar="PRECISION", help="weights cast once against on every call, in PRECISION")
     parser.add_argument("--live", action="store_true", help="model sizes against one 10 fps camera, in auto")
-    parser.add_argument("--auc", metavar="DATA", help="Ped2-style dataset: AUC and score agreement per precision")
+    parser.add_argument("--auc", metavar="DATA", help="Ped2-style dataset: AUC and score agreement per precision "
+                                                      "(--precisions entries may be runtime:precision)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (the GPU session passes cuda)")
     parser.add_argument("--runtime", default="torch", help="torch, onnxruntime or openvino (float32 only)")
     args = parser.parse_args()
