@@ -180,6 +180,7 @@ def test_openvino_runs_bfloat16_where_the_cpu_does_and_float32_elsewhere(feature
     chosen = hardware.for_runtime("auto", "openvino", "cpu", features)
     assert chosen.name == want and ("natively" in chosen.reason) == (want == "bfloat16")
     assert hardware.for_runtime("auto", "onnxruntime", "cpu", features).name == "float32"
+    assert hardware.for_runtime("float32", "openvino", "cpu", features).reason == "as configured"
     if want == "float32":
         with pytest.raises(ValueError, match="this CPU has no bfloat16 instructions"):
             hardware.for_runtime("bfloat16", "openvino", "cpu", features)

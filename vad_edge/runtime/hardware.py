@@ -124,9 +124,11 @@ def for_runtime(requested: str, runtime: str, device_type: str, features: set[st
         if requested == "bfloat16":
             raise ValueError("runtime openvino: this CPU has no bfloat16 instructions "
                              f"({', '.join(BF16_FEATURES)}); use precision float32 or auto")
-    if requested in ("auto", "float32"):
+    if requested == "float32":
+        return Precision("float32", "as configured")
+    if requested == "auto":
         why = "no bfloat16 instructions on this CPU" if runtime == "openvino" else "its only format here"
-        return Precision("float32", f"{'auto: ' if requested == 'auto' else ''}{runtime} runs float32 ({why})")
+        return Precision("float32", f"auto: {runtime} runs float32 ({why})")
     raise ValueError(f"runtime {runtime}: runs the exported networks in "
                      f"{'float32 or bfloat16' if runtime == 'openvino' else 'float32'} on the CPU, not {requested}; "
                      "use runtime torch for that")
