@@ -14,7 +14,7 @@ from vad_edge.model import checkpoint, fusion
 from vad_edge.model.network import resized
 from vad_edge.runtime import hardware
 from vad_edge.runtime.batch import fit_fusion
-from vad_edge.runtime.bundle import fit_entry, fit_metadata
+from vad_edge.runtime.bundle import fit_entry, fit_metadata, main_fit
 from vad_edge.runtime.scorer import Scorer
 from vad_edge.train_config import TrainConfig
 from vad_edge.trainer import Trainer, fresh_model
@@ -90,8 +90,7 @@ def fuse(checkpoint_path: str | Path, data: str | Path, fusion_name: str, out: s
     videos = load_split(data, "training", model.profile.size, checkpoint.frame_rate(meta))
     fits = {}
     if fusion_name == model.fusion.name:  # the other precisions' fits still hold
-        fits = {hardware.fitted(meta): {"fusion": meta["fusion"], "score_stats": meta["score_stats"]},
-                **(meta.get("fits") or {})}
+        fits = {hardware.fitted(meta): main_fit(meta), **(meta.get("fits") or {})}
     for requested in precisions:
         scorer = Scorer(model, requested)
         scores = np.concatenate(fit_fusion(scorer, videos, fusion_name, desc=f"fitting in {scorer.precision.name}"))

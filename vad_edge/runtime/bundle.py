@@ -72,7 +72,13 @@ def fit_for(meta: dict, precision: str) -> dict:
     fits = meta.get("fits") or {}
     if precision in fits:
         return {**fits[precision], "precision": precision}
-    return {"fusion": meta.get("fusion"), "score_stats": meta.get("score_stats"), "precision": hardware.fitted(meta)}
+    return {**main_fit(meta), "precision": hardware.fitted(meta)}
+
+
+def main_fit(meta: dict) -> dict:
+    """A bundle's main fit (its top-level fusion and score statistics, what every vad-edge reads), as its
+    `fits` keep one."""
+    return {"fusion": meta.get("fusion"), "score_stats": meta.get("score_stats")}
 
 
 def apply_fit(scorer: Scorer, meta: dict, path: Path) -> dict:

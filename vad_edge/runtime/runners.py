@@ -173,15 +173,17 @@ def check_parity(runner: NetworkRunner, model: STD, runtime: str, precision: str
     size = model.profile.size
     noise = torch.randint(0, 256, (2, 5, size, size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     real = torch.from_numpy(sample_windows(size, 10.0, PARITY_CLIPS))
-    relative, ranks = [], None
-    for frames in (real, noise):
+
+    def scores(frames: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(torch's float32 pixel scores, the runner's) of these windows."""
         clip = ops.prepare_clip(frames)[0]
         with torch.no_grad():
-            want = model.pixel_score(clip).raw.double()
-            got = model.pixel_score_of(runner.outputs(clip), clip).raw.double()
-        relative.append(((got - want).abs() / want.abs().clamp_min(1e-12)).numpy())
-        ranks = ranks if ranks is not None else float(spearmanr(want.numpy(), got.numpy()).statistic)
-    relative = np.concatenate(relative)
+            return (model.pixel_score(clip).raw.double().numpy(),
+                    model.pixel_score_of(runner.outputs(clip), clip).raw.double().numpy())
+
+    pairs = [scores(real), scores(noise)]
+    relative = np.concatenate([np.abs(got - want) / np.maximum(np.abs(want), 1e-12) for want, got in pairs])
+    ranks = float(spearmanr(*pairs[0]).statistic)  # the sample's real clips: random ones have no order to keep
     bound = PARITY[precision]
     median, largest = float(np.median(relative)), float(relative.max())
     if not (median <= bound.median and largest <= bound.largest and ranks >= bound.rank):
