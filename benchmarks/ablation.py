@@ -28,15 +28,21 @@ fitted on the scene's normal training clips only: no test label chooses anything
   much changed. The speed alone is a third no-learning baseline.
 - with object speed: `motion-cluster` plus the clip's fastest moving thing's speed against the normal
   speed at its place in the frame (vad_edge.model.object_speed: perspective learnt from the normal clips)
-  divided by its normal mean, as a third term (the shipped `motion-cluster-speed`); and that evidence alone.
+  divided by its normal mean, as a third term (`motion-cluster-speed`); and that evidence alone.
   Its variants: the normal speed per band of rows only (shipped until 2026-12-06); the moving things found
   at twice the input's side; plus the rarity of a moving thing's place, log((the busiest cell's count + 1)
   / (its cell's count + 1)) over a 16 x 16 count of the normal things' centroids, as a fourth term; and the
   three terms each divided by its normal standard deviation instead of its mean (the z-score's weights).
-- tail evidence: each of the shipped score's three terms as -log P(a normal clip's term >= it), empirical
+- motion places (model/motion_places.py): per cell of a 16 x 16 grid, the normal distribution of moving
+  pixels' speeds (4 bins), each cell mixed with its row's by a prior chosen on held-out normal footage; a
+  clip's evidence is its 4 most surprised cells. Alone; added to `motion-cluster-speed` over its held-out
+  99.9th percentile (the shipped `motion-cluster-speed-places`), over its normal mean, over its in-sample
+  99th percentile, or only above its held-out tail; the most surprised cell instead of the top 4; and with 8
+  directions x 4 speeds per cell instead of speeds alone.
+- tail evidence: each of the `motion-cluster-speed` score's three terms as -log P(a normal clip's term >= it), empirical
   below the normal 90th percentile and an exponential tail fitted to the normal excess above it, so that
   each term's rare values weigh alike whatever its spread; summed, or the largest of the three.
-- causal: the standardised, `motion-cluster` and shipped scores averaged over the last 5 clips (what a live
+- causal: the standardised, `motion-cluster`, `motion-cluster-speed` and shipped scores averaged over the last 5 clips (what a live
   box can do).
 
 A second table gives the AUC within each test video of the shipped score and its three terms: where the
@@ -59,16 +65,19 @@ from tqdm import tqdm
 
 from vad_edge.data import load_split
 from vad_edge.eval import frame_metrics
-from vad_edge.runtime.batch import frame_difference_scores
 from vad_edge.model import checkpoint, fusion
-from vad_edge.model.object_speed import NO_CELLS, Perspective, flow_speed
-from vad_edge.runtime.batch import moving_things, term_means
+from vad_edge.model.motion_places import MotionPlaces, cell_histogram
+from vad_edge.model.object_speed import NO_CELLS, Perspective, clip_flow, flow_speed
+from vad_edge.runtime.batch import clip_motion, frame_difference_scores, term_means
 from vad_edge.runtime.scorer import Scorer
 
 TERM_NAMES = ("appearance", "motion", "cluster map")
-SHIPPED = "standardised without appearance + object speed against perspective ÷ its normal mean"
+WITH_SPEED = "standardised without appearance + object speed against perspective ÷ its normal mean"
 SPEED_ALONE = "object speed against perspective (alone)"
-PER_VIDEO = ("motion", "cluster map", SPEED_ALONE, SHIPPED)  # the shipped score and its terms
+SHIPPED = f"{WITH_SPEED} + motion places ÷ its held-out tail"
+PLACES_ALONE = "motion places: speed per cell, its 4 most surprised cells (alone)"
+PER_VIDEO = ("motion", "cluster map", SPEED_ALONE, PLACES_ALONE, WITH_SPEED, SHIPPED)  # the shipped score, its terms
+DIRECTIONS = 8  # the motion-places variant with directions: speed bins per direction sector
 GRID = 16
 CAUSAL_CLIPS = 5
 
@@ -149,6 +158,31 @@ def plus(scores: list[np.ndarray], normal: list[np.ndarray], term: list[np.ndarr
     return [s + t / mean for s, t in zip(scores, term)]
 
 
+def directional_histograms(videos: list) -> list[np.ndarray]:
+    """Per video, per clip, motion_places.cell_histogram of each of DIRECTIONS sectors of flow directions
+    ([T-4, GRID, GRID, DIRECTIONS x 4]): the flow outside a sector zeroed, so that it does not move there."""
+    histograms = []
+    for video in tqdm(videos, desc="directional flow", unit="video"):
+        clips = []
+        for t in range(len(video.frames) - 4):
+            flow = clip_flow(video.frames[t:t + 5])
+            sector = (np.arctan2(flow[..., 1], flow[..., 0]) % (2 * np.pi) * (DIRECTIONS / (2 * np.pi))).astype(int)
+            clips.append(np.concatenate([cell_histogram(flow * (sector == k)[..., None]) for k in range(DIRECTIONS)],
+                                        axis=2))
+        histograms.append(np.stack(clips))
+    return histograms
+
+
+def motion_places(normal: list[np.ndarray], test: list[np.ndarray]) -> dict[str, tuple[list, list, float]]:
+    """The motion-places evidence (model/motion_places.py) fitted on the normal clips' histograms: per
+    reduction of the cells' surprise, (the normal clips' evidence, the test clips', the held-out tail)."""
+    places = MotionPlaces.fit(normal)
+    tail = places.held_out_tail(normal)
+    reductions = {"top 4 cells": places.score,
+                  "most surprised cell": lambda h: np.maximum(places.cell_surprise(h).max(axis=1), 0.0)}
+    return {name: ([score(h) for h in normal], [score(h) for h in test], tail) for name, score in reductions.items()}
+
+
 def tail_evidence(normal: np.ndarray, x: np.ndarray) -> np.ndarray:
     """-log P(normal >= x): the empirical share below the normal 90th percentile q; above it, an exponential
     tail, 0.1 exp(-(x - q) / b), b the normal values' mean excess over q."""
@@ -206,16 +240,36 @@ def rows_for(scorer: Scorer, data: str, fps: float) -> tuple[dict[str, list[np.n
     flow, normal_flow = mean_flow_speed(videos), mean_flow_speed(normal_videos)
     rows["standardised without appearance + lag-4 optical-flow speed ÷ its normal mean"] = plus(
         networks, normal_flow, flow)
-    normal_things, things = moving_things(normal_videos), moving_things(videos)
+    (normal_things, normal_histograms), (things, histograms) = clip_motion(normal_videos), clip_motion(videos)
     normal_speed, speed = object_speeds(normal_things, things)
-    rows[SHIPPED] = plus(networks, normal_speed, speed)
+    rows[WITH_SPEED] = plus(networks, normal_speed, speed)
+    places = motion_places(normal_histograms, histograms)
+    normal_places, test_places, tail = places["top 4 cells"]
+    rows[PLACES_ALONE] = test_places
+    rows[SHIPPED] = [s + p / tail for s, p in zip(rows[WITH_SPEED], test_places)]
+    rows[f"{WITH_SPEED} + motion places ÷ its normal mean"] = plus(rows[WITH_SPEED], normal_places, test_places)
+    in_sample = np.quantile(np.concatenate(normal_places), 0.99)
+    rows[f"{WITH_SPEED} + motion places ÷ its in-sample 99th percentile"] = [
+        s + p / in_sample for s, p in zip(rows[WITH_SPEED], test_places)]
+    rows[f"{WITH_SPEED} + motion places above its held-out tail ÷ its normal mean"] = [
+        s + np.maximum(p - tail, 0.0) / np.concatenate(normal_places).mean() for s, p in zip(rows[WITH_SPEED], test_places)]
+    _, worst_cell, worst_tail = places["most surprised cell"]
+    rows[f"{WITH_SPEED} + motion places, most surprised cell ÷ its held-out tail"] = [
+        s + p / worst_tail for s, p in zip(rows[WITH_SPEED], worst_cell)]
+    normal_directions, test_directions, directions_tail = motion_places(
+        directional_histograms(normal_videos), directional_histograms(videos))["top 4 cells"]
+    rows[f"motion places with {DIRECTIONS} directions x 4 speeds (alone)"] = test_directions
+    rows[f"{WITH_SPEED} + motion places with directions ÷ its held-out tail"] = [
+        s + p / directions_tail for s, p in zip(rows[WITH_SPEED], test_directions)]
+    rows[f"{WITH_SPEED} + motion places with directions ÷ its normal mean"] = plus(
+        rows[WITH_SPEED], normal_directions, test_directions)
     rows["standardised without appearance + object speed per band of rows only ÷ its normal mean"] = plus(
         networks, *object_speeds(normal_things, things, bands_only=True))
     rows["standardised without appearance + object speed, things found at twice the input side"] = plus(
-        networks, *object_speeds(moving_things(load_split(data, "training", 2 * size, fps)),
-                                 moving_things(load_split(data, "testing", 2 * size, fps))))
+        networks, *object_speeds(clip_motion(load_split(data, "training", 2 * size, fps), places=False)[0],
+                                 clip_motion(load_split(data, "testing", 2 * size, fps), places=False)[0]))
     rows["standardised without appearance + object speed + place rarity, each ÷ its normal mean"] = plus(
-        rows[SHIPPED], *place_rarity(normal_things, things))
+        rows[WITH_SPEED], *place_rarity(normal_things, things))
     normal_three = np.column_stack([normal_terms[:, 1], normal_terms[:, 2], np.concatenate(normal_speed)])
     rows["motion, cluster map and object speed, each ÷ its normal standard deviation"] = [
         np.column_stack([t[:, 1], t[:, 2], o]) @ (1.0 / normal_three.std(axis=0)) for t, o in zip(terms, speed)]
@@ -225,7 +279,7 @@ def rows_for(scorer: Scorer, data: str, fps: float) -> tuple[dict[str, list[np.n
         e.sum(axis=1) for e in evidence]
     rows["motion, cluster map and object speed, each's tail evidence on normal clips, the largest"] = [
         e.max(axis=1) for e in evidence]
-    for name in ("standardised a + m + c", "standardised without appearance", SHIPPED):
+    for name in ("standardised a + m + c", "standardised without appearance", WITH_SPEED, SHIPPED):
         rows[f"{name}, causal mean of {CAUSAL_CLIPS} clips"] = [causal_mean(s, CAUSAL_CLIPS) for s in rows[name]]
     rows["frame difference, lag 1 (no learning)"] = lag1
     rows["frame difference, lag 4 (no learning)"] = energies

@@ -32,14 +32,19 @@ def test_ablation_prints_every_row_per_scene(tmp_path, tiny_checkpoint):
                  "motion, cluster map and object speed, each's tail evidence on normal clips, summed",
                  "motion, cluster map and object speed, each's tail evidence on normal clips, the largest",
                  "standardised without appearance + object speed against perspective ÷ its normal mean, causal mean "
-                 "of 5 clips"):
+                 "of 5 clips",
+                 "motion places: speed per cell, its 4 most surprised cells (alone)",
+                 "standardised without appearance + object speed against perspective ÷ its normal mean + motion "
+                 "places ÷ its held-out tail",
+                 "standardised without appearance + object speed against perspective ÷ its normal mean + motion "
+                 "places with directions ÷ its held-out tail"):
         assert name in names
     aucs = [float(r[3]) for r in rows if len(r) == 6]
     assert aucs and all(0 <= a <= 100 for a in aucs)
-    # The second table: each test video (both have normal and anomalous frames), the shipped score and its
-    # three terms.
-    per_video = [[float(v) for v in r[3:]] for r in rows if len(r) == 8]
-    assert len(per_video) == 2 and all(len(r) == 5 and all(0 <= v <= 100 for v in r) for r in per_video)
+    # The second table: each test video (both have normal and anomalous frames), the anomalous share, the
+    # shipped score, the score before motion places and their four terms.
+    per_video = [[float(v) for v in r[3:]] for r in rows if len(r) == 10]
+    assert len(per_video) == 2 and all(len(r) == 7 and all(0 <= v <= 100 for v in r) for r in per_video)
     assert max(v for r in per_video for v in r[1:]) > 1  # in per cent, as the first table
     # The injected block is large and fast: the frame difference separates it almost perfectly; the flow
     # speed well, though less (the flow inside a uniform block is the aperture problem's guess).

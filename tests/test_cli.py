@@ -27,7 +27,7 @@ def test_help_does_not_import_torch():
     code = "import sys; from vad_edge.cli import main\ntry:\n    main(['train', '--help'])\nexcept SystemExit:\n" \
            "    pass\nprint('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip().endswith("False") and "--fusion {motion-cluster-speed,motion-cluster,standardised,paper}" in done.stdout
+    assert done.stdout.strip().endswith("False") and "--fusion {motion-cluster-speed-places,motion-cluster-speed,motion-cluster,standardised,paper}" in done.stdout
 
 
 def test_info_prints_the_build():

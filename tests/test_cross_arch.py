@@ -2,8 +2,8 @@
 
 tests/data/cross_arch.npz holds two stretches of the bundled sample at the lite model's size, 7 frames
 each (pedestrians only; the cyclist), so six 5-frame windows, and the model's raw scores of those windows
-computed on x86-64: the networks' part in float32 and in bfloat16, and the object-speed term (OpenCV's
-optical flow, model/object_speed.py) apart. `make test` recomputes them on x86, `make test-aarch64` on
+computed on x86-64: the networks' part in float32 and in bfloat16, and the motion terms (object speed and
+motion places, from OpenCV's optical flow: model/object_speed.py, model/motion_places.py) apart. `make test` recomputes them on x86, `make test-aarch64` on
 aarch64 (a Jetson's CPU, under emulation): the same pixels and model, each architecture's kernels and torch.
 The frames are stored, not decoded again: OpenCV's aarch64 build decodes and resizes the sample to slightly
 different pixels than its x86-64 build.
@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from vad_edge.model import checkpoint
-from vad_edge.runtime.scorer import Scorer, speed_term
+from vad_edge.runtime.scorer import Scorer, motion_term
 
 EXPECTED = Path(__file__).resolve().parent / "data" / "cross_arch.npz"
 # The stretches' first frames in the sample (180 frames: pedestrians, then from about frame 100 a cyclist).
@@ -33,15 +33,16 @@ STARTS = [30, 140]
 # bfloat16: each op's output is rounded to 8 significant bits (2^-9 relative); the networks' dozens of
 # roundings add up to about a per cent, so 2^-5 leaves room without hiding a broken kernel (those are off
 # by orders of magnitude, or by more than the score's spread between these clips).
-# speed: OpenCV's optical flow, built with NEON on aarch64 and SSE/AVX on x86, may round differently, and a
-# pixel whose flow sits at the 1-pixel "moving" bar may then fall on the other side, moving a thing's 90th
-# percentile speed a little; a broken flow or region pass is off by tens of per cent.
-RTOL = {"float32": 1e-4, "bfloat16": 2.0**-5, "speed": 1e-2}
+# motion: OpenCV's optical flow, built with NEON on aarch64 and SSE/AVX on x86, may round differently, and a
+# pixel whose flow sits at the 1-pixel "moving" bar or a speed bin's edge may then fall on the other side,
+# moving a thing's 90th percentile speed or a cell's counts a little; a broken flow, region pass or histogram
+# is off by tens of per cent.
+RTOL = {"float32": 1e-4, "bfloat16": 2.0**-5, "motion": 1e-2}
 # The windows each part is compared on. Under qemu the networks cost about 2 minutes a window in float32 and
 # 35 s in bfloat16 (measured 2026-12-06, torch 2.10's aarch64 build), so they take one window of each
 # stretch, the pedestrians' and the cyclist's: all six float32 windows were 12 of CI's 32 minutes. The
-# speed term costs under a second for all six.
-WINDOWS = {"float32": slice(None, None, 3), "bfloat16": slice(None, None, 3), "speed": slice(None)}
+# motion terms cost under a second for all six.
+WINDOWS = {"float32": slice(None, None, 3), "bfloat16": slice(None, None, 3), "motion": slice(None)}
 
 
 def windows(frames: np.ndarray) -> torch.Tensor:
@@ -51,12 +52,11 @@ def windows(frames: np.ndarray) -> torch.Tensor:
 
 def scores(clips: torch.Tensor, part: str) -> np.ndarray:
     """The shipped model's raw scores of these windows: the networks' part in precision `part`, or the
-    object-speed term ("speed")."""
+    motion terms ("motion")."""
     model, _ = checkpoint.load(checkpoint.shipped("lite"))
-    speed = model.fusion.speed
-    if part == "speed":
-        return speed_term(clips, speed)
-    model.fusion = replace(model.fusion, speed=None)
+    if part == "motion":
+        return motion_term(clips, model.fusion)
+    model.fusion = replace(model.fusion, speed=None, places=None)
     return Scorer(model, part).shipped_score(clips).raw.double().numpy()
 
 

@@ -278,7 +278,7 @@ def test_motion_cluster_speed_adds_the_object_speed_over_its_normal_mean():
 def test_fusion_fit_refuses_degenerate_footage(terms, message):
     with pytest.raises(fusion.FusionError, match=message):
         fusion.fit("standardised", terms)
-    with pytest.raises(fusion.FusionError, match="expected one of motion-cluster-speed, motion-cluster, standardised"):
+    with pytest.raises(fusion.FusionError, match="expected one of motion-cluster-speed-places, motion-cluster-speed, motion-cluster, standardised"):
         fusion.fit("median", terms)
 
 

@@ -6,7 +6,7 @@ import torch
 
 from vad_edge.runtime import hardware
 from vad_edge.model import checkpoint
-from vad_edge.runtime.scorer import Scorer, speed_term
+from vad_edge.runtime.scorer import Scorer, motion_term
 
 
 @pytest.mark.parametrize("features, device, expected", [
@@ -56,8 +56,8 @@ def test_the_scorer_scores_as_the_model_does_in_float32_and_close_to_it_in_bfloa
     exact = Scorer(model, "float32").shipped_score(windows)
     with torch.no_grad():
         direct = model.pixel_score(ops.prepare_clip(windows)[0])
-    speed = model.fusion.speed  # the default fusion's object-speed term: the Scorer adds it from the frames
-    evidence = torch.as_tensor(speed_term(windows, speed), dtype=direct.raw.dtype)
+    # The default fusion's motion terms (object speed, motion places): the Scorer adds them from the frames.
+    evidence = torch.as_tensor(motion_term(windows, model.fusion), dtype=direct.raw.dtype)
     assert torch.equal(exact.raw, direct.raw + evidence) and torch.equal(exact.emap, direct.emap)
     half = Scorer(model, "bfloat16").shipped_score(windows)
     # bfloat16 keeps 8 bits of mantissa (0.4 % a rounding): a score, a mean over many pixels of products of
@@ -79,7 +79,7 @@ def test_the_scorer_casts_the_weights_once_and_follows_a_trainers_steps(tiny_che
     def autocast_scores():
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             raw = model.pixel_score(ops.prepare_clip(windows)[0]).raw
-        return raw + torch.as_tensor(speed_term(windows, model.fusion.speed), dtype=raw.dtype)
+        return raw + torch.as_tensor(motion_term(windows, model.fusion), dtype=raw.dtype)
 
     before = scorer.shipped_score(windows).raw
     cast = scorer.runner._cast[1]

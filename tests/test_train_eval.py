@@ -42,8 +42,9 @@ def test_train_then_eval_through_the_cli(tmp_path, dataset, capsys):
     assert meta["training"]["clips"] == 2 * 20 and len(meta["training"]["fingerprint"]) == 16
     stats = meta["score_stats"]
     assert stats["count"] == 40 and 0 < stats["min"] <= stats["quantiles"]["0.5"] <= stats["max"]
-    # The default fusion is fitted on the training clips: each of its three terms averages 1 there.
-    assert meta["fusion"]["name"] == "motion-cluster-speed" and stats["mean"] == pytest.approx(3.0, rel=1e-6)
+    # The default fusion is fitted on the training clips: its pixel and object-speed terms average 1 there
+    # each, and the motion-places term, over its held-out 99.9th percentile, adds between 0 and 1.
+    assert meta["fusion"]["name"] == "motion-cluster-speed-places" and 3.0 <= stats["mean"] < 4.0
 
     out = tmp_path / "eval"
     assert main(["eval", "--data", str(dataset), "--checkpoint", str(ckpt), "--out", str(out),
@@ -57,7 +58,7 @@ def test_train_then_eval_through_the_cli(tmp_path, dataset, capsys):
     for name in report["plots"]:
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert "auc_micro" in capsys.readouterr().out
-    assert report["fusion"]["name"] == "motion-cluster-speed"
+    assert report["fusion"]["name"] == "motion-cluster-speed-places"
 
     # The paper's score stays one switch away, without retraining.
     assert main(["eval", "--data", str(dataset), "--checkpoint", str(ckpt), "--out", str(out), "--fusion", "paper"]) == 0
@@ -294,7 +295,7 @@ def test_a_frozen_motion_unet_stays_as_given_and_a_resume_keeps_the_choice(tmp_p
 
 
 def test_the_fitted_scores_are_the_scores_the_box_computes(dataset, tiny_checkpoint):
-    """fit_fusion's scores set thresholds; the Scorer computes them live, the object speed included."""
+    """fit_fusion's scores set thresholds; the Scorer computes them live, the motion terms included."""
     from vad_edge.runtime.batch import fit_fusion, score_videos
     from vad_edge.runtime.scorer import Scorer
 
@@ -308,3 +309,8 @@ def test_the_fitted_scores_are_the_scores_the_box_computes(dataset, tiny_checkpo
     # Each term averages 1 on the footage it was fitted on; the speed term is the difference.
     assert without.mean() == pytest.approx(2.0) and fitted.mean() == pytest.approx(3.0)
     assert np.std(fitted - without) > 0
+    places = np.concatenate(fit_fusion(scorer, videos, "motion-cluster-speed-places", progress=False))
+    assert model.fusion.places is not None
+    np.testing.assert_allclose(np.concatenate(score_videos(scorer, videos, progress=False)), places, rtol=1e-5)
+    # The places term is the difference: never negative, and it moves with the clips' motion.
+    assert np.all(places - fitted >= -1e-9) and np.std(places - fitted) > 0

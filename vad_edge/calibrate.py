@@ -337,7 +337,7 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
         "footage": {"seconds": total_frames / fps, "fit_frames": sum(len(v.frames) for v in fit),
                     "holdout_frames": sum(len(v.frames) for v in holdout), "quality": quality},
         "holdout_score_stats": score_statistics(np.concatenate(held_scores)),
-        "fusion": trainer.model.fusion.to_metadata(),
+        "fusion": trainer.model.fusion.summary(),
         "base_checkpoint": {"path": str(base_path), "sha256": checkpoint.file_sha256(base_path)},
         "training_minutes": round(trainer.elapsed / 60, 2),
         "training_iterations": trainer.iterations(),

@@ -52,7 +52,7 @@ def _fuse(args: argparse.Namespace) -> int:
 
     path = fuse(args.checkpoint, args.data, args.fusion, args.out, tuple(args.precision or ["auto"]))
     meta = checkpoint.read_metadata(path)
-    print(json.dumps(meta["fusion"], indent=2))
+    print(json.dumps(checkpoint.load(path)[0].fusion.summary(), indent=2))
     print(f"fits in {', '.join(meta['fits'])} (main: {meta['precision']})")
     print(f"checkpoint written: {path}")
     return 0
@@ -261,8 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     fuse = sub.add_parser("fuse", help="refit how a checkpoint's terms become one score, on normal footage")
     fuse.add_argument("--checkpoint", required=True, help="checkpoint to refit (its weights are kept)")
     fuse.add_argument("--data", required=True, help="dataset root whose training/ holds normal footage")
-    fuse.add_argument("--fusion", choices=list(FUSIONS), default="motion-cluster-speed",
-                      help="default: motion-cluster-speed")
+    fuse.add_argument("--fusion", choices=list(FUSIONS), default=FUSIONS[0],
+                      help=f"default: {FUSIONS[0]}")
     fuse.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
     fuse.add_argument("--precision", action="append", choices=PRECISIONS,
                       help="a precision to fit in, once per precision (default: auto, this box's own); the "

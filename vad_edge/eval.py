@@ -156,7 +156,7 @@ def evaluate(data: str | Path, checkpoint_path: str | Path | None = None, out: s
         "data": str(data),
         "checkpoint": str(checkpoint_path),
         "profile": model.profile.name,
-        "fusion": model.fusion.to_metadata(),
+        "fusion": model.fusion.summary(),
         "model": frame_metrics(raw, [v.labels for v in videos]),
         "auc_pixel": pixel_auc(maps, videos),
         "clips_per_second": sum(len(r) for r in raw) / seconds,

@@ -22,7 +22,7 @@ class TrainConfig:
     fps: float = 10.0  # frame rate of the clips: video files are sampled to it (Ped2's frames are 10 fps)
     precision: str = "auto"  # auto, float32 or bfloat16 (runtime/hardware.for_training): auto takes bfloat16
     # autocast where the hardware runs it natively (CUDA; CPUs with AMX or AVX-512 BF16)
-    fusion: str = "motion-cluster-speed"  # how the terms become one score (model/fusion.py)
+    fusion: str = "motion-cluster-speed-places"  # how the terms become one score (model/fusion.py)
     # False: the motion U-Net stays as given and only the appearance branch and the centres learn. Calibration
     # does this by default: a motion branch that learns a site's normal motion learns its anomalies' too.
     learn_motion: bool = True

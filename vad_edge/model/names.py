@@ -2,4 +2,4 @@
 profiles (network.PROFILES defines each) and the fusions (fusion.py fits each)."""
 
 PROFILES = ("lite", "paper", "tiny")
-FUSIONS = ("motion-cluster-speed", "motion-cluster", "standardised", "paper")
+FUSIONS = ("motion-cluster-speed-places", "motion-cluster-speed", "motion-cluster", "standardised", "paper")

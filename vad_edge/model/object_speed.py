@@ -33,23 +33,34 @@ class PerspectiveError(ValueError):
     """Perspective metadata or a fit that cannot be used; the message says why."""
 
 
+def flow(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Optical flow [H, W, 2] in pixels from one grey uint8 frame to another: OpenCV's Farneback with its
+    usual parameters for video (pyramid scale 0.5, 3 levels, window 15, 3 iterations, polynomial 5, 1.2)."""
+    return cv2.calcOpticalFlowFarneback(before, after, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+
+
 def flow_speed(before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    """Per-pixel optical-flow speed, in pixels, from one grey uint8 frame to another: OpenCV's Farneback with
-    its usual parameters for video (pyramid scale 0.5, 3 levels, window 15, 3 iterations, polynomial 5, 1.2)."""
-    return np.linalg.norm(cv2.calcOpticalFlowFarneback(before, after, None, 0.5, 3, 15, 3, 5, 1.2, 0), axis=2)
+    """Per-pixel optical-flow speed, in pixels, from one grey uint8 frame to another."""
+    return np.linalg.norm(flow(before, after), axis=2)
 
 
-def clip_objects(window: np.ndarray) -> np.ndarray:
-    """The moving things of one uint8 window [5, H, W, 3] (BGR): float64 [K, 3], each row its speed (pixels
-    over the clip) and its centroid's row and column as fractions of the frame's height and width."""
+def clip_flow(window: np.ndarray) -> np.ndarray:
+    """The optical flow [H, W, 2] of one uint8 window [5, H, W, 3] (BGR) from its first frame to its last: what
+    the object-speed and motion-places terms read."""
     if window.dtype != np.uint8 or window.ndim != 4 or window.shape[0] != 5 or window.shape[3] != 3:
-        raise ValueError(f"clip_objects: expected a uint8 window [5,H,W,3], got {window.dtype} {list(window.shape)}")
-    speed = flow_speed(*(cv2.cvtColor(window[i], cv2.COLOR_BGR2GRAY) for i in (0, 4)))
-    scale = window.shape[1] / REFERENCE_SIDE
+        raise ValueError(f"clip_flow: expected a uint8 window [5,H,W,3], got {window.dtype} {list(window.shape)}")
+    return flow(*(cv2.cvtColor(window[i], cv2.COLOR_BGR2GRAY) for i in (0, 4)))
+
+
+def objects_in(clip_flow: np.ndarray) -> np.ndarray:
+    """The moving things of a clip's flow [H, W, 2]: float64 [K, 3], each row its speed (pixels over the clip)
+    and its centroid's row and column as fractions of the frame's height and width."""
+    speed = np.linalg.norm(clip_flow, axis=2)
+    height, width = speed.shape
+    scale = height / REFERENCE_SIDE
     count, labels, stats, centroids = cv2.connectedComponentsWithStats(
         (speed > MOVING_PIXELS * scale).astype(np.uint8), connectivity=8)
-    things = [(np.percentile(speed[labels == k], 90), centroids[k][1] / window.shape[1],
-               centroids[k][0] / window.shape[2])
+    things = [(np.percentile(speed[labels == k], 90), centroids[k][1] / height, centroids[k][0] / width)
               for k in range(1, count) if stats[k, cv2.CC_STAT_AREA] >= MIN_AREA * scale * scale]
     return np.array(things, dtype=np.float64).reshape(-1, 3)
 
@@ -65,7 +76,7 @@ class Perspective:
 
     @classmethod
     def fit(cls, objects: list[np.ndarray]) -> "Perspective":
-        """From the moving things (clip_objects) of normal clips."""
+        """From the moving things (objects_in) of normal clips."""
         things = np.concatenate([o.reshape(-1, 3) for o in objects]) if objects else np.zeros((0, 3))
         if len(things) < MIN_PER_BAND:
             raise PerspectiveError(f"object speed: normal footage showed {len(things)} moving things, at least "

@@ -9,8 +9,9 @@ from tqdm import tqdm
 
 from vad_edge.data import ClipDataset, Video
 from vad_edge.model import fusion
-from vad_edge.model.object_speed import Perspective, clip_objects
-from vad_edge.runtime.scorer import Scorer, object_speeds
+from vad_edge.model.motion_places import MotionPlaces, cell_histogram
+from vad_edge.model.object_speed import Perspective, clip_flow, objects_in
+from vad_edge.runtime.scorer import Scorer, motion_evidence
 
 FRAME_CHUNK = 256  # frames frame_difference_scores takes at once
 
@@ -53,10 +54,17 @@ def term_means(scorer: Scorer, videos: list[Video], progress: bool = True,
     return _per_video(torch.cat([scorer.score_terms(frames, grid) for frames in batches]), videos)
 
 
-def moving_things(videos: list[Video], progress: bool = True) -> list[list[np.ndarray]]:
-    """Per video, per clip (in score order), its moving things (object_speed.clip_objects)."""
-    return [[clip_objects(video.frames[t:t + 5]) for t in range(len(video.frames) - 4)]
-            for video in tqdm(videos, desc="moving things", unit="video", disable=not progress)]
+def clip_motion(videos: list[Video], progress: bool = True, places: bool = True) -> tuple[list, list]:
+    """Per video, per clip (in score order), from one optical flow each: its moving things
+    (object_speed.objects_in), and with `places` its cell histogram (motion_places.cell_histogram; [T-4,
+    GRID, GRID, BINS] per video, else None)."""
+    things, histograms = [], []
+    for video in tqdm(videos, desc="optical flow", unit="video", disable=not progress):
+        flows = (clip_flow(video.frames[t:t + 5]) for t in range(len(video.frames) - 4))
+        pairs = [(objects_in(flow), cell_histogram(flow) if places else None) for flow in flows]
+        things.append([objects for objects, _ in pairs])
+        histograms.append(np.stack([h for _, h in pairs]) if places and pairs else None)
+    return things, histograms
 
 
 def fit_fusion(scorer: Scorer, videos: list[Video], name: str, progress: bool = True,
@@ -67,11 +75,18 @@ def fit_fusion(scorer: Scorer, videos: list[Video], name: str, progress: bool = 
     if name not in fusion.WITH_SPEED:
         scorer.model.fusion = fusion.fit(name, np.concatenate(terms))
         return [scorer.model.fusion.score(t) for t in terms]
-    things = moving_things(videos, progress)
+    with_places = name in fusion.WITH_PLACES
+    things, histograms = clip_motion(videos, progress, places=with_places)
     perspective = Perspective.fit([clip for video in things for clip in video])
     speeds = [np.array([perspective.score(clip) for clip in video]) for video in things]
-    scorer.model.fusion = fusion.fit(name, np.concatenate(terms), np.concatenate(speeds), perspective)
-    return [scorer.model.fusion.score(t, s) for t, s in zip(terms, speeds)]
+    places, evidence = None, [None] * len(videos)
+    if with_places:
+        kept = [h for h in histograms if h is not None]
+        model = MotionPlaces.fit(kept)
+        places = fusion.PlacesTerm(model.held_out_tail(kept), model)
+        evidence = [model.score(h) if h is not None else np.zeros(0) for h in histograms]
+    scorer.model.fusion = fusion.fit(name, np.concatenate(terms), np.concatenate(speeds), perspective, places)
+    return [scorer.model.fusion.score(t, s, e) for t, s, e in zip(terms, speeds, evidence)]
 
 
 TIMED_BATCHES = 3  # seconds_per_clip takes their median
@@ -92,8 +107,8 @@ def seconds_per_clip(scorer: Scorer, videos: list[Video], clock=time.monotonic) 
     for _ in range(TIMED_BATCHES):
         started = clock()
         scorer.score_terms(frames)
-        if scorer.model.fusion.speed is not None:  # the object-speed term's share, on the CPU
-            object_speeds(frames, scorer.model.fusion.speed.perspective)
+        if scorer.model.fusion.speed is not None:  # the motion terms' share, on the CPU
+            motion_evidence(frames, scorer.model.fusion)
         times.append(clock() - started)
     return float(np.median(times)) / len(frames)
 

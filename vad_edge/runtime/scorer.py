@@ -3,7 +3,7 @@
 One Scorer decides how a model scores clips here: its device, precision (hardware.py), runtime (runners.py)
 and batch; the threads are torch's, set once per command by cpu_share. Its `shipped_score` is the score every
 path ships and fits thresholds on: the networks' pixel terms fused by the model's kernels, plus the
-fusion's object-speed term when it has one.
+fusion's motion terms (object speed, motion places) when it has them, both from one optical flow per clip.
 """
 
 from contextlib import nullcontext
@@ -15,7 +15,8 @@ import torch
 from vad_edge import ops
 from vad_edge.model import fusion
 from vad_edge.model.network import STD, Scores
-from vad_edge.model.object_speed import Perspective, clip_objects
+from vad_edge.model.motion_places import cell_histogram
+from vad_edge.model.object_speed import clip_flow, objects_in
 from vad_edge.runtime import hardware
 from vad_edge.runtime.runners import autocast, runner_for
 
@@ -59,16 +60,15 @@ class Scorer:
     @torch.no_grad()
     def shipped_score(self, frames: torch.Tensor) -> Scores:
         """The score the box ships for uint8 windows [N,5,H,W,3] (OpenCV's BGR), in one pass: the pixel terms
-        fused as the model's fusion says (raw, and the localisation map), plus its object-speed term, which
-        moves the score and not the map."""
+        fused as the model's fusion says (raw, and the localisation map), plus its motion terms, which move
+        the score and not the map."""
         clip = self._clip(frames)
         out = self.runner.outputs(clip)
         with self._after_networks():
             scores = self.model.pixel_score_of(out, clip)
-        speed = self.model.fusion.speed
-        if speed is None:
+        if self.model.fusion.speed is None:
             return scores
-        evidence = speed_term(frames, speed)  # per clip, from the frames themselves (OpenCV on the CPU)
+        evidence = motion_term(frames, self.model.fusion)  # per clip, from the frames (OpenCV on the CPU)
         return replace(scores, raw=scores.raw + torch.as_tensor(evidence, dtype=scores.raw.dtype,
                                                                  device=scores.raw.device))
 
@@ -87,12 +87,20 @@ class Scorer:
                 "threads": torch.get_num_threads()}
 
 
-def object_speeds(frames: torch.Tensor, perspective: Perspective) -> np.ndarray:
-    """Each uint8 window's object-speed evidence [N] (model/object_speed.py)."""
-    return np.array([perspective.score(clip_objects(w)) for w in frames.cpu().numpy()], dtype=np.float64)
+def motion_evidence(frames: torch.Tensor, fitted: fusion.Fusion) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each uint8 window's object-speed evidence [N] (model/object_speed.py) and, for a fusion with that term,
+    its motion-places evidence [N] (model/motion_places.py), from one optical flow per window."""
+    speeds, histograms = [], []
+    for window in frames.cpu().numpy():
+        flow = clip_flow(window)
+        speeds.append(fitted.speed.perspective.score(objects_in(flow)))
+        if fitted.places is not None:
+            histograms.append(cell_histogram(flow))
+    places = fitted.places.places.score(np.stack(histograms)) if histograms else None
+    return np.array(speeds, dtype=np.float64), places
 
 
-def speed_term(frames: torch.Tensor, speed: fusion.SpeedTerm) -> np.ndarray:
-    """The speed term of each uint8 window [N]: its object-speed evidence over the normal mean, what
+def motion_term(frames: torch.Tensor, fitted: fusion.Fusion) -> np.ndarray:
+    """For a fusion with the object-speed term, what its motion terms add to each uint8 window's score [N] (Fusion.motion_score): what
     Scorer.shipped_score adds to the networks' score."""
-    return object_speeds(frames, speed.perspective) / speed.normal_mean
+    return fitted.motion_score(*motion_evidence(frames, fitted))
