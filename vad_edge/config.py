@@ -66,6 +66,14 @@ class MQTT(Strict):
         return None
 
 
+class Clip(Strict):
+    enabled: bool = Field(True, description=(
+        "cut a clip of each event: from an RTSP camera's own H.264/H.265 stream, not re-encoded; other sources "
+        "have no clip yet, and their events say so"))
+    pre_roll: float = Field(5.0, ge=0, le=60, description="seconds before the event's first frame above the threshold")
+    post_roll: float = Field(3.0, ge=0, le=60, description="seconds after its last frame above the threshold")
+
+
 class Camera(Strict):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_-]+$", description="camera name, used in topics")
     source: str = Field(..., description="video file, RTSP/HTTP URL, V4L2 device (/dev/video0) or device index")
@@ -83,6 +91,7 @@ class Camera(Strict):
         "seconds without a frame before the camera is offline; a stream also gets this long to connect and "
         "to deliver each frame before the agent reconnects"))
     enabled: bool = Field(True, description="score this camera (detect/set can change it live)")
+    clip: Clip = Clip()
 
 
 class Model(Strict):
@@ -137,6 +146,13 @@ class Outbox(Strict):
         "oldest updates go first. Default: a quarter of the state filesystem, at most 64"))
 
 
+class Clips(Strict):
+    max_mb: float = Field(2048.0, gt=0, description="MiB the clips may take of the state disk; oldest go first")
+    max_age_hours: float = Field(168.0, gt=0, description="hours a clip is kept")
+    max_seconds: float = Field(300.0, gt=0, description=(
+        "longest clip: the stream is held from an event's pre-roll on for at most this long"))
+
+
 class Config(Strict):
     device_id: str = Field(..., pattern=r"^[A-Za-z0-9_-]+$", description="this box's id, used in topics")
     state_dir: Path = Field(Path("/var/lib/vad-edge"), description="outbox, settings, calibration bundles")
@@ -145,6 +161,7 @@ class Config(Strict):
     health: Health = Health()
     outbox: Outbox = Outbox()
     homeassistant: HomeAssistant = HomeAssistant()
+    clips: Clips = Clips()
     stats_interval: float = Field(10.0, gt=0, description="seconds between stats messages")
     cameras: list[Camera] = Field(..., min_length=1, description="the cameras to watch")
 

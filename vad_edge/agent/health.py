@@ -1,4 +1,5 @@
-"""Local health: /healthz (JSON) and Prometheus /metrics over HTTP, and systemd's sd_notify."""
+"""Local health: /healthz (JSON), Prometheus /metrics and the event clips (/clips/<event>.mp4) over HTTP, and
+systemd's sd_notify."""
 
 import json
 import logging
@@ -7,6 +8,7 @@ import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -43,13 +45,21 @@ class Metrics:
                                ["precision", "why"], registry=r)
         self.runtime = Gauge("vad_edge_scoring_runtime", "1 for what runs the networks (torch, onnxruntime, "
                              "openvino), and why", ["runtime", "why"], registry=r)
+        self.clips_kept = Gauge("vad_edge_clips_kept", "Event clips on the state disk", registry=r)
+        self.clips_bytes = Gauge("vad_edge_clips_bytes", "What the event clips take of the state disk", registry=r)
+        self.clips_removed = Gauge("vad_edge_clips_removed", "Clips removed, oldest first, to keep clips.max_mb and "
+                                   "clips.max_age_hours", registry=r)
+        self.clips_failed = Gauge("vad_edge_clips_failed", "Events whose clip could not be cut (the end event "
+                                  "says why)", registry=r)
         self.mqtt_connected = Gauge("vad_edge_mqtt_connected", "1 while connected to the broker", registry=r)
 
 
 class HealthServer:
-    """Serves /healthz from `status()` (a dict with a boolean "healthy") and /metrics."""
+    """Serves /healthz from `status()` (a dict with a boolean "healthy"), /metrics, and /clips/<name> from
+    `clip_file(name)` (the clip's path, or None)."""
 
-    def __init__(self, host: str, port: int, metrics: Metrics, status: Callable[[], dict]):
+    def __init__(self, host: str, port: int, metrics: Metrics, status: Callable[[], dict],
+                 clip_file: Callable[[str], Path | None] = lambda name: None):
         metrics_registry, get_status = metrics.registry, status
 
         class Handler(BaseHTTPRequestHandler):
@@ -59,6 +69,11 @@ class HealthServer:
                 elif self.path == "/healthz":
                     state = get_status()
                     body, code, kind = json.dumps(state).encode(), 200 if state["healthy"] else 503, "application/json"
+                elif self.path.startswith("/clips/") and (clip := clip_file(self.path.removeprefix("/clips/"))):
+                    try:
+                        body, code, kind = clip.read_bytes(), 200, "video/mp4"
+                    except FileNotFoundError:  # removed for the budget meanwhile
+                        body, code, kind = b"not found\n", 404, "text/plain"
                 else:
                     body, code, kind = b"not found\n", 404, "text/plain"
                 self.send_response(code)

@@ -18,6 +18,8 @@ import torch
 from vad_edge.agent import discovery, preflight, status
 from vad_edge.agent.bundle_loader import BundleLoader
 from vad_edge.agent.camera_reader import CameraReader, Clip
+from vad_edge.agent.clips.recorder import ClipRecorder
+from vad_edge.agent.clips.store import ClipStore
 from vad_edge.agent.commands import Dispatcher
 from vad_edge.agent.delivery import Delivery, EventSender
 from vad_edge.agent.events import EventTracker, Observation
@@ -55,6 +57,9 @@ class CameraState:
     last_raw: float | None = None
     latencies: deque = field(default_factory=lambda: deque(maxlen=200))
     times: deque = field(default_factory=lambda: deque(maxlen=50))
+    # Events held back, in order, behind an end that waits for its clip: [event, the event id it waits
+    # for or None]; they go out as soon as nothing before them waits.
+    held: deque = field(default_factory=deque)
 
     @property
     def threshold(self) -> float:
@@ -112,8 +117,12 @@ class Agent:
         if refused:
             self.outbox.close()
             raise ConfigError("\n".join(refused))
+        self.clip_store = ClipStore(config.state_dir / "clips", int(config.clips.max_mb * 2**20),
+                                    config.clips.max_age_hours * 3600)
+        self.recorder = ClipRecorder(config.cameras, config.clips, self.clip_store)
         self.health = (HealthServer(config.health.host, config.health.port, self.metrics,
-                                    lambda: status.health(self)) if config.health.port else None)
+                                    lambda: status.health(self), self.clip_store.find)
+                       if config.health.port else None)
 
     def _add_camera(self, cam: Camera, bundle: Bundle | ValueError) -> bool:
         """Sets a camera up to score; a camera whose bundle could not be loaded stays offline with the reason
@@ -208,16 +217,36 @@ class Agent:
     # --- events out -------------------------------------------------------------------------------------
 
     def _commit(self, state: CameraState, events: list[dict]) -> None:
-        """Hands events on: retained state and snapshot at once, then into the outbox and out over MQTT."""
-        topic = self.topics.camera(state.config.name, "events")
+        """Hands events on: retained state and snapshot at once, then into the outbox and out over MQTT; an
+        end whose clip is being cut, and what follows it, once the clip is there (clips/recorder.py)."""
         for event in events:
             self.metrics.events.labels(state.config.name, event["type"]).inc()
             if event["type"] in ("start", "end"):
                 self.retained.set(self.topics.camera(state.config.name, "anomaly"),
                                             "ON" if event["type"] == "start" else "OFF")
                 self._publish_snapshot(state, event)
-            self.delivery.put(topic, event)
+            waits_for = None
+            if event["type"] == "start":
+                self.recorder.started(event)
+            elif event["type"] == "end" and self.recorder.ended(event):
+                waits_for = event["event_id"].split(":")[0]
+            state.held.append([event, waits_for])
+        self._release(state)
+
+    def _release(self, state: CameraState) -> None:
+        """Delivers the camera's held events up to the first that still waits for its clip."""
+        topic = self.topics.camera(state.config.name, "events")
+        while state.held and state.held[0][1] is None:
+            self.delivery.put(topic, state.held.popleft()[0])
         self.delivery.flush()
+
+    def _attach_clips(self, clips: dict[str, dict]) -> None:
+        """Gives each end that waited for its clip what the recorder made of it, and lets it go."""
+        for state in self.cameras.values():
+            for entry in state.held:
+                if entry[1] in clips:
+                    entry[0]["clip"], entry[1] = clips[entry[1]], None
+            self._release(state)
 
     def _publish_snapshot(self, state: CameraState, event: dict) -> None:
         peak = state.tracker.peak
@@ -285,6 +314,7 @@ class Agent:
             apply(*args)
         self.delivery.flush()  # what waited for storage, before anything newer
         self.sender.retry_acks()
+        self._attach_clips(self.recorder.done())
         ready, took = self._gather()
         for group in ready.values():
             try:
@@ -312,6 +342,7 @@ class Agent:
         self.mqtt.start()
         if self.health:
             self.health.start()
+        self.recorder.start()
         for reader in self.readers.values():
             reader.start()
         threading.Thread(target=self.bundles.serve, args=(self.stop_event,), name="bundle-loader", daemon=True).start()
@@ -328,6 +359,7 @@ class Agent:
                 busy = self.step()
                 now = time.monotonic()
                 if now >= next_stats:
+                    self.clip_store.prune()  # clips past their age
                     self.mqtt.publish_stats(status.stats(self))
                     for reader in self.readers.values():
                         reader.check_watchdog()
@@ -354,9 +386,10 @@ class Agent:
             reader.stop()
         for state in self.cameras.values():
             self._commit(state, state.tracker.close())
+        deadline = time.monotonic() + flush_timeout
+        self._attach_clips(self.recorder.close(deadline))  # the ends wait for their clips no longer
         # No reader may still be inside OpenCV when the interpreter finalises: that aborts the process
         # (SIGABRT instead of a clean exit). A stopped reader leaves at its next frame or wait.
-        deadline = time.monotonic() + flush_timeout
         for reader in self.readers.values():
             if reader.ident is not None:
                 reader.join(max(0.0, deadline - time.monotonic()))

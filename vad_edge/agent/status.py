@@ -41,6 +41,13 @@ def stats(agent: "Agent") -> dict:
     metrics.outbox_bytes.set(disk["bytes"])
     metrics.events_lost.set(agent.delivery.lost)
     metrics.mqtt_connected.set(1 if agent.mqtt.connected else 0)
+    kept, clip_bytes = agent.clip_store.usage()
+    clips = {"kept": kept, "bytes": clip_bytes, "removed_for_budget": agent.clip_store.removed,
+             "failed": agent.recorder.failed, "waiting": agent.recorder.waiting()}
+    metrics.clips_kept.set(kept)
+    metrics.clips_bytes.set(clip_bytes)
+    metrics.clips_removed.set(agent.clip_store.removed)
+    metrics.clips_failed.set(agent.recorder.failed)
     return {
         "device_id": agent.config.device_id, "uptime_s": round(time.monotonic() - agent.started, 1),
         "versions": {"vad_edge": vad_edge.__version__, "torch": torch.__version__},
@@ -49,6 +56,7 @@ def stats(agent: "Agent") -> dict:
                     "runtime": agent.runtime.name, "runtime_why": agent.runtime.reason},
         "outbox": {"depth": depth, "dropped": outbox.dropped(), **disk},
         "storage": agent.delivery.stats(),
+        "clips": clips,
         "mqtt": {"connected": agent.mqtt.connected, "connects": agent.mqtt.connects},
         "cameras": cameras,
     }
