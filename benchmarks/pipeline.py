@@ -9,7 +9,8 @@ Two modes per camera count:
 --rtsp: the cameras are network cameras instead, each a real RTSP server (tests/rtsp_server.py: GStreamer,
 H.264, on loopback) streaming the sample on a loop at 10 fps; besides the above, the age of each scored
 frame from the moment its server sent it (stamped into the frame) to its score, p50/p95/max, so that
-FFmpeg's buffering is counted. --busy N runs N shell busy loops beside the agent for every row.
+FFmpeg's buffering is counted; each camera count with the event clips off and on (each camera's stream kept
+on a second connection, agent/clips/ring.py). --busy N runs N shell busy loops beside the agent for every row.
 
     python benchmarks/pipeline.py [--seconds 20] [--checkpoint model.safetensors] [--device cpu]
                                   [--runtime auto|torch|onnxruntime|openvino] [--precision auto] [--rtsp]
@@ -34,7 +35,8 @@ from rtsp_helpers import RtspCamera, busy_loops, read_stamp  # noqa: E402
 
 
 def measure(cameras: int, paced: bool, seconds: float, checkpoint: str | None, device: str,
-            runtime: str = "torch", precision: str = "auto", rtsp: list[RtspCamera] | None = None) -> dict:
+            runtime: str = "torch", precision: str = "auto", rtsp: list[RtspCamera] | None = None,
+            clips: bool = True) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="vad-edge-bench-"))
     broker = LocalBroker(workdir)
     sources = [c.url for c in rtsp] if rtsp else [str(SAMPLE)] * cameras
@@ -42,8 +44,8 @@ def measure(cameras: int, paced: bool, seconds: float, checkpoint: str | None, d
         "device_id": "bench", "state_dir": str(workdir / "state"),
         "mqtt": {"host": "127.0.0.1", "port": broker.port}, "health": {"port": 0},
         "model": {"checkpoint": checkpoint, "device": device, "runtime": runtime, "precision": precision},
-        "cameras": [{"name": f"cam{i}", "source": source, "loop": True, "realtime": paced}
-                    for i, source in enumerate(sources)],
+        "cameras": [{"name": f"cam{i}", "source": source, "loop": True, "realtime": paced,
+                     "clip": {"enabled": clips}} for i, source in enumerate(sources)],
     })
     scored = []  # (camera index, the frame's number stamped by its RTSP server, wall time of its score)
 
@@ -80,7 +82,8 @@ def measure(cameras: int, paced: bool, seconds: float, checkpoint: str | None, d
     sent = [c.send_times() for c in rtsp or []]
     ages = np.array([at - sent[i][number] for i, number, at in scored if number in sent[i]]) * 1e3
     return {
-        "cameras": cameras, "mode": "RTSP 10 fps" if rtsp else "paced 10 fps" if paced else "unpaced",
+        "cameras": cameras, "mode": (f"RTSP 10 fps, clips {'on' if clips else 'off'}" if rtsp else
+                                     "paced 10 fps" if paced else "unpaced"),
         "age_ms": (np.percentile(ages, 50), np.percentile(ages, 95), ages.max()) if len(ages) else None,
         "fps_per_stream": np.mean(list(frames.values())) / wall, "fps_total": sum(frames.values()) / wall,
         "latency_p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else float("nan"),
@@ -108,7 +111,7 @@ def main() -> None:
     loops = busy_loops(args.busy)
     try:
         if args.rtsp:
-            rows = [measure_rtsp(n, args) for n in (1, 4)]
+            rows = [measure_rtsp(n, args, clips) for n in (1, 4) for clips in (False, True)]
         else:
             rows = [measure(n, paced, args.seconds, args.checkpoint, args.device, args.runtime, args.precision)
                     for n in (1, 4) for paced in (False, True)]
@@ -131,13 +134,13 @@ def main() -> None:
           "arrival in the agent; frame age: from its RTSP server sending it")
 
 
-def measure_rtsp(cameras: int, args) -> dict:
+def measure_rtsp(cameras: int, args, clips: bool) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="vad-edge-bench-rtsp-"))
     servers = [RtspCamera(workdir / f"cam{i}", loop=True, stamp=workdir / f"cam{i}" / "sent.log").start()
                for i in range(cameras)]
     try:
         return measure(cameras, True, args.seconds, args.checkpoint, args.device, args.runtime, args.precision,
-                       rtsp=servers)
+                       rtsp=servers, clips=clips)
     finally:
         for server in servers:
             server.stop()
