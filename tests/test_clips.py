@@ -214,3 +214,62 @@ def test_the_end_event_names_its_clip_whole_and_served_with_the_pre_roll_at_the_
                           for t in (clip["start_time"], end["start_time"]))
     assert start <= first_above - 5.0  # the default pre-roll
     assert clip["made"].startswith("copied from the camera's h264 stream")
+
+
+def test_a_full_clip_budget_costs_old_clips_and_the_broker_down_meanwhile_costs_nothing(tmp_path, gstreamer):
+    """The sample on a loop: a cyclist every 18 s. The clip budget holds about one clip, and the broker is
+    down from the first event's start until the second event's end: both ends arrive once, each naming its
+    clip; the first clip made room for the second."""
+    from mqtt_helpers import Broker, Subscriber, dedupe, wait_for as wait_for_event
+    from test_agent import write_config
+    from vad_edge import config
+    from vad_edge.agent.runner import Agent
+    from vad_edge.model.checkpoint import shipped
+
+    broker = Broker(tmp_path / "broker", persistent=True).start()
+    camera = RtspCamera(tmp_path / "cam", loop=True).start()
+    path = write_config(tmp_path, broker.port, shipped(), [{"name": "gate", "source": camera.url}],
+                        clips={"max_mb": 0.8})  # one clip of the sample's cyclist is about 0.65 MB
+    sub = Subscriber(broker.port, session="clip-budget")
+    committed = []
+    agent = Agent(config.load(path), on_event=committed.append)
+    thread = threading.Thread(target=agent.run, daemon=True)
+
+    def ends(events):
+        return [e for e in dedupe(events) if e["type"] == "end"]
+
+    try:
+        thread.start()
+        wait_for_event(lambda: any(e["type"] == "start" for e in sub.events()), 300, "the first event's start")
+        broker.stop()
+        wait_for_event(lambda: len(ends(committed)) >= 2, 300, "two events ended while the broker is down")
+        broker.start()
+        wait_for_event(lambda: len(ends(sub.events())) >= 2, 300, "both ends after the broker is back")
+    finally:
+        agent.stop()
+        thread.join(120)
+        sub.close()
+        camera.stop()
+        broker.stop()
+    received = ends(sub.events())[:2]
+    assert [e["event_id"] for e in received] == [e["event_id"] for e in ends(committed)[:2]]
+    assert all("error" not in e["clip"] for e in received) and received[0]["clip"]["file"] != received[1]["clip"]["file"]
+    kept = sorted(p.name for p in (tmp_path / "state" / "clips").iterdir())
+    assert received[0]["clip"]["file"] not in kept and received[1]["clip"]["file"] in kept
+    assert agent.clip_store.removed >= 1
+
+
+def test_a_ring_that_cannot_connect_says_why_without_the_password():
+    """FFmpeg's errors name the URL: the ring's reason is logged and may be published in an end's clip."""
+    from vad_edge.demo import free_port
+
+    ring = PacketRing(f"rtsp://viewer:s3cret-pw@127.0.0.1:{free_port()}/cam", keep=1.0, timeout=2.0)
+    ring.start()
+    try:
+        wait_for(lambda: ring.reason != "not connected yet", "the first connection to fail", ring=ring)
+    finally:
+        ring.stop()
+    assert "s3cret-pw" not in ring.reason + ring.name and "viewer:***@" in ring.name
+    with pytest.raises(ClipError, match="no packets kept") as refused:
+        ring.cut(0.0, 1.0, None)
+    assert "s3cret-pw" not in str(refused.value)

@@ -69,3 +69,40 @@ def test_the_readme_subscriber_example_is_valid_python():
     block = readme.split("```python\n", 1)[1].split("```", 1)[0]
     compile(block, "README.md (receiving alerts)", "exec")
     assert "clean_session=False" in block and "qos=1" in block and "event_id" in block
+
+
+def test_events_save_fetches_each_end_events_clip_and_says_what_it_could_not(tmp_path, capsys):
+    """--save DIR: an end's clip comes from the box's health server (a real HTTP server here, serving a file
+    as the agent's does), whole; a clip the server does not have, or an end without one, is said."""
+    import functools
+    import http.server
+
+    served = tmp_path / "served" / "clips"
+    served.mkdir(parents=True)
+    (served / "e1.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served.parent))
+    handler.log_message = lambda *args: None
+    http_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=http_server.serve_forever, daemon=True).start()
+    broker = Broker(tmp_path / "broker").start()
+    size = (served / "e1.mp4").stat().st_size
+    ends = [{**event("end", 2), "clip": {"file": "e1.mp4", "url": "/clips/e1.mp4", "bytes": size, "duration": 4.2}},
+            {**event("end", 3), "event_id": "e2:end", "clip": {"file": "e2.mp4", "url": "/clips/e2.mp4",
+                                                              "bytes": 10, "duration": 1.0}},
+            {**event("end", 4), "event_id": "e3:end", "clip": {"error": "the stream broke"}}]
+    watch = ["events", "--broker", "127.0.0.1", "--port", str(broker.port), "--device", "box", "--client-id", "w3",
+             "--save", str(tmp_path / "saved"), "--clips-from", f"http://127.0.0.1:{http_server.server_port}"]
+    try:
+        assert main([*watch, "--idle", "0.5"]) == 0  # the session, kept while away
+        capsys.readouterr()
+        publish(broker.port, [("vad-edge/box/cameras/door/events", e) for e in ends])
+        assert main([*watch, "--count", "3"]) == 0
+    finally:
+        broker.stop()
+        http_server.shutdown()
+    out = capsys.readouterr().out
+    assert (tmp_path / "saved" / "e1.mp4").read_bytes() == (served / "e1.mp4").read_bytes()
+    assert f"# clip saved: {tmp_path / 'saved' / 'e1.mp4'} ({size} bytes, 4.2 s)" in out
+    assert f"# clip e2.mp4 not saved: http://127.0.0.1:{http_server.server_port}/clips/e2.mp4: File not found" in out
+    assert "# no clip: the stream broke" in out
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["e1.mp4"]

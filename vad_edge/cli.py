@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 
 def _info(_args: argparse.Namespace) -> int:
@@ -68,14 +69,21 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _events(args: argparse.Namespace) -> int:
-    from vad_edge.watch import EventWatcher
+    from vad_edge.watch import ClipSaver, EventWatcher
 
     password = os.environ.get(args.password_env) if args.password_env else None
     if args.password_env and password is None:
         raise ValueError(f"--password-env {args.password_env}: that variable is not set")
+
+    def show(line: str) -> None:
+        print(line, flush=True)
+
+    saver = ClipSaver(args.clips_from or f"http://{args.broker}:9108", args.save, show) if args.save else None
     watcher = EventWatcher(args.broker, args.port, device=args.device, prefix=args.prefix, tls=args.tls,
                            ca_file=args.ca_file, username=args.username, password=password,
-                           client_id=args.client_id, show=lambda line: print(line, flush=True))
+                           client_id=args.client_id, show=show, on_event=saver.offer if saver else lambda e: None)
+    if saver:
+        saver.start()
     where = "every box" if args.device == "+" else f"box {args.device}"
     print(f"# events of {where} on {args.broker}:{args.port}" + ("; Ctrl-C to stop" if args.follow else ""),
           flush=True)
@@ -90,6 +98,8 @@ def _events(args: argparse.Namespace) -> int:
         pass
     finally:
         watcher.close()
+        if saver:
+            saver.close()
     return 0
 
 
@@ -336,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--prefix", default="vad-edge", help="topic prefix (mqtt.prefix of the boxes)")
     events.add_argument("--client-id", help="MQTT client id: the broker keeps events for it while it is away "
                                             "(default: vad-edge-events-<host>-<device>)")
+    events.add_argument("--save", type=Path, metavar="DIR", help="fetch each end event's clip into DIR")
+    events.add_argument("--clips-from", metavar="URL", help="the box's health server, which serves its clips "
+                        "(default: http://<broker>:9108; beyond the box it needs health.allow_remote)")
     events.set_defaults(func=_events)
 
     cfg = sub.add_parser("config", help="check the device configuration or print its JSON Schema")

@@ -1,13 +1,18 @@
 """`vad-edge events`: watch a box's (or every box's) anomaly events from any MQTT broker, as a subscriber
 should: QoS 1 on a persistent session (events sent while the watcher is away wait for it), each message
 shown once (deduplicated on event_id, which names one message: "<event>:start", "<event>:update:3",
-"<event>:end"), replays after an outage marked."""
+"<event>:end"), replays after an outage marked; with --save, each end's clip fetched from the box's health
+server into a folder."""
 
 import json
+import queue
 import socket
 import ssl
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import paho.mqtt.client as paho
 
@@ -20,14 +25,66 @@ def describe(event: dict) -> str:
             f"seq={event['seq']}")
 
 
+class ClipSaver(threading.Thread):
+    """Fetches the clip an end event names (its `clip.url` on the box's health server at `base_url`) into
+    `folder`, off the MQTT thread; says what it saved, or why not, through `show`."""
+
+    def __init__(self, base_url: str, folder: Path, show: Callable[[str], None], timeout: float = 30.0):
+        super().__init__(name="clip-saver", daemon=True)
+        self.base_url, self.folder, self.show, self.timeout = base_url.rstrip("/"), Path(folder), show, timeout
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.queue: queue.Queue = queue.Queue()
+        self.saved = 0
+
+    def offer(self, event: dict) -> None:
+        clip = event.get("clip") if event.get("type") == "end" else None
+        if clip:
+            self.queue.put(clip)
+
+    def run(self) -> None:
+        while (clip := self.queue.get()) is not None:
+            if "error" in clip:
+                self.show(f"# no clip: {clip['error']}")
+            else:
+                self._fetch(clip)
+            self.queue.task_done()
+        self.queue.task_done()
+
+    def _fetch(self, clip: dict) -> None:
+        name = Path(str(clip.get("file", ""))).name
+        url = f"{self.base_url}{clip.get('url', '')}"
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as response:
+                data = response.read()
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            self.show(f"# clip {name} not saved: {url}: {getattr(exc, 'reason', exc)}")
+            return
+        if not name or len(data) != clip.get("bytes"):
+            self.show(f"# clip {name} not saved: {url} gave {len(data)} bytes, the event says {clip.get('bytes')}")
+            return
+        path = self.folder / name
+        partial = path.with_name(name + ".part")
+        partial.write_bytes(data)
+        partial.rename(path)
+        self.saved += 1
+        self.show(f"# clip saved: {path} ({len(data)} bytes, {clip.get('duration')} s)")
+
+    def close(self) -> None:
+        """Lets the clips already offered be fetched, then stops."""
+        self.queue.put(None)
+        self.queue.join()
+
+
 class EventWatcher:
-    """Subscribes to vad-edge/<device>/cameras/+/events and hands each new event message to `show`."""
+    """Subscribes to vad-edge/<device>/cameras/+/events and hands each new event message to `show` (and to
+    `on_event`, the event itself)."""
 
     def __init__(self, host: str, port: int, device: str = "+", prefix: str = "vad-edge", tls: bool = False,
                  ca_file: str | None = None, username: str | None = None, password: str | None = None,
-                 client_id: str | None = None, show: Callable[[str], None] = print):
+                 client_id: str | None = None, show: Callable[[str], None] = print,
+                 on_event: Callable[[dict], None] = lambda event: None):
         self.topic = f"{prefix}/{device}/cameras/+/events"
-        self.show = show
+        self.show, self.on_event = show, on_event
         self.seen: set[str] = set()
         self.shown = 0
         self.changed = threading.Condition()
@@ -75,6 +132,7 @@ class EventWatcher:
         self.seen.add(key)
         replay = "  (replayed: sent while the box could not reach its broker)" if event.get("replayed") else ""
         self.show(f"{event.get('device_id', message.topic.split('/')[1])}  {line}{replay}")
+        self.on_event(event)
         with self.changed:
             self.shown += 1
             self.changed.notify_all()

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import av
 
+from vad_edge.data.sources import mask_password
+
 log = logging.getLogger("vad_edge.clips")
 
 REMUXABLE = ("h264", "hevc")  # what a clip copies as it came; other codecs are not cut from packets
@@ -72,7 +74,7 @@ class PacketRing(threading.Thread):
 
     def __init__(self, url: str, keep: float, max_hold: float = 600.0, timeout: float = 5.0,
                  clock: Callable[[], float] = time.time, backoff_max: float = 30.0):
-        super().__init__(name=f"clip-ring {url.rsplit('@', 1)[-1]}", daemon=True)
+        super().__init__(name=f"clip ring of {mask_password(url)}", daemon=True)
         self.url, self.keep, self.max_hold, self.timeout = url, keep, max_hold, timeout
         self.clock, self.backoff_max = clock, backoff_max
         self._packets: deque[Packet] = deque()
@@ -105,7 +107,8 @@ class PacketRing(threading.Thread):
                 self._read()
                 backoff = 1.0
             except (av.error.FFmpegError, OSError, ClipError) as exc:
-                self.reason = f"{type(exc).__name__}: {exc}"
+                # FFmpeg's messages name the URL, password and all: the reason is logged and published.
+                self.reason = mask_password(f"{type(exc).__name__}: {exc}")
                 log.info("%s: %s; reconnecting", self.name, self.reason)
             if self._stopping.wait(backoff):
                 return
