@@ -10,7 +10,7 @@ Two modes per camera count:
 H.264, on loopback) streaming the sample on a loop at 10 fps; besides the above, the age of each scored
 frame from the moment its server sent it (stamped into the frame) to its score, p50/p95/max, so that
 FFmpeg's buffering is counted; each camera count with the event clips off and on (each camera's stream kept
-on a second connection, agent/clips/ring.py). --busy N runs N shell busy loops beside the agent for every row.
+on a second connection, agent/clips/packets.py). --busy N runs N shell busy loops beside the agent for every row.
 
     python benchmarks/pipeline.py [--seconds 20] [--checkpoint model.safetensors] [--device cpu]
                                   [--runtime auto|torch|onnxruntime|openvino] [--precision auto] [--rtsp]

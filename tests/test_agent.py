@@ -93,8 +93,10 @@ def test_end_to_end_events_and_retained_state(tmp_path, broker, tiny_checkpoint)
         assert event["replayed"] is False
     assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
     assert start["end_time"] is None and end["end_time"] is not None
-    # A file camera's events have no clip yet (clips are cut from RTSP streams), and the end says so.
-    assert "not one" in end["clip"]["error"]
+    # A file camera's clip is encoded from the agent's frames; the end names it once it is whole.
+    clip = end["clip"]
+    assert "error" not in clip and clip["made"].startswith("encoded from the agent's frames")
+    assert (tmp_path / "state" / "clips" / clip["file"]).stat().st_size == clip["bytes"] > 0
     assert start["score"] > 1 and end["peak_score"] >= start["score"]
     region = start["region"]
     assert 0 <= region["x"] < 1 and 0 < region["w"] <= 1

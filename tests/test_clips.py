@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from rtsp_helpers import RtspCamera, server_missing
-from vad_edge.agent.clips.ring import ClipError, PacketRing
+from vad_edge.agent.clips.cut import ClipError
+from vad_edge.agent.clips.frames import FrameRing
+from vad_edge.agent.clips.packets import PacketRing
 from vad_edge.agent.clips.store import ClipStore
 
 
@@ -273,3 +275,39 @@ def test_a_ring_that_cannot_connect_says_why_without_the_password():
     with pytest.raises(ClipError, match="no packets kept") as refused:
         ring.cut(0.0, 1.0, None)
     assert "s3cret-pw" not in str(refused.value)
+
+
+# --- clips encoded from the agent's frames (files, V4L2) ---------------------------------------------------
+
+def test_a_frame_ring_encodes_the_asked_seconds_at_their_rate_and_keeps_only_its_seconds(tmp_path):
+    ring = FrameRing(keep=2.0, max_hold=60.0)
+    gradient = np.linspace(0, 40, 83)[None, :, None]
+    images = [np.broadcast_to(40 + 4 * i + gradient, (61, 83, 3)).astype(np.uint8) for i in range(50)]  # odd sides
+    for i, image in enumerate(images[:30]):  # 3 s at 10 fps
+        ring.push(1000.0 + i / 10, image)
+    with ring._lock:
+        assert ring._frames[0][0] >= 1000.0 + 2.9 - 2.0 - 1e-9  # the last `keep` seconds only
+    ring.hold("e1", 1001.5)  # an event from 1001.5 on: kept however long it lasts
+    for i, image in enumerate(images[30:], start=30):
+        ring.push(1000.0 + i / 10, image)
+    cut = ring.cut(1001.5, 1004.0, tmp_path / "event.mp4")
+    frames, codec, _ = decoded(cut.path)
+    assert codec == "h264" and len(frames) == cut.frames == 26 and frames[0].shape == (60, 82, 3)
+    assert (cut.start, cut.end) == (1001.5, 1004.0) and cut.made.startswith("encoded from the agent's frames")
+    assert "10 fps" in cut.made and cut.bytes == cut.path.stat().st_size
+    # The frames it was made from, in order (each a level of its own; x264 is lossy, not another picture).
+    levels = [frame.mean() for frame in frames]
+    assert np.abs(np.array(levels) - [images[15 + k][:60, :82].mean() for k in range(26)]).max() < 3
+    ring.release("e1")
+    ring.push(1005.0, images[0])
+    with pytest.raises(ClipError, match="no frames kept between"):
+        ring.cut(1001.5, 1002.0, tmp_path / "gone.mp4")
+    assert not (tmp_path / "gone.mp4").exists()
+
+
+def test_a_frame_ring_keeps_within_its_bytes():
+    ring = FrameRing(keep=60.0, max_bytes=10 * 100 * 100 * 3)
+    for i in range(25):
+        ring.push(float(i), np.zeros((100, 100, 3), np.uint8))
+    with ring._lock:
+        assert len(ring._frames) == 10 and ring._frames[0][0] == 15.0

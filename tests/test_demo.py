@@ -22,6 +22,12 @@ def test_demo_runs_end_to_end(tmp_path, tiny_checkpoint, capsys):
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 76  # every scored frame, annotated
     video.release()
     assert (out / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+    # The event's clip, as its end names it, beside the other outputs: encoded from the agent's frames.
+    clip_file = out / events[-1]["clip"]["file"]
+    clip_video = cv2.VideoCapture(str(clip_file))
+    assert int(clip_video.get(cv2.CAP_PROP_FRAME_COUNT)) == events[-1]["clip"]["frames"] > 0
+    clip_video.release()
+    assert clip_file.stat().st_size == events[-1]["clip"]["bytes"]
 
 
 def test_the_sample_clip_is_bundled():

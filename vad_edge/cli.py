@@ -322,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.set_defaults(func=_doctor)
 
     demo = sub.add_parser("demo", help="the agent on the bundled sample clip, with a local broker")
-    demo.add_argument("--out", default="vad-edge-demo", help="folder for demo.mp4, timeline.png, events.jsonl")
+    demo.add_argument("--out", default="vad-edge-demo", help="folder for demo.mp4, timeline.png, events.jsonl and "
+                      "each event's clip")
     demo.add_argument("--source", help="another video file to play instead of the sample")
     demo.add_argument("--checkpoint", help="model (default: the shipped lite checkpoint)")
     demo.add_argument("--fast", action="store_true", help="score as fast as possible instead of in real time")

@@ -68,8 +68,8 @@ class MQTT(Strict):
 
 class Clip(Strict):
     enabled: bool = Field(True, description=(
-        "cut a clip of each event: from an RTSP camera's own H.264/H.265 stream, not re-encoded; other sources "
-        "have no clip yet, and their events say so"))
+        "cut a clip of each event: from an RTSP camera's own H.264/H.265 stream, not re-encoded; for other "
+        "sources (files, V4L2), encoded from the frames the agent reads"))
     pre_roll: float = Field(5.0, ge=0, le=60, description="seconds before the event's first frame above the threshold")
     post_roll: float = Field(3.0, ge=0, le=60, description="seconds after its last frame above the threshold")
 

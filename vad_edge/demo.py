@@ -166,12 +166,16 @@ def run_demo(out: Path, source: Path = SAMPLE, checkpoint: Path | None = None, r
         broker.stop()
         if writer is not None:
             writer.release()
+        # Each event's clip, as its end names it, beside the other outputs.
+        clips = [e["clip"]["file"] for e in received if e["type"] == "end" and "file" in e.get("clip", {})]
+        for name in clips:
+            shutil.copyfile(workdir / "state" / "clips" / name, out / name)
         shutil.rmtree(workdir, ignore_errors=True)
 
     (out / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in received))
     if times:
         write_timeline(out / "timeline.png", times, scores, received)
-    written = ["demo.mp4", "timeline.png"] if times else []
+    written = (["demo.mp4", "timeline.png"] if times else []) + clips
     summary = {"frames_scored": len(times), "clips_skipped": agent.cameras["sample"].inbox.skipped,
                "events": len(received), "anomalies": sum(e["type"] == "start" for e in received),
                "outputs": [str(out / n) for n in [*written, "events.jsonl"]]}

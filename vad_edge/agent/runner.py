@@ -167,6 +167,7 @@ class Agent:
     # --- clips in (reader threads) ----------------------------------------------------------------------
 
     def _on_clip(self, camera: str, clip: Clip) -> None:
+        self.recorder.push(camera, clip[-1])  # its newest frame, for a clip encoded from frames
         skipped = self.cameras[camera].inbox.put_clip(clip, self.stop_event)
         if skipped:
             self.metrics.skipped.labels(camera).inc(skipped)

@@ -1,7 +1,8 @@
 """Which event gets which clip, and when its end may go out.
 
-Each RTSP camera with clips on has a PacketRing (ring.py). When an event starts, the ring holds its stream
-from the pre-roll on; when it ends, the clip is cut once the ring has the post-roll (or the stream stalled,
+Each camera with clips on has a ring: an RTSP camera a PacketRing (packets.py: its own stream, copied), any
+other a FrameRing (frames.py: the agent's frames, encoded). When an event starts, the ring holds from the
+pre-roll on; when it ends, the clip is cut once the ring has the post-roll (or the stream stalled,
 or the agent stops), on a thread of its own, and stored (store.py). The agent holds the event's `end` until
 then and publishes it with the clip's name, so that whoever receives the end can fetch a file that is whole.
 A clip that could not be cut is said in the end event (`clip.error`); the end goes out either way.
@@ -14,14 +15,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from vad_edge.agent.clips.ring import ClipError, PacketRing
+from vad_edge.agent.clips.cut import ClipError
+from vad_edge.agent.clips.frames import FrameRing
+from vad_edge.agent.clips.packets import PacketRing
 from vad_edge.agent.clips.store import ClipStore
 from vad_edge.agent.events import iso
 from vad_edge.config import Camera, Clips
+from vad_edge.data.sources import Frame
 
 log = logging.getLogger("vad_edge.clips")
 
-STREAMS = ("rtsp://", "rtsps://")  # sources whose own encoded stream a ring can keep
+STREAMS = ("rtsp://", "rtsps://")  # sources whose own encoded stream a PacketRing keeps
 
 
 def seconds(iso_time: str) -> float:
@@ -32,7 +36,7 @@ def seconds(iso_time: str) -> float:
 class Job:
     camera: str
     event_id: str  # the event's id, without its :start/:end suffix
-    start: float  # wall-clock: the first frame above the threshold less the pre-roll
+    start: float  # the camera's timeline: the first frame above the threshold less the pre-roll
     end: float | None = None  # the last frame above it plus the post-roll, once the event ended
     clip: dict | None = None  # what the end event says of its clip, once cut (or why not)
 
@@ -40,11 +44,13 @@ class Job:
 class ClipRecorder:
     def __init__(self, cameras: list[Camera], clips: Clips, store: ClipStore, stall: float = 5.0,
                  clock: Callable[[], float] = time.time):
-        self.store, self.stall, self.clock = store, stall, clock
+        self.store, self.stall = store, stall
         self.settings = {cam.name: cam.clip for cam in cameras if cam.clip.enabled}
-        self.rings = {cam.name: PacketRing(cam.source, keep=cam.clip.pre_roll + 2.0, max_hold=clips.max_seconds,
-                                           clock=clock)
-                      for cam in cameras if cam.clip.enabled and cam.source.startswith(STREAMS)}
+        keep = {name: clip.pre_roll + 2.0 for name, clip in self.settings.items()}  # and a keyframe interval
+        self.rings: dict[str, PacketRing | FrameRing] = {
+            cam.name: PacketRing(cam.source, keep[cam.name], clips.max_seconds, clock=clock)
+            if cam.source.startswith(STREAMS) else FrameRing(keep[cam.name], clips.max_seconds)
+            for cam in cameras if cam.clip.enabled}
         self.failed = 0  # clips that could not be cut or written
         self._jobs: dict[str, Job] = {}  # by event id, from start to its clip
         self._lock = threading.Condition()
@@ -55,6 +61,12 @@ class ClipRecorder:
         for ring in self.rings.values():
             ring.start()
         self._writer.start()
+
+    def push(self, camera: str, frame: Frame) -> None:
+        """A camera's newest frame, for the clips of a camera whose own stream cannot be copied."""
+        ring = self.rings.get(camera)
+        if isinstance(ring, FrameRing):
+            ring.push(frame.time, frame.full)
 
     def started(self, event: dict) -> None:
         """An event started: its camera's ring holds the stream from its pre-roll on."""
@@ -72,13 +84,12 @@ class ClipRecorder:
         """An event ended: True when its clip is being made (the end waits for it: done() hands it back),
         False when the end may go out now (with what it says of its clip, if anything, added)."""
         camera, event_id = event["camera"], event["event_id"].split(":")[0]
-        if camera not in self.settings:
+        if camera not in self.rings:
             return False
         with self._lock:
             job = self._jobs.get(event_id)
-            if job is None:
-                event["clip"] = {"error": "clips are cut from RTSP cameras' own streams; this source is not one"
-                                 if camera not in self.rings else "the event started before its clip could"}
+            if job is None:  # not seen starting (clips were switched on meanwhile): nothing to cut from
+                event["clip"] = {"error": "the event started before the clip could"}
                 return False
             job.end = seconds(event["end_time"]) + self.settings[camera].post_roll
             self._lock.notify_all()
@@ -114,8 +125,9 @@ class ClipRecorder:
 
     def _ready(self, job: Job) -> bool:
         """The ring has the job's post-roll, or will not get it (its stream stalled, the agent stops)."""
-        latest = self.rings[job.camera].latest()
-        return self._stopping or (latest is not None and (latest >= job.end or self.clock() - latest > self.stall))
+        ring = self.rings[job.camera]
+        latest = ring.latest()
+        return self._stopping or ring.idle() > self.stall or (latest is not None and latest >= job.end)
 
     def _write_loop(self) -> None:
         while True:

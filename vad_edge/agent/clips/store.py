@@ -1,6 +1,6 @@
 """The event clips on the state disk: one MP4 per event in <state_dir>/clips, within a size and an age.
 
-A clip enters complete (ring.py writes it under a temporary name, syncs it and renames it), so every file the
+A clip enters complete (cut.py writes it under a temporary name, syncs it and renames it), so every file the
 store sees is whole. After each one enters, and when asked (the agent does every stats interval), the oldest
 clips go until the rest fit in `max_bytes` and none is older than `max_age` seconds; the clip that just
 entered is never removed by its own entry, so the event that names it can be published with it there. A clip

@@ -10,12 +10,12 @@ FFmpeg reads seconds of the stream before the first packet comes out (to learn i
 in a burst, late. A reconnection starts a new segment with its own clock and codec parameters, and a clip
 never spans two.
 
-A clip must start at a keyframe: it starts at the last keyframe at or before the asked start, so it is as long as asked or longer (when keyframes are further apart than the pre-roll it starts up
-to one keyframe interval earlier, and says so: `started_early`).
+A clip must start at a keyframe: it starts at the last keyframe at or before the asked start, so it is as
+long as asked or longer (when keyframes are further apart than the pre-roll it starts up to one keyframe
+interval earlier, and says so: `started_early`).
 """
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -25,15 +25,12 @@ from pathlib import Path
 
 import av
 
+from vad_edge.agent.clips.cut import ClipError, Cut, Ring, write_mp4
 from vad_edge.data.sources import mask_password
 
 log = logging.getLogger("vad_edge.clips")
 
 REMUXABLE = ("h264", "hevc")  # what a clip copies as it came; other codecs are not cut from packets
-
-
-class ClipError(RuntimeError):
-    """A clip that could not be cut or written; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -46,59 +43,24 @@ class Packet:
     segment: int  # the connection it came on
 
 
-@dataclass(frozen=True)
-class Cut:
-    """What a clip holds: its first and last frame's wall-clock times, frames, bytes, and how long before the
-    asked start it starts because the keyframe before it was further back."""
-
-    path: Path
-    start: float
-    end: float
-    frames: int
-    bytes: int
-    started_early: float  # seconds before the asked start (0 when a keyframe fell on it)
-    width: int
-    height: int
-    codec: str
-
-    def metadata(self) -> dict:
-        return {"file": self.path.name, "duration": round(self.end - self.start, 3), "bytes": self.bytes,
-                "frames": self.frames, "width": self.width, "height": self.height,
-                "made": f"copied from the camera's {self.codec} stream (not re-encoded)",
-                "started_early": round(self.started_early, 3)}
-
-
-class PacketRing(threading.Thread):
+class PacketRing(Ring, threading.Thread):
     """Keeps a stream's video packets for `keep` seconds (and the keyframe before them), on its own
     connection and thread; reconnects with back-off when the stream fails."""
 
     def __init__(self, url: str, keep: float, max_hold: float = 600.0, timeout: float = 5.0,
                  clock: Callable[[], float] = time.time, backoff_max: float = 30.0):
-        super().__init__(name=f"clip ring of {mask_password(url)}", daemon=True)
-        self.url, self.keep, self.max_hold, self.timeout = url, keep, max_hold, timeout
-        self.clock, self.backoff_max = clock, backoff_max
+        Ring.__init__(self, keep, max_hold, "not connected yet")
+        threading.Thread.__init__(self, name=f"clip ring of {mask_password(url)}", daemon=True)
+        self.url, self.timeout, self.clock, self.backoff_max = url, timeout, clock, backoff_max
         self._packets: deque[Packet] = deque()
-        self._holds: dict[str, float] = {}  # who holds packets, from when
         # Per segment (connection): wall-clock time minus the stream's clock (the smallest seen), and the
         # stream, whose codec parameters and time base its clips are written with.
         self._offsets: dict[int, float] = {}
         self._streams: dict[int, av.video.stream.VideoStream] = {}
-        self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self.reason = "not connected yet"
-        self.received = 0  # packets kept since the start
 
     def stop(self) -> None:
         self._stopping.set()
-
-    def hold(self, holder: str, since: float) -> None:
-        """Keeps the packets from `since` on (wall-clock) until release(holder): a running event's clip."""
-        with self._lock:
-            self._holds[holder] = since
-
-    def release(self, holder: str) -> None:
-        with self._lock:
-            self._holds.pop(holder, None)
 
     def run(self) -> None:
         backoff = 1.0
@@ -145,13 +107,10 @@ class PacketRing(threading.Thread):
         with self._lock:
             self._offsets[packet.segment] = min(self._offsets[packet.segment], arrival - packet.seconds)
             self._packets.append(packet)
-            self.received += 1
+            self._arrived()
             # Drop what is older than `keep` and no event holds, but not the newest keyframe at or before that
             # horizon: a clip that starts at the horizon starts there.
-            newest = self._wall(packet)
-            horizon = newest - self.keep
-            if self._holds:
-                horizon = min(horizon, max(min(self._holds.values()), newest - self.max_hold))
+            horizon = self._horizon(self._wall(packet))
             needed = [i for i, p in enumerate(self._packets) if p.keyframe and self._wall(p) <= horizon]
             for _ in range(needed[-1] if needed else 0):
                 self._packets.popleft()
@@ -188,25 +147,20 @@ class PacketRing(threading.Thread):
 
 def _write(path: Path, packets: list[Packet], walls: tuple[float, float], template: av.video.stream.VideoStream,
            asked_start: float) -> Cut:
-    """Remuxes the packets into an MP4, timestamps from 0; written to a temporary name, synced and renamed
-    when complete, so that a file under `path` is always whole."""
-    partial = path.with_name(path.name + ".part")
+    """Remuxes the packets into an MP4, timestamps from 0."""
     base_dts = min(p.dts for p in packets)
-    try:
-        with av.open(str(partial), "w", format="mp4") as output:
-            stream = output.add_stream_from_template(template)
-            for kept in packets:
-                packet = av.Packet(kept.data)
-                packet.stream = stream
-                packet.time_base = template.time_base
-                packet.pts, packet.dts = kept.pts - base_dts, kept.dts - base_dts
-                packet.is_keyframe = kept.keyframe
-                output.mux(packet)
-        with open(partial, "rb") as handle:
-            os.fsync(handle.fileno())
-        partial.rename(path)
-    except (av.error.FFmpegError, OSError) as exc:
-        partial.unlink(missing_ok=True)
-        raise ClipError(f"writing {path.name} failed: {exc}") from exc
-    return Cut(path, walls[0], walls[1], len(packets), path.stat().st_size, max(0.0, asked_start - walls[0]),
-               template.codec_context.width, template.codec_context.height, template.codec_context.name)
+
+    def remux(output) -> None:
+        stream = output.add_stream_from_template(template)
+        for kept in packets:
+            packet = av.Packet(kept.data)
+            packet.stream = stream
+            packet.time_base = template.time_base
+            packet.pts, packet.dts = kept.pts - base_dts, kept.dts - base_dts
+            packet.is_keyframe = kept.keyframe
+            output.mux(packet)
+
+    size = write_mp4(path, remux)
+    codec = template.codec_context
+    return Cut(path, walls[0], walls[1], len(packets), size, max(0.0, asked_start - walls[0]), codec.width,
+               codec.height, f"copied from the camera's {codec.name} stream (not re-encoded)")
