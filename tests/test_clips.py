@@ -311,3 +311,32 @@ def test_a_frame_ring_keeps_within_its_bytes():
         ring.push(float(i), np.zeros((100, 100, 3), np.uint8))
     with ring._lock:
         assert len(ring._frames) == 10 and ring._frames[0][0] == 15.0
+
+
+def test_an_event_whose_clip_cannot_be_made_still_goes_out(tmp_path, broker, tiny_checkpoint):
+    """Whatever fails in the clip's making (here: events the recorder cannot read), the events are delivered,
+    the end saying why it has no clip."""
+    from mqtt_helpers import Subscriber, dedupe, wait_for as wait_for_event
+    from test_agent import write_config
+    from vad_edge import config
+    from vad_edge.agent.runner import Agent
+
+    video = tmp_path / "door.mp4"
+    video.write_bytes(b"")  # never played: the agent is not run, its events are committed by hand
+    path = write_config(tmp_path, broker.port, tiny_checkpoint, [{"name": "door", "source": str(video)}])
+    sub = Subscriber(broker.port)
+    agent = Agent(config.load(path))
+    agent.start()
+    try:
+        state = agent.cameras["door"]
+        agent._commit(state, [{"event_id": "e1:start", "type": "start", "camera": "door", "peak_score": 2.0,
+                               "region": {}}])  # no start_time: the recorder cannot place it
+        agent._commit(state, [{"event_id": "e1:end", "type": "end", "camera": "door", "peak_score": 2.0,
+                               "region": {}, "end_time": "garbage"}])
+        wait_for_event(lambda: len(dedupe(sub.events())) == 2, 60, "both events")
+    finally:
+        agent.shutdown(flush_timeout=1)
+        sub.close()
+    start, end = dedupe(sub.events())
+    assert start["type"] == "start" and "clip" not in start
+    assert end["type"] == "end" and end["clip"] == {"error": "the event started before the clip could"}

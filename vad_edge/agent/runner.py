@@ -226,13 +226,22 @@ class Agent:
                 self.retained.set(self.topics.camera(state.config.name, "anomaly"),
                                             "ON" if event["type"] == "start" else "OFF")
                 self._publish_snapshot(state, event)
-            waits_for = None
+            state.held.append([event, self._clip_for(event)])
+        self._release(state)
+
+    def _clip_for(self, event: dict) -> str | None:
+        """Starts or finishes the event's clip; the event id its end waits for, or None. A clip that cannot
+        be made never holds back or loses the event: the end says why."""
+        try:
             if event["type"] == "start":
                 self.recorder.started(event)
             elif event["type"] == "end" and self.recorder.ended(event):
-                waits_for = event["event_id"].split(":")[0]
-            state.held.append([event, waits_for])
-        self._release(state)
+                return event["event_id"].split(":")[0]
+        except Exception as exc:  # the event goes out whatever the clip's fault
+            log.exception("camera %s: no clip for event %s", event.get("camera"), event.get("event_id"))
+            if event["type"] == "end":
+                event["clip"] = {"error": f"the clip could not be made ({type(exc).__name__}: {exc})"}
+        return None
 
     def _release(self, state: CameraState) -> None:
         """Delivers the camera's held events up to the first that still waits for its clip."""
