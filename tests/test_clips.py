@@ -340,3 +340,19 @@ def test_an_event_whose_clip_cannot_be_made_still_goes_out(tmp_path, broker, tin
     start, end = dedupe(sub.events())
     assert start["type"] == "start" and "clip" not in start
     assert end["type"] == "end" and end["clip"] == {"error": "the event started before the clip could"}
+
+
+def test_an_end_the_recorder_cannot_read_frees_its_hold(tmp_path):
+    """An end without a readable end_time: the error goes to the agent (which sends the end, saying why),
+    and the event neither stays a job nor keeps its ring holding frames."""
+    from vad_edge import config
+    from vad_edge.agent.clips.recorder import ClipRecorder
+
+    cam = config.Camera(name="door", source=str(tmp_path / "door.mp4"))
+    recorder = ClipRecorder([cam], config.Clips(), ClipStore(tmp_path / "clips", 10**6, 3600))
+    event_id = str(uuid.UUID(int=7, version=4))
+    recorder.started({"event_id": f"{event_id}:start", "camera": "door", "start_time": "2026-12-07T10:00:00Z"})
+    assert recorder.rings["door"]._holds and recorder._jobs
+    with pytest.raises(ValueError):
+        recorder.ended({"event_id": f"{event_id}:end", "camera": "door", "end_time": "garbage"})
+    assert not recorder.rings["door"]._holds and not recorder._jobs and recorder.waiting() == 0

@@ -251,7 +251,10 @@ class Agent:
         self.delivery.flush()
 
     def _attach_clips(self, clips: dict[str, dict]) -> None:
-        """Gives each end that waited for its clip what the recorder made of it, and lets it go."""
+        """Gives each end that waited for its clip what the recorder made of it, and lets it go (and what
+        waited behind it)."""
+        if not clips:  # the loop asks every step; most steps no clip was finished
+            return
         for state in self.cameras.values():
             for entry in state.held:
                 if entry[1] in clips:

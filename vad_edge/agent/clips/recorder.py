@@ -91,7 +91,12 @@ class ClipRecorder:
             if job is None:  # not seen starting (clips were switched on meanwhile): nothing to cut from
                 event["clip"] = {"error": "the event started before the clip could"}
                 return False
-            job.end = seconds(event["end_time"]) + self.settings[camera].post_roll
+            try:
+                job.end = seconds(event["end_time"]) + self.settings[camera].post_roll
+            except (KeyError, TypeError, ValueError):  # no clip will come: the ring need not hold for it
+                del self._jobs[event_id]
+                self.rings[camera].release(event_id)
+                raise
             self._lock.notify_all()
         return True
 
