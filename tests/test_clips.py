@@ -1,5 +1,6 @@
 """Event clips cut from a real RTSP camera's own H.264 packets (tests/rtsp_server.py), and kept on disk."""
 
+import json
 import os
 import re
 import threading
@@ -180,7 +181,7 @@ def test_the_end_event_names_its_clip_whole_and_served_with_the_pre_roll_at_the_
     camera = RtspCamera(tmp_path / "cam").start()
     health = free_port()
     path = write_config(tmp_path, broker.port, shipped(), [{"name": "gate", "source": camera.url}],
-                        health={"port": health})
+                        health={"port": health, "public_url": f"http://localhost:{health}"})
     sub = Subscriber(broker.port)
     agent = Agent(config.load(path))
     thread = threading.Thread(target=agent.run, daemon=True)
@@ -202,6 +203,12 @@ def test_the_end_event_names_its_clip_whole_and_served_with_the_pre_roll_at_the_
         with urllib.request.urlopen(f"http://127.0.0.1:{health}{clip['url']}") as response:
             served = response.read()
             assert response.headers["Content-Type"] == "video/mp4"
+        # Home Assistant's anomaly entity reads the last clip, with a link it can open, from a retained topic.
+        links = [json.loads(p) for t, p, _ in sub.messages if t.endswith("/cameras/gate/clip")]
+        assert links and links[-1]["event"] == end["event_id"].split(":")[0] and links[-1]["file"] == clip["file"]
+        assert links[-1]["link"] == f"http://localhost:{health}/clips/{clip['file']}"
+        with urllib.request.urlopen(links[-1]["link"]) as response:
+            assert response.read() == served
     finally:
         agent.stop()
         thread.join(120)

@@ -401,6 +401,13 @@ def test_state_is_owner_only_and_risky_choices_are_explicit(tmp_path, tiny_check
         agent = Agent(cfg)
     agent.outbox.close()
     assert "can be read by every user (mode 644)" in caplog.text
+    # Clip links name an address others can open: the box's host name for a wildcard host, unless told.
+    import socket
+    assert cfg.health.base_url() == f"http://{socket.gethostname()}:0"
+    assert config.Health(host="::1", port=9108).base_url() == "http://[::1]:9108"
+    assert config.Health(public_url="https://box.lan:443/").base_url() == "https://box.lan:443"
+    with pytest.raises(config.ConfigError, match="public_url"):
+        config.parse("device_id: box\nhealth: {public_url: box.lan}\ncameras: [{name: a, source: x.mp4}]")
     mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
     assert mode(tmp_path / "state") == 0o700 and mode(tmp_path / "state" / "outbox.sqlite") == 0o600
 

@@ -5,6 +5,7 @@ password) come from an environment variable or a file and are never logged.
 """
 
 import os
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -120,6 +121,16 @@ class Health(Strict):
     allow_remote: bool = Field(False, description=(
         "serve /healthz and /metrics beyond this box (a host other than loopback): they tell anyone who can "
         "reach the port the cameras, their state and the outbox depth"))
+    public_url: str | None = Field(None, pattern=r"^https?://[^/\s]+/?$", description=(
+        "where other machines reach this server (e.g. http://box.lan:9108), for the event clip links sent to "
+        "Home Assistant; unset: http://<host>:<port>, with this box's host name for a wildcard host"))
+
+    def base_url(self) -> str:
+        """The health server's address as others should open it (clip links)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     @model_validator(mode="after")
     def _loopback_unless_allowed(self):

@@ -1,7 +1,8 @@
 """Home Assistant MQTT discovery: each camera's entities appear in Home Assistant with no YAML, as Frigate's
 do. Per camera, retained under <prefix>/<platform>/<object id>/config:
 
-- binary_sensor "anomaly": an event is open (cameras/<cam>/anomaly, ON/OFF);
+- binary_sensor "anomaly": an event is open (cameras/<cam>/anomaly, ON/OFF); its attributes are the last
+  event's clip (cameras/<cam>/clip), `link` the URL that opens it (health.public_url);
 - sensor "score": the calibrated score, 1 = the threshold (from the stats message);
 - image "snapshot": the peak frame of the last event with its anomaly map (cameras/<cam>/snapshot, JPEG);
 - switch "detect": scoring on or off (detect/set -> detect/state);
@@ -48,7 +49,8 @@ def entities(config: Config, topics: Topics, camera: str, model: str) -> dict[st
     low, high = THRESHOLD_MULTIPLIER_RANGE
     payloads = {
         "binary_sensor": {"name": f"{camera} anomaly", "state_topic": topics.camera(camera, "anomaly"),
-                          "payload_on": "ON", "payload_off": "OFF", "device_class": "problem"},
+                          "payload_on": "ON", "payload_off": "OFF", "device_class": "problem",
+                          "json_attributes_topic": topics.camera(camera, "clip")},  # the last clip and its link
         "sensor": {"name": f"{camera} score", "state_topic": topics.stats,
                    "value_template": f"{{{{ value_json.cameras['{camera}'].score }}}}",
                    "state_class": "measurement", "suggested_display_precision": 2, "icon": "mdi:chart-bell-curve"},

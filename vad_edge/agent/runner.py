@@ -3,6 +3,7 @@ rate; one loop takes the newest clip of every camera, scores them in a batch per
 event state machine, and hands events to the outbox and MQTT. The loop owns every camera's state: commands
 (commands.py) and reloads (bundle_loader.py) from other threads are queued and applied here."""
 
+import json
 import logging
 import math
 import queue
@@ -259,7 +260,18 @@ class Agent:
             for entry in state.held:
                 if entry[1] in clips:
                     entry[0]["clip"], entry[1] = clips[entry[1]], None
+                    self._publish_clip_link(state, entry[0])
             self._release(state)
+
+    def _publish_clip_link(self, state: CameraState, end: dict) -> None:
+        """Retains the camera's last clip with a full link to it, for Home Assistant's anomaly entity (its
+        attributes) and anyone who comes later."""
+        clip = end["clip"]
+        if "url" not in clip or not self.config.health.port:
+            return
+        link = {"event": end["event_id"].split(":")[0], "start_time": end.get("start_time"), "end_time": end.get("end_time"),
+                **clip, "link": self.config.health.base_url() + clip["url"]}
+        self.retained.set(self.topics.camera(state.config.name, "clip"), json.dumps(link))
 
     def _publish_snapshot(self, state: CameraState, event: dict) -> None:
         peak = state.tracker.peak
