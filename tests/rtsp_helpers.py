@@ -19,13 +19,13 @@ def server_missing() -> str | None:
     """Why this machine cannot run the RTSP server, or None (the packages: .ci/missing-packages)."""
     check = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
              "from gi.repository import Gst; Gst.init(None); "
-             "assert Gst.ElementFactory.find('x264enc') and Gst.ElementFactory.find('rtph264pay')")
+             "assert all(Gst.ElementFactory.find(e) for e in ('x264enc', 'rtph264pay', 'x265enc', 'rtph265pay'))")
     if not Path(SYSTEM_PYTHON).exists():
         return f"{SYSTEM_PYTHON} is missing"
     done = subprocess.run([SYSTEM_PYTHON, "-c", check], capture_output=True, text=True)
     if done.returncode:
         return ("GStreamer's RTSP server is missing (apt-get install -y python3-gi gir1.2-gst-rtsp-server-1.0 "
-                "gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly): " + done.stderr.strip().splitlines()[-1])
+                "gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad): " + done.stderr.strip().splitlines()[-1])
     return None
 
 

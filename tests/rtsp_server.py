@@ -1,10 +1,12 @@
-"""A real RTSP camera for the tests and benchmarks: GStreamer's RTSP server streaming frames as H.264.
+"""A real RTSP camera for the tests and benchmarks: GStreamer's RTSP server streaming frames as H.264 or H.265.
 
 Runs under the system Python (/usr/bin/python3), which has GStreamer's bindings (python3-gi,
-gir1.2-gst-rtsp-server-1.0; x264enc from gstreamer1.0-plugins-ugly), as its own process on a loopback port:
+gir1.2-gst-rtsp-server-1.0; x264enc from gstreamer1.0-plugins-ugly, x265enc from -bad), as its own process
+on a loopback port:
 
     rtsp_server.py --port P --frames RAW --size WxH [--fps 10] [--user U --password PW]
                    [--protocols tcp|udp|any] [--loop] [--stall-after N] [--stamp LOG]
+                   [--codec h264|h265] [--encode-size WxH]
 
 RAW holds the frames as packed BGR bytes, one after the other; each session plays them from the first, in
 real time at `fps`, once (then the stream ends) or on a --loop, on rtsp://[U:PW@]127.0.0.1:P/cam.
@@ -82,6 +84,8 @@ def main() -> None:
     parser.add_argument("--loop", action="store_true")
     parser.add_argument("--stall-after", type=int)
     parser.add_argument("--stamp")
+    parser.add_argument("--codec", choices=("h264", "h265"), default="h264")
+    parser.add_argument("--encode-size", help="WxH the stream is scaled to (a camera's main stream), default --size")
     args = parser.parse_args()
     width, height = map(int, args.size.split("x"))
     raw = open(args.frames, "rb").read()
@@ -94,12 +98,17 @@ def main() -> None:
     server.set_service(str(args.port))
     factory = GstRtspServer.RTSPMediaFactory()
     rate = f"{int(args.fps)}/1"
+    scale = "! videoscale ! video/x-raw,format=I420,width={},height={}".format(*args.encode_size.split("x")) \
+        if args.encode_size else "! video/x-raw,format=I420"
+    # A keyframe a second, as cameras are advised to send; parameter sets with every keyframe.
+    encode = {"h264": f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={int(args.fps)} quantizer=18 "
+                      f"pass=quant ! rtph264pay name=pay0 pt=96 config-interval=1",
+              "h265": f"x265enc tune=zerolatency speed-preset=ultrafast key-int-max={int(args.fps)} qp=22 "
+                      f"! rtph265pay name=pay0 pt=96 config-interval=1"}[args.codec]
     factory.set_launch(
         f"( appsrc name=src is-live=true do-timestamp=true format=time "
         f"caps=video/x-raw,format=BGR,width={width},height={height},framerate={rate} "
-        f"! videoconvert ! video/x-raw,format=I420 "
-        f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={int(args.fps)} quantizer=18 pass=quant "
-        f"! rtph264pay name=pay0 pt=96 config-interval=1 )")
+        f"! videoconvert {scale} ! {encode} )")
     protocols = {"tcp": GstRtsp.RTSPLowerTrans.TCP, "udp": GstRtsp.RTSPLowerTrans.UDP,
                  "any": GstRtsp.RTSPLowerTrans.TCP | GstRtsp.RTSPLowerTrans.UDP}
     factory.set_protocols(protocols[args.protocols])

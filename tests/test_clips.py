@@ -53,9 +53,12 @@ def length_prefixed_units(data: bytes) -> list[bytes]:
     return units
 
 
-def slices(units: list[bytes]) -> list[bytes]:
-    """The coded picture slices among NAL units (types 1 and 5): what a re-encode would change."""
-    return [u for u in units if u and u[0] & 0x1F in (1, 5)]
+def slices(units: list[bytes], codec: str = "h264") -> list[bytes]:
+    """The coded picture slices among NAL units (H.264 types 1 and 5, H.265 types 0 to 21): what a re-encode
+    would change."""
+    if codec == "h264":
+        return [u for u in units if u and u[0] & 0x1F in (1, 5)]
+    return [u for u in units if u and (u[0] >> 1) & 0x3F <= 21]
 
 
 def decoded(path) -> tuple[list[np.ndarray], str, list[bytes]]:
@@ -70,10 +73,10 @@ def decoded(path) -> tuple[list[np.ndarray], str, list[bytes]]:
 
 
 @contextmanager
-def streaming_ring(workdir, keep: float, seconds: float):
-    """A looping RTSP camera and a ring on it that has kept `seconds` of its stream: (camera, ring, the wall
-    time of the first packet)."""
-    camera = RtspCamera(workdir / "cam", loop=True).start()
+def streaming_ring(workdir, keep: float, seconds: float, **options):
+    """A looping RTSP camera (rtsp_server.py's `options`) and a ring on it that has kept `seconds` of its
+    stream: (camera, ring, the wall time of the first packet)."""
+    camera = RtspCamera(workdir / "cam", loop=True, **options).start()
     ring = PacketRing(camera.url, keep=keep)
     try:
         ring.start()
@@ -86,24 +89,26 @@ def streaming_ring(workdir, keep: float, seconds: float):
         camera.stop()
 
 
-def test_a_clip_is_the_cameras_own_h264_from_the_keyframe_before_its_start(tmp_path, gstreamer):
-    with streaming_ring(tmp_path, keep=4.0, seconds=6.0) as (camera, ring, _):
+@pytest.mark.parametrize("codec, name, size", [("h264", "h264", None), ("h265", "hevc", "480x320")])
+def test_a_clip_is_the_cameras_own_stream_from_the_keyframe_before_its_start(tmp_path, gstreamer, codec, name, size):
+    options = {"codec": codec} | ({"encode_size": size} if size else {})
+    with streaming_ring(tmp_path, keep=4.0, seconds=6.0, **options) as (camera, ring, _):
         newest = ring.latest()
         start, end = newest - 2.5, newest - 0.5
         with ring._lock:  # what the cut can take from: the packets up to `end` are all in already
-            kept = {unit for p in ring._packets for unit in slices(annex_b_units(p.data))}
+            kept = {unit for p in ring._packets for unit in slices(annex_b_units(p.data), codec)}
         cut = ring.cut(start, end, tmp_path / "event.mp4")
-    frames, codec, payloads = decoded(cut.path)
-    width, height = (int(v) for v in camera.command[camera.command.index("--size") + 1].split("x"))
+    frames, decoded_codec, payloads = decoded(cut.path)
+    width, height = (int(v) for v in (size or camera.command[camera.command.index("--size") + 1]).split("x"))
     # The camera's own stream: its size and codec, every picture slice copied byte for byte (not re-encoded;
     # MP4 prefixes each unit with its length where RTSP put a start code).
-    assert codec == "h264" and frames[0].shape == (height, width, 3) and (cut.width, cut.height) == (width, height)
-    copied = [unit for p in payloads for unit in slices(length_prefixed_units(p))]
+    assert decoded_codec == name and frames[0].shape == (height, width, 3) and (cut.width, cut.height) == (width, height)
+    copied = [unit for p in payloads for unit in slices(length_prefixed_units(p), codec)]
     assert len(copied) >= len(frames) and all(unit in kept for unit in copied)
     # From the keyframe at or before the start (the server sends one a second) to the end, 10 fps.
     assert cut.start <= start and cut.started_early < 1.0 + 0.2 and cut.end <= end
     assert len(frames) == cut.frames and 2.0 * 10 - 1 <= len(frames) <= 3.2 * 10 + 1
-    assert cut.metadata()["made"].startswith("copied from the camera's h264 stream")
+    assert cut.metadata()["made"].startswith(f"copied from the camera's {name} stream")
     assert cut.bytes == cut.path.stat().st_size and not list(tmp_path.glob("*.part"))
 
 

@@ -280,7 +280,7 @@ def test_the_readme_names_every_system_package_the_tests_need(tmp_path):
     (line,) = re.findall(r"apt-get install -y ([\w.\s-]+)`", readme)  # may wrap
     assert set(line.split()) == packages == {"mosquitto", "shellcheck", "systemd", "openssl", "procps", "python3-gi",
                                             "gir1.2-gst-rtsp-server-1.0", "gstreamer1.0-plugins-good",
-                                            "gstreamer1.0-plugins-ugly"}
+                                            "gstreamer1.0-plugins-ugly", "gstreamer1.0-plugins-bad"}
     # With no tool on PATH and none at the usual places (a fake root), and no dpkg, every package is named.
     empty = tmp_path / "bin"
     empty.mkdir()
