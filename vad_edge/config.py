@@ -6,6 +6,7 @@ password) come from an environment variable or a file and are never logged.
 
 import os
 import socket
+import zoneinfo
 from pathlib import Path
 from typing import Literal
 
@@ -75,6 +76,84 @@ class Clip(Strict):
     post_roll: float = Field(3.0, ge=0, le=60, description="seconds after its last frame above the threshold")
 
 
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class Zone(Strict):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_-]+$", description="the zone's name, given in the events it touches")
+    points: list[tuple[float, float]] = Field(..., description=(
+        "the polygon's corners as [x, y] in frame coordinates, 0..1 from the top left (vad-edge zones draws "
+        "the grid); at least 3, not crossing itself"))
+    ignore: bool = Field(False, description=(
+        "nothing inside counts toward the score: a road, a swaying tree, a screen the site does not care about"))
+    threshold_multiplier: float = Field(1.0, ge=0.05, le=20, description=(
+        "multiplies the threshold for what happens inside: 0.5 makes the zone twice as sensitive (a fence line)"))
+
+    @field_validator("points")
+    @classmethod
+    def _simple_polygon(cls, points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        if len(points) < 3:
+            raise ValueError(f"a zone needs at least 3 points, got {len(points)}")
+        outside = [i for i, (x, y) in enumerate(points) if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0)]
+        if outside:
+            raise ValueError(f"point {outside[0]} {list(points[outside[0]])} is outside the frame (x and y from 0 to 1)")
+        crossing = _self_intersection(points)
+        if crossing:
+            raise ValueError(f"the polygon crosses itself: edges {crossing[0]} and {crossing[1]}")
+        if abs(_area(points)) < 1e-6:
+            raise ValueError("the polygon has no area")
+        return points
+
+    @model_validator(mode="after")
+    def _ignore_has_no_multiplier(self):
+        if self.ignore and self.threshold_multiplier != 1.0:
+            raise ValueError("an ignore zone has no threshold_multiplier: nothing inside counts")
+        return self
+
+
+def _area(points: list[tuple[float, float]]) -> float:
+    return 0.5 * sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(points, points[1:] + points[:1]))
+
+
+def _self_intersection(points: list[tuple[float, float]]) -> tuple[int, int] | None:
+    """The first two non-adjacent edges that cross or touch (edge i runs from point i to point i+1)."""
+    def orient(a, b, c):
+        value = (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+        return 0 if abs(value) < 1e-12 else (1 if value > 0 else -1)
+
+    def on_segment(a, b, c):  # c collinear with a-b: is it between them?
+        return min(a[0], b[0]) <= c[0] <= max(a[0], b[0]) and min(a[1], b[1]) <= c[1] <= max(a[1], b[1])
+
+    edges = [(points[i], points[(i + 1) % len(points)]) for i in range(len(points))]
+    for i in range(len(edges)):
+        for j in range(i + 1, len(edges)):
+            if j == i + 1 or (i == 0 and j == len(edges) - 1):
+                continue  # neighbours share a corner
+            (a, b), (c, d) = edges[i], edges[j]
+            o1, o2, o3, o4 = orient(a, b, c), orient(a, b, d), orient(c, d, a), orient(c, d, b)
+            if (o1 != o2 and o3 != o4) or (o1 == 0 and on_segment(a, b, c)) or (o2 == 0 and on_segment(a, b, d)) \
+                    or (o3 == 0 and on_segment(c, d, a)) or (o4 == 0 and on_segment(c, d, b)):
+                return i, j
+    return None
+
+
+class Window(Strict):
+    days: list[Literal[DAYS]] = Field(list(DAYS), description="the days it starts on (mon ... sun); default every day")
+    start: str = Field(..., pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM in the box's time zone")
+    end: str = Field(..., pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$", description=(
+        "HH:MM; at or before start: the next day (22:00 to 06:00 is a night)"))
+    detect: bool = Field(True, description="score the camera in this window")
+    threshold_multiplier: float | None = Field(None, ge=0.05, le=20, description=(
+        "the threshold multiplier in this window; default the camera's"))
+
+
+class Tamper(Strict):
+    enabled: bool = Field(True, description=(
+        "say when the camera itself is tampered with: covered or blinded, turned or moved, out of focus, frozen "
+        "(events of type tamper, never an anomaly)"))
+    after: float = Field(3.0, ge=0.5, le=60, description="seconds a tamper condition must last before it is said")
+
+
 class Camera(Strict):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_-]+$", description="camera name, used in topics")
     source: str = Field(..., description="video file, RTSP/HTTP URL, V4L2 device (/dev/video0) or device index")
@@ -93,6 +172,20 @@ class Camera(Strict):
         "to deliver each frame before the agent reconnects"))
     enabled: bool = Field(True, description="score this camera (detect/set can change it live)")
     clip: Clip = Clip()
+    zones: list[Zone] = Field([], description=(
+        "where to look: ignore zones count for nothing, other zones multiply the threshold inside"))
+    schedule: list[Window] = Field([], description=(
+        "weekly windows that set detect and the threshold multiplier; outside them the camera's own settings. "
+        "A detect/set or threshold/set holds until the next window edge"))
+    tamper: Tamper = Tamper()
+
+    @field_validator("zones")
+    @classmethod
+    def _unique_zones(cls, zones: list[Zone]) -> list[Zone]:
+        names = [z.name for z in zones]
+        if len(set(names)) != len(names):
+            raise ValueError(f"zone names must be unique: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
+        return zones
 
 
 class Model(Strict):
@@ -174,6 +267,8 @@ class Config(Strict):
     homeassistant: HomeAssistant = HomeAssistant()
     clips: Clips = Clips()
     stats_interval: float = Field(10.0, gt=0, description="seconds between stats messages")
+    timezone: str | None = Field(None, description=(
+        "the IANA time zone the schedules are in (Europe/Paris); default the box's own (/etc/localtime)"))
     cameras: list[Camera] = Field(..., min_length=1, description="the cameras to watch")
 
     @field_validator("cameras")
@@ -184,6 +279,16 @@ class Config(Strict):
         if duplicates:
             raise ValueError(f"camera names must be unique: {', '.join(duplicates)}")
         return cameras
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, name: str | None) -> str | None:
+        if name is not None:
+            try:
+                zoneinfo.ZoneInfo(name)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {name!r} (an IANA name such as Europe/Paris)") from None
+        return name
 
     @property
     def client_id(self) -> str:
