@@ -2,6 +2,8 @@
 
 import subprocess
 import sys
+
+import pytest
 from pathlib import Path
 
 from vad_edge.data.synthetic import write_dataset
@@ -70,3 +72,17 @@ def test_calibration_site_compares_budgets(tmp_path, tiny_checkpoint):
     for budget in ("0.02", "0.04"):
         assert (out / f"budget-{budget}" / "scene.safetensors").exists()
     assert (out / "scene_budgets.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_clip_ring_prints_a_row_per_stream_from_a_real_camera():
+    from rtsp_helpers import server_missing
+
+    if missing := server_missing():
+        pytest.skip(missing)
+    done = subprocess.run([sys.executable, "benchmarks/clip_ring.py", "--seconds", "3", "--streams", "h264:360x240:10",
+                           "h265:480x320:10"], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| h26")]
+    assert [r[0].strip() for r in rows] == ["h264 360x240 10 fps", "h265 480x320 10 fps"]
+    for row in rows:  # a ring holds some of its stream, and a clip has bytes
+        assert float(row[3]) > 0 and float(row[4]) > 0
