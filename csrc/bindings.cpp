@@ -101,15 +101,16 @@ void register_cpu(py::module_& m) {
                                    ptr<int64_t>(nearest), ptr<void>(dmin), static_cast<DType>(dtype), N, D, P, K,
                                    alpha, threads);
   });
+  // mask: 0 for none.
   m.def("anomaly_score_cpu", [](std::uintptr_t fif_hat, std::uintptr_t d_hat, std::uintptr_t first,
-                                std::uintptr_t last, std::uintptr_t cmap, const std::vector<float>& weights,
-                                std::uintptr_t score, std::uintptr_t emap, int dtype, int64_t N, int64_t H, int64_t W,
-                                int64_t h, int64_t w, int threads) {
+                                std::uintptr_t last, std::uintptr_t cmap, std::uintptr_t mask, int64_t mask_batch,
+                                const std::vector<float>& weights, std::uintptr_t score, std::uintptr_t emap,
+                                int dtype, int64_t N, int64_t H, int64_t W, int64_t h, int64_t w, int threads) {
     const auto wt = score_weights(weights);
     py::gil_scoped_release release;
     vad_edge::anomaly_score_cpu(ptr<const void>(fif_hat), ptr<const void>(d_hat), ptr<const void>(first),
-                                ptr<const void>(last), ptr<const void>(cmap), wt, ptr<void>(score), ptr<void>(emap),
-                                static_cast<DType>(dtype), N, H, W, h, w, threads);
+                                ptr<const void>(last), ptr<const void>(cmap), ptr<const void>(mask), mask_batch, wt,
+                                ptr<void>(score), ptr<void>(emap), static_cast<DType>(dtype), N, H, W, h, w, threads);
   });
 }
 
@@ -163,16 +164,16 @@ void register_cuda(py::module_& m) {
     });
   });
   m.def("anomaly_score_cuda", [](std::uintptr_t fif_hat, std::uintptr_t d_hat, std::uintptr_t first,
-                                 std::uintptr_t last, std::uintptr_t cmap, const std::vector<float>& weights,
-                                 std::uintptr_t score, std::uintptr_t emap, std::uintptr_t workspace, int dtype,
-                                 int64_t N, int64_t H, int64_t W, int64_t h, int64_t w, int device,
-                                 std::uintptr_t stream) {
+                                 std::uintptr_t last, std::uintptr_t cmap, std::uintptr_t mask, int64_t mask_batch,
+                                 const std::vector<float>& weights, std::uintptr_t score, std::uintptr_t emap,
+                                 std::uintptr_t workspace, int dtype, int64_t N, int64_t H, int64_t W, int64_t h,
+                                 int64_t w, int device, std::uintptr_t stream) {
     const auto wt = score_weights(weights);
     on_device(device, [&] {
       vad_edge::anomaly_score_cuda(ptr<const void>(fif_hat), ptr<const void>(d_hat), ptr<const void>(first),
-                                   ptr<const void>(last), ptr<const void>(cmap), wt, ptr<void>(score),
-                                   ptr<void>(emap), ptr<float>(workspace), static_cast<DType>(dtype), N, H, W, h, w,
-                                   stream_of(stream));
+                                   ptr<const void>(last), ptr<const void>(cmap), ptr<const void>(mask), mask_batch,
+                                   wt, ptr<void>(score), ptr<void>(emap), ptr<float>(workspace),
+                                   static_cast<DType>(dtype), N, H, W, h, w, stream_of(stream));
     });
   });
   m.attr("ANOMALY_SCORE_BLOCKS") = vad_edge::kAnomalyScoreBlocks;

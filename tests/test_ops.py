@@ -243,6 +243,27 @@ def test_anomaly_score_non_contiguous(device, gen, dtype):
     assert_close(emap, ref_emap, atol=1e-5, rtol=rtol(dtype))
 
 
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize("n,big_h,big_w,h,w", SCORE_CASES[1:])
+def test_anomaly_score_with_a_zone_mask_matches_reference(device, gen, n, big_h, big_w, h, w, per_sample, dtype):
+    """A camera's zones as a weight per pixel: 0 (ignore), 1, or 1/multiplier; one mask for the batch or one
+    per sample, and a non-contiguous one."""
+    images = [randn(gen, n, 3, big_h, big_w, device=device, dtype=dtype) for _ in range(4)]
+    cmap = randn(gen, n, 1, h, w, device=device, dtype=dtype).abs()
+    levels = torch.tensor([0.0, 1.0, 2.0, 1 / 0.3])
+    pick = torch.randint(0, 4, (n if per_sample else 1, 1, big_w, big_h), generator=gen)
+    mask = levels[pick].to(device=device, dtype=dtype).transpose(2, 3)  # a [.,1,H,W] view, not contiguous
+    weights = (0.3, 1.7, 2.5, 0.9)
+    score, emap = ops.anomaly_score(*images, cmap, weights, mask)
+    ref_score, ref_emap = reference.anomaly_score(*as64(*images, cmap), weights, mask.double())
+    assert_close(score, ref_score, atol=1e-5, rtol=rtol(dtype))
+    assert_close(emap, ref_emap, atol=1e-5, rtol=rtol(dtype))
+    assert bool((emap[(mask == 0).expand_as(emap)] == 0).all())  # an ignored pixel counts for nothing
+    unmasked, _ = ops.anomaly_score(*images, cmap, weights, torch.ones_like(mask))
+    assert_close(unmasked, reference.anomaly_score(*as64(*images, cmap), weights)[0], atol=1e-5, rtol=rtol(dtype))
+
+
 # --- float16 (the CUDA kernels only: emulated on the CPU, and on a GPU when there is one) -------------------
 
 # (shape, pool) of variance attention, (n, d, h, w, k) of the cluster distance, (n, H, W, h, w) of the score:
@@ -271,10 +292,13 @@ def test_float16_on_cuda_kernels(cuda_device, gen, case):
     images = [randn(gen, sn, 3, sh, sw, device=cuda_device, dtype=dtype) for _ in range(4)]
     cmap = randn(gen, sn, 1, ch, cw, device=cuda_device, dtype=dtype).abs()
     weights = (0.5, 2.0, 1.0, 1.5)
-    score, emap = ops.anomaly_score(*images, cmap, weights)
-    ref_score, ref_emap = reference.anomaly_score(*as64(*images, cmap), weights)
-    assert_close(score, ref_score, atol=tol, rtol=tol)
-    assert_close(emap, ref_emap, atol=tol * 10, rtol=tol)
+    mask = (torch.rand(1, 1, sh, sw, generator=gen) * 2).to(device=cuda_device, dtype=dtype)
+    for zones in (None, mask):
+        score, emap = ops.anomaly_score(*images, cmap, weights, zones)
+        ref_score, ref_emap = reference.anomaly_score(*as64(*images, cmap), weights,
+                                                      None if zones is None else zones.double())
+        assert_close(score, ref_score, atol=tol, rtol=tol)
+        assert_close(emap, ref_emap, atol=tol * 10, rtol=tol)
 
 
 # --- defects a read of the kernels found, one test each ------------------------------------------------------
@@ -383,6 +407,16 @@ BAD_INPUTS = {
                     "weights: expected finite numbers >= 0"),
     "weights all zero": (lambda: ops.anomaly_score(*_imgs(1, 3, 8, 8), _img(1, 1, 2, 2), (0, 0, 0, 0)),
                          "not all 0"),
+    "mask shape": (lambda: ops.anomaly_score(*_imgs(2, 3, 8, 8), _img(2, 1, 2, 2), (0, 0, 0, 1), _img(3, 1, 8, 8)),
+                   r"mask: expected shape \[1 or 2,1,8,8\]"),
+    "mask rank": (lambda: ops.anomaly_score(*_imgs(1, 3, 8, 8), _img(1, 1, 2, 2), (0, 0, 0, 1), _img(8, 8)),
+                  "mask: expected 4 dimensions"),
+    "mask dtype": (lambda: ops.anomaly_score(*_imgs(1, 3, 8, 8), _img(1, 1, 2, 2), (0, 0, 0, 1),
+                                             _img(1, 1, 8, 8, dtype=torch.float64)), "mask: expected the same dtype"),
+    "mask negative": (lambda: ops.anomaly_score(*_imgs(1, 3, 8, 8), _img(1, 1, 2, 2), (0, 0, 0, 1),
+                                                -torch.ones(1, 1, 8, 8)), "mask: expected finite weights >= 0"),
+    "mask nan": (lambda: ops.anomaly_score(*_imgs(1, 3, 8, 8), _img(1, 1, 2, 2), (0, 0, 0, 1),
+                                           torch.full((1, 1, 8, 8), float("nan"))), "mask: expected finite weights"),
     "weights text": (lambda: ops.anomaly_score(*_imgs(1, 3, 8, 8), _img(1, 1, 2, 2), "abcd"),
                      "weights: expected 4 numbers"),
     "requires grad": (lambda: ops.variance_attention(_img(1, 2, 4, 4).requires_grad_(), _img(1, 2, 4, 4), 2),
@@ -451,8 +485,11 @@ emulated_only = pytest.mark.skipif(not _emulation.available(), reason="built wit
 @pytest.mark.parametrize("call,message", [
     (lambda m: m.variance_attention_cuda(0, 0, 0, 0, 0, 1, 4, 6, 6, 4, 0, 0), "pool 4 must divide H and W"),
     (lambda m: m.variance_attention_cuda(0, 0, 0, 0, 0, 70000, 4, 8, 8, 2, 0, 0), "N must be 1 to 65535"),
-    (lambda m: m.anomaly_score_cuda(0, 0, 0, 0, 0, [0, 0, 0, 1], 0, 0, 0, 0, 1, 8, 8, 3, 4, 0, 0), "must divide H x W"),
-    (lambda m: m.anomaly_score_cuda(0, 0, 0, 0, 0, [0, 0, 1], 0, 0, 0, 0, 1, 8, 8, 2, 2, 0, 0), "expected 4 values"),
+    (lambda m: m.anomaly_score_cuda(0, 0, 0, 0, 0, 0, 1, [0, 0, 0, 1], 0, 0, 0, 0, 1, 8, 8, 3, 4, 0, 0),
+     "must divide H x W"),
+    (lambda m: m.anomaly_score_cuda(0, 0, 0, 0, 0, 0, 1, [0, 0, 1], 0, 0, 0, 0, 1, 8, 8, 2, 2, 0, 0), "expected 4 values"),
+    (lambda m: m.anomaly_score_cuda(0, 0, 0, 0, 0, 8, 3, [0, 0, 0, 1], 0, 0, 0, 0, 2, 8, 8, 2, 2, 0, 0),
+     "mask's batch must be 1 or the inputs' N"),
     (lambda m: m.cluster_distance_cuda(0, 0, 0, 0, 0, 0, 0, 65536, 4, 4, 2, 25.0, 0, 0), "N must be 1 to 65535"),
     (lambda m: m.prepare_clip_cuda(0, [0, 0, 0, 0, 0], 1, 0, 4, True, 0, 0, 0, 0, 0), "H x W must be 1 to"),
 ])
@@ -467,7 +504,7 @@ def test_cuda_launchers_refuse_what_would_read_out_of_bounds(call, message):
     lambda m: m.prepare_clip_cpu(0, [0, 0, 0, 0, 0], 1, 1, 1, True, 0, 0, 1, 1),
     lambda m: m.variance_attention_cpu(0, 0, 0, 1, 1, 1, 2, 2, 2, 1),
     lambda m: m.cluster_distance_cpu(0, 0, 0, 0, 0, 1, 1, 2, 4, 3, 25.0, 1),
-    lambda m: m.anomaly_score_cpu(0, 0, 0, 0, 0, [0, 0, 0, 1], 0, 0, 1, 1, 8, 8, 2, 2, 1),
+    lambda m: m.anomaly_score_cpu(0, 0, 0, 0, 0, 0, 1, [0, 0, 0, 1], 0, 0, 1, 1, 8, 8, 2, 2, 1),
 ])
 def test_cpu_kernels_refuse_float16_whoever_calls_them(call):
     """The dtype code 1 (float16) has no CPU kernel: refused before anything is read."""

@@ -11,13 +11,15 @@ struct ScoreWeights {
 };
 
 // fif_hat, d_hat, first, last: [N, 3, H, W] contiguous; cmap: [N, 1, h, w] contiguous, h | H and w | W.
-// emap:  [N, 1, H, W] = weighted sum of the terms, up() = nearest upsampling of cmap to H x W
+// mask: null, or [M, 1, H, W] contiguous with M = 1 (every sample) or N: a weight per pixel (a camera's
+// zones: 0 where nothing counts, above 1 where it counts more).
+// emap:  [N, 1, H, W] = weighted sum of the terms, times the mask; up() = nearest upsampling of cmap to H x W
 // score: [N] = mean over pixels of emap
 // All of them float32 or all bfloat16 (`dtype`; float16 throws std::invalid_argument); float32 per pixel,
 // double sums for the score.
 void anomaly_score_cpu(const void* fif_hat, const void* d_hat, const void* first, const void* last, const void* cmap,
-                       ScoreWeights weights, void* score, void* emap, DType dtype, int64_t N, int64_t H, int64_t W,
-                       int64_t h, int64_t w, int num_threads);
+                       const void* mask, int64_t mask_batch, ScoreWeights weights, void* score, void* emap,
+                       DType dtype, int64_t N, int64_t H, int64_t W, int64_t h, int64_t w, int num_threads);
 
 // Number of partial sums per sample that anomaly_score_cuda needs in its workspace.
 constexpr int64_t kAnomalyScoreBlocks = 64;
@@ -26,8 +28,9 @@ constexpr int64_t kAnomalyScoreBlocks = 64;
 // workspace: float32 [N, kAnomalyScoreBlocks], per-block partial sums (summed in a fixed order, so the
 // score is deterministic).
 void anomaly_score_cuda(const void* fif_hat, const void* d_hat, const void* first, const void* last,
-                        const void* cmap, ScoreWeights weights, void* score, void* emap, float* workspace,
-                        DType dtype, int64_t N, int64_t H, int64_t W, int64_t h, int64_t w, StreamHandle stream);
+                        const void* cmap, const void* mask, int64_t mask_batch, ScoreWeights weights, void* score,
+                        void* emap, float* workspace, DType dtype, int64_t N, int64_t H, int64_t W, int64_t h,
+                        int64_t w, StreamHandle stream);
 
 // One pixel's weighted score. Its channel c is element pixel + c * plane of the [N, 3, H, W] inputs, read as
 // float by to_float; cluster is its cluster-map value. Host and device share it, so both compute the same sum.

@@ -73,15 +73,16 @@ def cluster_distance(
 
 def anomaly_score(
     fif_hat: torch.Tensor, d_hat: torch.Tensor, first: torch.Tensor, last: torch.Tensor, cmap: torch.Tensor,
-    weights: tuple[float, float, float, float] = reference.PAPER_WEIGHTS,
+    weights: tuple[float, float, float, float] = reference.PAPER_WEIGHTS, mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """STD's fused score: a weighted sum of four per-pixel terms, each a mean over RGB (see
     reference.score_terms): appearance (fif_hat - first)^2, motion (first + d_hat - last)^2, the cluster map
     and the paper's (fif_hat + d_hat - last)^2 times the cluster map, upsampled (nearest).
 
     fif_hat, d_hat, first, last [N,3,H,W]; cmap [N,1,h,w] with h | H and w | W; weights: 4 finite numbers
-    >= 0, not all 0 (the default, (0, 0, 0, 1), is the paper's score).
-    Returns (score [N] = mean over pixels of emap, emap [N,1,H,W], the localisation map).
+    >= 0, not all 0 (the default, (0, 0, 0, 1), is the paper's score); mask: None, or [1 or N,1,H,W] of their
+    dtype and device, each pixel's weight (a camera's zones: 0 where nothing counts), finite and >= 0.
+    Returns (score [N] = mean over pixels of emap, emap [N,1,H,W], the localisation map, masked).
     """
     names = ["last", "first", "fif_hat", "d_hat"]
     images = [last, first, fif_hat, d_hat]
@@ -98,4 +99,13 @@ def anomaly_score(
         raise ValueError(f"cmap: expected shape [{last.shape[0]},1,h,w], got {tuple(cmap.shape)}")
     _checks.divides("cmap", cmap.shape[2], last.shape[2], "H (cmap's h must divide it)")
     _checks.divides("cmap", cmap.shape[3], last.shape[3], "W (cmap's w must divide it)")
-    return _kernels.anomaly_score(fif_hat, d_hat, first, last, cmap, _checks.score_weights("weights", weights))
+    if mask is not None:
+        _checks.tensor("mask", mask, "[N,1,H,W]")
+        _checks.same("device", ["last", "mask"], [last, mask], lambda t: t.device)
+        _checks.same("dtype", ["last", "mask"], [last, mask], lambda t: t.dtype)
+        if mask.shape[0] not in (1, last.shape[0]) or tuple(mask.shape[1:]) != (1, *last.shape[2:]):
+            raise ValueError(f"mask: expected shape [1 or {last.shape[0]},1,{last.shape[2]},{last.shape[3]}], got "
+                             f"{tuple(mask.shape)}")
+        if not bool(torch.isfinite(mask).all()) or bool((mask < 0).any()):
+            raise ValueError("mask: expected finite weights >= 0")
+    return _kernels.anomaly_score(fif_hat, d_hat, first, last, cmap, _checks.score_weights("weights", weights), mask)

@@ -153,16 +153,18 @@ def _cluster_distance(
 
 def _anomaly_score(
     fif_hat: torch.Tensor, d_hat: torch.Tensor, first: torch.Tensor, last: torch.Tensor, cmap: torch.Tensor,
-    weights: list[float],
+    weights: list[float], mask: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if _use_reference(last.device):
-        return reference.anomaly_score(fif_hat, d_hat, first, last, cmap, tuple(weights))
+        return reference.anomaly_score(fif_hat, d_hat, first, last, cmap, tuple(weights), mask)
     fif_hat, d_hat, first, last, cmap = (t.contiguous() for t in (fif_hat, d_hat, first, last, cmap))
+    mask = mask.contiguous() if mask is not None else None
     n, _, big_h, big_w = last.shape
     h, w = cmap.shape[-2:]
     score = torch.empty((n,), dtype=last.dtype, device=last.device)
     emap = torch.empty((n, 1, big_h, big_w), dtype=last.dtype, device=last.device)
-    inputs = (fif_hat.data_ptr(), d_hat.data_ptr(), first.data_ptr(), last.data_ptr(), cmap.data_ptr(), weights)
+    inputs = (fif_hat.data_ptr(), d_hat.data_ptr(), first.data_ptr(), last.data_ptr(), cmap.data_ptr(),
+              mask.data_ptr() if mask is not None else 0, mask.shape[0] if mask is not None else 1, weights)
     if cuda := _cuda(last):
         workspace = torch.empty((n, cuda.module.ANOMALY_SCORE_BLOCKS), dtype=torch.float32, device=last.device)
         with cuda.context:
@@ -190,7 +192,7 @@ def _cluster_distance_fake(z, centers, alpha):
     return z.new_empty((n, 1, h, w)), z.new_empty((n, h, w), dtype=torch.int64), z.new_empty((n, h, w))
 
 
-def _anomaly_score_fake(fif_hat, d_hat, first, last, cmap, weights):
+def _anomaly_score_fake(fif_hat, d_hat, first, last, cmap, weights, mask):
     n, _, h, w = last.shape
     return last.new_empty((n,)), last.new_empty((n, 1, h, w))
 

@@ -70,10 +70,13 @@ def score_terms(
 
 def anomaly_score(
     fif_hat: torch.Tensor, d_hat: torch.Tensor, first: torch.Tensor, last: torch.Tensor, cmap: torch.Tensor,
-    weights: tuple[float, float, float, float] = PAPER_WEIGHTS,
+    weights: tuple[float, float, float, float] = PAPER_WEIGHTS, mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> (score [N] = mean_p emap(p), emap [N,1,H,W] = sum_t weights[t] * score_terms[t](p))."""
+    """-> (score [N] = mean_p emap(p), emap [N,1,H,W] = sum_t weights[t] * score_terms[t](p) * mask(p));
+    mask [1 or N,1,H,W]: a weight per pixel (a camera's zones), none = 1 everywhere."""
     terms = score_terms(fif_hat, d_hat, first, last, cmap)
     w = torch.tensor(weights, dtype=terms.dtype, device=terms.device).view(1, 4, 1, 1)
     emap = (terms * w).sum(dim=1, keepdim=True)
+    if mask is not None:
+        emap = emap * mask
     return emap.flatten(1).mean(dim=1), emap
