@@ -43,12 +43,13 @@ def configs(sub: Subscriber) -> dict[str, dict]:
 def test_discovery_configs_point_at_live_state_and_leave_with_their_camera(tmp_path, broker, tiny_checkpoint):
     door = synthetic_video(tmp_path / "door.mp4", 40, [(8, 30)])  # an event: the snapshot exists too
     yard = synthetic_video(tmp_path / "yard.mp4", 30, [])
+    always = [{"start": "00:00", "end": "00:00", "threshold_multiplier": 1.0}]  # a window every day, all day
     path = write_config(tmp_path, broker.port, tiny_checkpoint,
-                        [camera("door", door, loop=True), camera("yard", yard, loop=True)])
+                        [camera("door", door, loop=True, schedule=always), camera("yard", yard, loop=True)])
     sub = Subscriber(broker.port, "#")
     running = RunningAgent(path)
     try:
-        wait_for(lambda: len([c for c in configs(sub).values() if c]) == 10, 60, "10 discovery configs")
+        wait_for(lambda: len([c for c in configs(sub).values() if c]) == 12, 60, "12 discovery configs")
         found = configs(sub)
         device_blocks = set()
         for topic, payload in found.items():
@@ -60,7 +61,10 @@ def test_discovery_configs_point_at_live_state_and_leave_with_their_camera(tmp_p
             device_blocks.add(json.dumps(payload["device"], sort_keys=True))
         assert len(device_blocks) == 1  # one device: the box
 
-        door_cfg = {t.split("/")[1]: c for t, c in found.items() if "_door_" in t}
+        # Each door entity by its key (its object id's end): the platform's name, or "schedule" (a second sensor).
+        door_cfg = {t.split("/")[2].split("_door_", 1)[1]: c for t, c in found.items() if "_door_" in t}
+        assert sorted(door_cfg) == ["binary_sensor", "image", "number", "schedule", "sensor", "switch"]
+        assert [t.split("/")[1] for t in found if t.endswith("_door_schedule/config")] == ["sensor"]
         # Every topic an entity reads is one the agent publishes: wait for each to carry a message.
         for platform, cfg in door_cfg.items():
             for key in ("state_topic", "image_topic"):
@@ -82,6 +86,17 @@ def test_discovery_configs_point_at_live_state_and_leave_with_their_camera(tmp_p
         stats = scored_stats()
         score = jinja2.Template(door_cfg["sensor"]["value_template"]).render(value_json=stats)
         assert float(score) == pytest.approx(stats["cameras"]["door"]["score"])
+        # The schedule sensor reads the window in force from the same message, and when it next changes; it
+        # stays available while the camera's detect is off (the agent's availability alone).
+        schedule = door_cfg["schedule"]
+        assert schedule["state_topic"] == schedule["json_attributes_topic"] == door_cfg["sensor"]["state_topic"]
+        assert jinja2.Template(schedule["value_template"]).render(value_json=stats) == \
+            "every day 00:00-00:00, detect on, threshold x1"
+        attributes = json.loads(jinja2.Template(schedule["json_attributes_template"]).render(value_json=stats))
+        assert attributes == {"next_edge": stats["cameras"]["door"]["schedule_next_edge"]} and attributes["next_edge"]
+        assert jinja2.Template(schedule["value_template"]).render(
+            value_json={"cameras": {"door": {"schedule": None}}}) == "no window"
+        assert [a["topic"] for a in schedule["availability"]] == [door_cfg["switch"]["availability"][0]["topic"]]
 
         # The switch and the number change the state they show.
         sub.client.publish(door_cfg["switch"]["command_topic"], door_cfg["switch"]["payload_off"], qos=1)
@@ -94,14 +109,14 @@ def test_discovery_configs_point_at_live_state_and_leave_with_their_camera(tmp_p
     finally:
         running.stop()
 
-    # The yard camera leaves the config: its five entries are cleared, the door's stay.
+    # The yard camera leaves the config: its six entries are cleared, the door's stay.
     path = write_config(tmp_path, broker.port, tiny_checkpoint, [camera("door", door, loop=True)])
     running = RunningAgent(path)
     try:
-        wait_for(lambda: sum(1 for t, c in configs(sub).items() if "_yard_" in t and c is None) == 5, 60,
+        wait_for(lambda: sum(1 for t, c in configs(sub).items() if "_yard_" in t and c is None) == 6, 60,
                  "the yard's entries cleared")
         left = retained(broker.port, "homeassistant/#")
-        assert len(left) == 5 and all("_door_" in t for t in left)
+        assert len(left) == 6 and all("_door_" in t for t in left)
     finally:
         running.stop()
         sub.close()
@@ -113,7 +128,7 @@ def test_discovery_can_be_turned_off_and_clears_what_it_announced(tmp_path, brok
                         homeassistant={"prefix": "ha"})
     running = RunningAgent(path)
     try:
-        wait_for(lambda: len(retained(broker.port, "ha/#")) == 5, 60, "5 configs under the chosen prefix")
+        wait_for(lambda: len(retained(broker.port, "ha/#")) == 6, 60, "6 configs under the chosen prefix")
     finally:
         running.stop()
     path = write_config(tmp_path, broker.port, tiny_checkpoint, [camera("door", video, loop=True)],
@@ -121,7 +136,7 @@ def test_discovery_can_be_turned_off_and_clears_what_it_announced(tmp_path, brok
     sub = Subscriber(broker.port, "ha/#")
     running = RunningAgent(path)
     try:
-        wait_for(lambda: sum(1 for _, p, _ in sub.messages if p == b"") == 5, 60, "the 5 configs cleared")
+        wait_for(lambda: sum(1 for _, p, _ in sub.messages if p == b"") == 6, 60, "the 6 configs cleared")
     finally:
         running.stop()
         sub.close()

@@ -23,6 +23,7 @@ import math
 import shutil
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +34,12 @@ from scipy import stats
 from tqdm import tqdm
 
 import vad_edge
+from vad_edge.config import Zone
 from vad_edge.data import sources
 from vad_edge.data.sampling import Offer
 from vad_edge.data.videos import DatasetError, Video, load_videos
 from vad_edge.model import checkpoint
+from vad_edge.model.zones import ZoneMap
 from vad_edge.runtime import hardware
 from vad_edge.runtime.batch import fit_fusion, frame_difference_scores
 from vad_edge.runtime.bundle import save_calibration, score_statistics
@@ -281,11 +284,12 @@ def plot_report(path: Path, holdout_scores: list[np.ndarray], threshold: float, 
 def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camera: str, *,
               budget_minutes: float = 20.0, target_per_hour: float = 1.0, min_event_frames: int = 3,
               cooldown: float = 3.0, device: str = "auto", precision: str = "auto", learn_motion: bool = False,
-              seed: int = 0, progress: bool = True, clock=time.monotonic) -> dict:
+              zones: Sequence[Zone] = (), seed: int = 0, progress: bool = True, clock=time.monotonic) -> dict:
     """Adapts the base model to the footage (frames at the base model's frame rate) and writes
     <out_dir>/<camera>.safetensors plus its report. The fusion and threshold are fitted in `precision`, the
-    one the box scores in. The motion U-Net is kept as shipped unless `learn_motion`: fine-tuned on Ped1's
-    normal walkers it predicted the anomalies' motion better too and cost raw AUC (docs/research/ped1.md).
+    one the box scores in, with the camera's ignore `zones` counting for nothing, as the agent scores. The
+    motion U-Net is kept as shipped unless `learn_motion`: fine-tuned on Ped1's normal walkers it predicted
+    the anomalies' motion better too and cost raw AUC (docs/research/ped1.md).
     `clock` measures the budget (tests inject one)."""
     quality = check_footage(videos)
     fit, holdout = split_by_time(videos)
@@ -313,7 +317,7 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
     # The hold-out, footage the model did not train on, fits the fusion (the site's own normal term means)
     # and chooses the threshold; one pass gives both.
     held_scores = fit_fusion(scorer, holdout, trainer.model.fusion.name, progress=progress,
-                             desc="scoring hold-out")
+                             desc="scoring hold-out", zones=ZoneMap(zones, ignore_only=True))
     choice = choose_threshold(held_scores, target_per_hour, min_event_frames, cooldown, fps, seed)
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     total_frames = quality["frames"]
@@ -338,6 +342,7 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
                     "holdout_frames": sum(len(v.frames) for v in holdout), "quality": quality},
         "holdout_score_stats": score_statistics(np.concatenate(held_scores)),
         "fusion": trainer.model.fusion.summary(),
+        "ignore_zones": [z.name for z in zones if z.ignore],
         "base_checkpoint": {"path": str(base_path), "sha256": checkpoint.file_sha256(base_path)},
         "training_minutes": round(trainer.elapsed / 60, 2),
         "training_iterations": trainer.iterations(),

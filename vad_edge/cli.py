@@ -146,6 +146,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from vad_edge.model import checkpoint
 
     rule = {"min_event_frames": args.min_event_frames, "cooldown": args.cooldown}
+    zones = []
     if args.camera:
         cfg = config.load(args.config)
         cams = {c.name: c for c in cfg.cameras}
@@ -154,6 +155,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         cam = cams[args.camera]
         source, name, out = cam.source, cam.name, calibration_dir(cfg)
         rule = {"min_event_frames": cam.min_event_frames, "cooldown": cam.cooldown}
+        zones = cam.zones
     else:
         source, name, out = args.source, args.name, None
     out = Path(args.out) if args.out else (out or Path("calibration"))
@@ -166,7 +168,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     videos = load_footage(source, size, args.minutes, fps, max_frames, out / f"{name}.work")
     report = calibrate(videos, base, out, name, budget_minutes=args.budget,
                        target_per_hour=args.false_alarms_per_hour, device=args.device, precision=args.precision,
-                       learn_motion=args.learn_motion, **rule)
+                       learn_motion=args.learn_motion, zones=zones, **rule)
     span = report["false_alarms_per_hour_range"]
     print(f"calibration bundle: {report['bundle']}")
     steps = report["training_iterations"]
@@ -179,6 +181,38 @@ def _calibrate(args: argparse.Namespace) -> int:
           f"for a target of {args.false_alarms_per_hour}")
     if report["advice"]:
         print(report["advice"])
+    return 0
+
+
+def _zones(args: argparse.Namespace) -> int:
+    import cv2
+
+    from vad_edge import config
+    from vad_edge.agent.snapshot import zone_grid
+    from vad_edge.data.sources import SourceError, mask_password, open_source
+
+    cfg = config.load(args.config)
+    cams = {c.name: c for c in cfg.cameras}
+    if args.camera not in cams:
+        raise config.ConfigError(f"{args.config}: no camera named {args.camera!r} (have: {', '.join(cams)})")
+    cam = cams[args.camera]
+    out = args.out or Path(f"{cam.name}-zones.png")
+    try:
+        capture = open_source(cam.source, timeout=cam.offline_after)
+        try:
+            ok, frame = capture.read()
+        finally:
+            capture.release()
+        if not ok:
+            raise SourceError(f"{mask_password(cam.source)}: opened, but gave no frame")
+        if not cv2.imwrite(str(out), zone_grid(frame, cam.zones)):
+            raise SourceError(f"cannot write {out} (a folder that exists, an image suffix such as .png)")
+    except SourceError as exc:
+        print(f"error: camera {cam.name}: {exc}", file=sys.stderr)
+        return 1
+    height, width = frame.shape[:2]
+    print(f"{out}: {cam.name}'s picture ({width}x{height}) with a grid every 0.1 of its width and height; a "
+          f"zone's points are [x, y] read off it ({len(cam.zones)} zone(s) drawn)")
     return 0
 
 
@@ -320,6 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--config", help="device config whose cameras, broker and models to check (default: "
                                           "/etc/vad-edge/config.yaml when it exists; without one, only this box)")
     doctor.set_defaults(func=_doctor)
+
+    zones = sub.add_parser("zones", help="write a frame from a camera with a coordinate grid and its zones, to "
+                                         "read a zone's points off")
+    zones.add_argument("--camera", required=True, help="the camera's name in the config")
+    zones.add_argument("--config", default="/etc/vad-edge/config.yaml", help="device configuration (YAML)")
+    zones.add_argument("--out", type=Path, help="the image to write (default <camera>-zones.png)")
+    zones.set_defaults(func=_zones)
 
     demo = sub.add_parser("demo", help="the agent on the bundled sample clip, with a local broker")
     demo.add_argument("--out", default="vad-edge-demo", help="folder for demo.mp4, timeline.png, events.jsonl and "

@@ -147,6 +147,43 @@ class Window(Strict):
         "the threshold multiplier in this window; default the camera's"))
 
 
+WEEK = 7 * 1440  # minutes
+
+
+def _week_spans(window: Window) -> list[tuple[int, int]]:
+    """The window's minutes of the week, [from, to) from Monday 00:00; one past Sunday 24:00 wraps to Monday."""
+    start = int(window.start[:2]) * 60 + int(window.start[3:])
+    end = int(window.end[:2]) * 60 + int(window.end[3:])
+    length = end - start if end > start else end + 1440 - start
+    spans = []
+    for day in sorted({DAYS.index(d) for d in window.days}):
+        begins = day * 1440 + start
+        spans += [(begins, begins + length)] if begins + length <= WEEK else [(begins, WEEK), (0, begins + length - WEEK)]
+    return spans
+
+
+def _minute_of_week(minute: int, end: bool = False) -> tuple[str, str]:
+    day, rest = divmod(minute, 1440)
+    if end and rest == 0 and day > 0:  # an end on midnight is the day before's 24:00
+        day, rest = day - 1, 1440
+    return DAYS[day], f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+def _schedule_overlap(windows: list[Window]) -> tuple[int, int, str] | None:
+    """The first two windows (by index) that share a minute of the week, and where: "tue 05:00-06:00"."""
+    spans = [_week_spans(w) for w in windows]
+    for i in range(len(windows)):
+        for j in range(i + 1, len(windows)):
+            shared = sorted((max(a0, b0), min(a1, b1)) for a0, a1 in spans[i] for b0, b1 in spans[j]
+                            if max(a0, b0) < min(a1, b1))
+            if shared:
+                (from_day, from_time), (to_day, to_time) = (_minute_of_week(shared[0][0]),
+                                                            _minute_of_week(shared[0][1], end=True))
+                to = to_time if to_day == from_day else f"{to_day} {to_time}"
+                return i, j, f"{from_day} {from_time}-{to}"
+    return None
+
+
 class Tamper(Strict):
     enabled: bool = Field(True, description=(
         "say when the camera itself is tampered with: covered or blinded, turned or moved, out of focus, frozen "
@@ -186,6 +223,15 @@ class Camera(Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"zone names must be unique: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
         return zones
+
+    @field_validator("schedule")
+    @classmethod
+    def _windows_apart(cls, schedule: list[Window]) -> list[Window]:
+        overlap = _schedule_overlap(schedule)
+        if overlap:
+            i, j, where = overlap
+            raise ValueError(f"schedule windows {i} and {j} overlap on {where}")
+        return schedule
 
 
 class Model(Strict):
@@ -236,8 +282,8 @@ class Health(Strict):
 class HomeAssistant(Strict):
     discovery: bool = Field(True, description=(
         "publish Home Assistant MQTT discovery: per camera an anomaly binary_sensor, a score sensor, a snapshot "
-        "image, a detect switch and a threshold-multiplier number, on the box's device; entities of a removed "
-        "camera are cleared"))
+        "image, a detect switch, a threshold-multiplier number and a schedule sensor, on the box's device; "
+        "entities of a removed camera are cleared"))
     prefix: str = Field("homeassistant", pattern=r"^[A-Za-z0-9_-]+$", description=(
         "Home Assistant's discovery prefix (its MQTT integration's setting); the box broker's ACL and bridge "
         "must let homeassistant/# through for another prefix too"))

@@ -6,7 +6,10 @@ do. Per camera, retained under <prefix>/<platform>/<object id>/config:
 - sensor "score": the calibrated score, 1 = the threshold (from the stats message);
 - image "snapshot": the peak frame of the last event with its anomaly map (cameras/<cam>/snapshot, JPEG);
 - switch "detect": scoring on or off (detect/set -> detect/state);
-- number "threshold multiplier": 0.05 to 20 times the calibrated threshold (threshold/set -> threshold/state).
+- number "threshold multiplier": 0.05 to 20 times the calibrated threshold (threshold/set -> threshold/state);
+- sensor "schedule": the schedule window in force ("mon-fri 07:00-19:00, detect off", or "no window"), its
+  attribute `next_edge` when that changes (from the stats message). Available while the agent is online,
+  whatever the camera: a window that turns detect off must not hide it.
 
 Every entity is available while the agent is online and its camera too, and all belong to one device, the
 box. A camera removed from the config has its entries cleared (empty retained payloads): the cameras that
@@ -25,19 +28,22 @@ from vad_edge.config import Config
 log = logging.getLogger("vad_edge.discovery")
 
 PLATFORMS = ("binary_sensor", "sensor", "image", "switch", "number")
+# Each entity by its key (the last part of its object id) and its platform: a platform's first entity has the
+# platform's name for key (the object ids published before the schedule sensor came stay as they were).
+ENTITIES = {**{platform: platform for platform in PLATFORMS}, "schedule": "sensor"}
 ONLINE = "{{ 'online' if value == 'online' else 'offline' }}"  # 'stopped' and 'disabled' read as offline
 
 
-def object_id(device_id: str, camera: str, platform: str) -> str:
-    return f"vad_edge_{device_id}_{camera}_{platform}"
+def object_id(device_id: str, camera: str, key: str) -> str:
+    return f"vad_edge_{device_id}_{camera}_{key}"
 
 
-def config_topic(prefix: str, device_id: str, camera: str, platform: str) -> str:
-    return f"{prefix}/{platform}/{object_id(device_id, camera, platform)}/config"
+def config_topic(prefix: str, device_id: str, camera: str, key: str) -> str:
+    return f"{prefix}/{ENTITIES[key]}/{object_id(device_id, camera, key)}/config"
 
 
 def entities(config: Config, topics: Topics, camera: str, model: str) -> dict[str, dict]:
-    """{config topic: discovery payload} of one camera's five entities."""
+    """{config topic: discovery payload} of one camera's entities (ENTITIES)."""
     device = {"identifiers": [f"vad_edge_{config.device_id}"], "name": f"vad-edge {config.device_id}",
               "manufacturer": "vad-edge", "model": model, "sw_version": vad_edge.__version__}
     common = {
@@ -62,12 +68,22 @@ def entities(config: Config, topics: Topics, camera: str, model: str) -> dict[st
         "number": {"name": f"{camera} threshold multiplier", "command_topic": topics.camera(camera, "threshold/set"),
                    "state_topic": topics.camera(camera, "threshold/state"), "min": low, "max": high, "step": 0.05,
                    "mode": "box", "icon": "mdi:tune"},
+        "schedule": {"name": f"{camera} schedule", "state_topic": topics.stats,
+                     "value_template": f"{{{{ value_json.cameras['{camera}'].schedule or 'no window' }}}}",
+                     "json_attributes_topic": topics.stats,
+                     "json_attributes_template": (f"{{{{ {{'next_edge': value_json.cameras['{camera}']"
+                                                  f".schedule_next_edge}} | tojson }}}}"),
+                     "icon": "mdi:calendar-clock"},
     }
     for platform in ("binary_sensor", "switch", "number"):  # state and commands the agent sends at QoS 1
         payloads[platform]["qos"] = 1
-    return {config_topic(config.homeassistant.prefix, config.device_id, camera, platform):
-            {**payload, **common, "unique_id": object_id(config.device_id, camera, platform)}
-            for platform, payload in payloads.items()}
+    out = {config_topic(config.homeassistant.prefix, config.device_id, camera, key):
+           {**payload, **common, "unique_id": object_id(config.device_id, camera, key)}
+           for key, payload in payloads.items()}
+    # The schedule says what turns detect off: available whenever the agent is, not only while the camera scores.
+    schedule = out[config_topic(config.homeassistant.prefix, config.device_id, camera, "schedule")]
+    schedule["availability"] = schedule["availability"][:1]
+    return out
 
 
 def messages(config: Config, topics: Topics, model: str) -> dict[str, str]:
@@ -79,8 +95,8 @@ def messages(config: Config, topics: Topics, model: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for camera, prefix in announced.items():
         if current.get(camera) != prefix:
-            for platform in PLATFORMS:
-                out[config_topic(prefix, config.device_id, camera, platform)] = ""
+            for key in ENTITIES:
+                out[config_topic(prefix, config.device_id, camera, key)] = ""
             log.info("Home Assistant: clearing the entities of camera %s", camera)
     for camera in current:
         out.update({topic: json.dumps(payload) for topic, payload in entities(config, topics, camera, model).items()})

@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from vad_edge.model.zones import ZoneMap
+
 SCHEMA = "vad-edge.event/1"
 
 
@@ -22,12 +24,16 @@ def iso(t: float) -> str:
     return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def hot_pixels(emap: np.ndarray, fraction: float = 0.5) -> np.ndarray:
+    """The pixels at or above `fraction` of the map's maximum (all of them for a map of zeros)."""
+    return emap >= fraction * float(emap.max()) if float(emap.max()) > 0 else np.ones(emap.shape, bool)
+
+
 def hot_region(emap: np.ndarray, fraction: float = 0.5) -> dict:
-    """Bounding box, in 0..1 of the frame, of the pixels at or above `fraction` of the map's maximum."""
-    peak = float(emap.max())
-    if peak <= 0:
+    """Bounding box, in 0..1 of the frame, of the hot pixels."""
+    if float(emap.max()) <= 0:
         return {"x": 0.0, "y": 0.0, "w": 1.0, "h": 1.0}
-    ys, xs = np.nonzero(emap >= fraction * peak)
+    ys, xs = np.nonzero(hot_pixels(emap, fraction))
     h, w = emap.shape
     return {"x": round(xs.min() / w, 4), "y": round(ys.min() / h, 4),
             "w": round((xs.max() + 1 - xs.min()) / w, 4), "h": round((ys.max() + 1 - ys.min()) / h, 4)}
@@ -52,6 +58,7 @@ class EventTracker:
     model: dict  # {name, sha256}
     calibration: dict  # {id, created}
     update_interval: float = 1.0
+    zones: ZoneMap | None = None  # the camera's: each event names the zones its peak's hot pixels reach
     active: dict | None = field(default=None, init=False)  # the running event's fields
     peak: Observation | None = field(default=None, init=False)
     _above: list = field(default_factory=list, init=False)
@@ -117,6 +124,7 @@ class EventTracker:
             "raw_score": obs.raw_score,
             "threshold": obs.threshold,
             "region": hot_region(peak.emap),
+            "zones": self.zones.touched(hot_pixels(peak.emap)) if self.zones else [],
             "model": self.model,
             "calibration": self.calibration,
             "replayed": False,

@@ -29,11 +29,13 @@ from vad_edge.agent.inbox import ClipInbox, StatusChange
 from vad_edge.agent.mqtt import MqttClient
 from vad_edge.agent.outbox import Outbox, default_max_bytes
 from vad_edge.agent.retained import RetainedState
+from vad_edge.agent.schedule import Schedule, Slot, box_zone
 from vad_edge.agent.settings import Settings
 from vad_edge.agent.snapshot import jpeg, overlay
 from vad_edge.config import Camera, Config, ConfigError
 from vad_edge.cpu_share import agent_threads, use_threads
 from vad_edge.data.sources import Frame, is_file_source
+from vad_edge.model.zones import ZoneMap
 from vad_edge.runtime.bundle import Bundle
 from vad_edge.runtime.hardware import choose_placement, pick_device
 
@@ -61,6 +63,10 @@ class CameraState:
     # Events held back, in order, behind an end that waits for its clip: [event, the event id it waits
     # for or None]; they go out as soon as nothing before them waits.
     held: deque = field(default_factory=deque)
+    zones: ZoneMap | None = None  # where to look (cameras[].zones), applied before a clip becomes one score
+    # Its weekly windows (cameras[].schedule) and the slot in force, applied when it last changed.
+    schedule: Schedule | None = None
+    slot: Slot | None = None
 
     @property
     def threshold(self) -> float:
@@ -68,8 +74,14 @@ class CameraState:
 
 
 class Agent:
-    def __init__(self, config: Config, on_event=None, on_scored=None):
+    def __init__(self, config: Config, on_event=None, on_scored=None, clock=time.time):
         self.config = config
+        # The wall clock (epoch seconds) the schedules' edges are read on, and when a /set was made; tests
+        # inject one.
+        self.clock = clock
+        self.timezone = box_zone(config.timezone)
+        if any(cam.schedule for cam in config.cameras):
+            log.info("schedules run in the time zone %s", self.timezone.key)
         # Optional observers (the demo's): each stored event (on_event, called by the delivery); each scored
         # frame (camera, Observation).
         self.on_scored = on_scored
@@ -82,7 +94,7 @@ class Agent:
         max_bytes = (int(config.outbox.max_mb * 2**20) if config.outbox.max_mb
                      else default_max_bytes(config.state_dir))
         self.outbox = Outbox(config.state_dir / "outbox.sqlite", config.outbox.max_events, max_bytes)
-        self.settings = Settings(self.outbox)
+        self.settings = Settings(self.outbox, clock)
         self.commands = Dispatcher(self, self.settings)
         self.metrics = Metrics()
         self.metrics.precision.labels(self.precision.name, self.precision.reason).set(1)
@@ -133,11 +145,15 @@ class Agent:
             log.error("camera %s offline: %s (fix it, then reload: SIGHUP or recalibrate)", cam.name, bundle)
             return False
         self.unusable.pop(cam.name, None)
+        zones = ZoneMap(cam.zones)
         tracker = EventTracker(self.config.device_id, cam.name, cam.min_event_frames, cam.cooldown,
-                               bundle.model_info, bundle.calibration)
-        detect, multiplier = self.settings.detect(cam), self.settings.multiplier(cam)
+                               bundle.model_info, bundle.calibration, zones=zones)
+        plan = Schedule(cam.schedule, self.timezone)
+        slot = plan.at(self.clock())
+        detect, multiplier = self._start_settings(cam, slot)
         live = not is_file_source(cam.source) or cam.realtime
-        self.cameras[cam.name] = CameraState(cam, bundle, tracker, detect, multiplier, ClipInbox(live))
+        self.cameras[cam.name] = CameraState(cam, bundle, tracker, detect, multiplier, ClipInbox(live),
+                                             schedule=plan, slot=slot, zones=zones)
         self.readers[cam.name] = CameraReader(cam, bundle.fps, bundle.size, self._on_clip, self._on_status)
         return True
 
@@ -211,6 +227,51 @@ class Agent:
         state.multiplier = multiplier
         self._publish_settings(state)
 
+    # --- schedules (cameras[].schedule, schedule.py) -----------------------------------------------------
+
+    def _start_settings(self, cam: Camera, slot: Slot) -> tuple[bool, float]:
+        """Detect and the multiplier a camera starts with. A /set holds until the next window edge, and a
+        restart is no edge: a saved /set made since the current slot began is kept (detection switched off
+        for the evening stays off through a reboot until the window ends), as is any saved /set of a camera
+        without a schedule. One made before the slot began was overridden at that edge, even if the agent
+        was down then (or said nothing of when it was made): the slot's settings apply."""
+        def kept(what: str) -> bool:
+            at = self.settings.saved_at(what, cam.name)
+            return slot.since is None or (at is not None and at >= slot.since)
+
+        own_detect, own_multiplier = self._slot_settings(cam, slot)
+        return (self.settings.detect(cam) if kept("detect") else own_detect,
+                self.settings.multiplier(cam) if kept("threshold") else own_multiplier)
+
+    @staticmethod
+    def _slot_settings(cam: Camera, slot: Slot) -> tuple[bool, float]:
+        """What a slot sets: its window's detect and multiplier, the camera's own where it says none."""
+        return (cam.enabled if slot.detect is None else slot.detect,
+                cam.threshold_multiplier if slot.multiplier is None else slot.multiplier)
+
+    def _follow_schedules(self) -> None:
+        """At a window's edge its settings apply (leaving into no window, the camera's own), through the
+        path detect/set and threshold/set take, so their retained state follows; a /set between edges holds
+        until the next one. What a window sets is not saved: a restart works it out again."""
+        now = self.clock()
+        for state in self.cameras.values():
+            slot = state.slot
+            if slot is None or slot.next_edge is None or (
+                    (slot.since is None or slot.since <= now) and now < slot.next_edge):
+                continue
+            state.slot = state.schedule.at(now)  # also when the clock stepped back past the slot's start
+            if (state.slot.window, state.slot.since) == (slot.window, slot.since):
+                continue
+            name = state.config.name
+            detect, multiplier = self._slot_settings(state.config, state.slot)
+            log.info("camera %s: %s: detect %s, threshold multiplier %g, until %s", name,
+                     state.schedule.describe(state.slot) or "no schedule window", "on" if detect else "off",
+                     multiplier, state.schedule.local_iso(state.slot.next_edge))
+            if multiplier != state.multiplier:
+                self.set_multiplier(name, multiplier)
+            if detect != state.detect:
+                self.set_detect(name, detect)
+
     def _publish_settings(self, state: CameraState) -> None:
         name = state.config.name
         self.retained.set(self.topics.camera(name, "detect/state"), "ON" if state.detect else "OFF")
@@ -278,7 +339,7 @@ class Agent:
         if peak is None or peak.frame is None:
             return
         label = f"{state.config.name} {event['type']} peak {event['peak_score']:.2f}"
-        image = overlay(peak.frame, peak.emap, event["region"], label)
+        image = overlay(peak.frame, peak.emap, event["region"], label, state.config.zones)
         self.retained.set(self.topics.camera(state.config.name, "snapshot"), jpeg(image))
 
     # --- the inference loop -----------------------------------------------------------------------------
@@ -302,7 +363,7 @@ class Agent:
     def _score(self, group: list[tuple[CameraState, Clip]]) -> None:
         bundle = group[0][0].bundle
         windows = np.stack([np.stack([f.small for f in clip]) for _, clip in group])
-        scores = bundle.scorer.shipped_score(torch.from_numpy(windows))
+        scores = bundle.scorer.shipped_score(torch.from_numpy(windows), [state.zones for state, _ in group])
         raws = scores.raw.double().cpu().numpy()
         emaps = scores.emap[:, 0].float().cpu().numpy()
         now = time.monotonic()
@@ -334,6 +395,7 @@ class Agent:
     def step(self) -> bool:
         """One pass of the loop; False when no camera had a new frame."""
         self.last_loop = time.monotonic()
+        self._follow_schedules()  # a window's edge first, then the commands that came since
         while not self._changes.empty():
             apply, *args = self._changes.get_nowait()
             apply(*args)

@@ -3,6 +3,7 @@ restarts. They live in the outbox's database on the state disk: one SQLite file,
 so a full or failing disk is met by the same handling."""
 
 import logging
+import time
 
 from vad_edge.agent.commands import CommandError, parse_detect, parse_multiplier
 from vad_edge.agent.outbox import Outbox
@@ -13,10 +14,11 @@ log = logging.getLogger("vad_edge.commands")
 
 class Settings:
     """The saved settings, read at a camera's start: a stored value that fails its check is ignored with a
-    warning (the configured value applies)."""
+    warning (the configured value applies). Each saved value keeps when it was set (`<key>/at`, epoch
+    seconds by `clock`): a camera's schedule overrides a /set made before its current slot began."""
 
-    def __init__(self, outbox: Outbox):
-        self.outbox = outbox
+    def __init__(self, outbox: Outbox, clock=time.time):
+        self.outbox, self.clock = outbox, clock
 
     def _stored(self, key: str, parse, default):
         stored = self.outbox.get(key)
@@ -34,8 +36,19 @@ class Settings:
     def multiplier(self, camera: Camera) -> float:
         return self._stored(f"threshold/{camera.name}", parse_multiplier, camera.threshold_multiplier)
 
+    def saved_at(self, what: str, camera: str) -> float | None:
+        """When the saved `what` ("detect" or "threshold") of `camera` was set; None if never, or by a
+        version that did not record it."""
+        stored = self.outbox.get(f"{what}/{camera}/at")
+        try:
+            return float(stored) if stored is not None else None
+        except ValueError:
+            return None
+
     def save_detect(self, camera: str, detect: bool) -> None:
         self.outbox.put(f"detect/{camera}", "ON" if detect else "OFF")
+        self.outbox.put(f"detect/{camera}/at", repr(self.clock()))  # after the value: a lost time reads as older
 
     def save_multiplier(self, camera: str, multiplier: float) -> None:
         self.outbox.put(f"threshold/{camera}", repr(multiplier))
+        self.outbox.put(f"threshold/{camera}/at", repr(self.clock()))

@@ -31,6 +31,7 @@ def stats(agent: "Agent") -> dict:
             "runtime": s.bundle.scorer.runtime, "precision": s.bundle.scorer.precision.name,
             "fitted_precision": s.bundle.fitted_precision,
             "anomaly": s.tracker.active is not None,
+            **schedule(s),
         }
     for name, problem in agent.unusable.items():
         cameras[name] = {"status": "offline", "problem": problem}
@@ -62,6 +63,15 @@ def stats(agent: "Agent") -> dict:
     }
 
 
+def schedule(state) -> dict:
+    """A camera's schedule for people: the window in force ("mon-fri 07:00-19:00, detect off"; None outside
+    every window) and when the next edge comes (ISO 8601 in the box's zone; None without a schedule)."""
+    if state.schedule is None or state.slot is None:
+        return {"schedule": None, "schedule_next_edge": None}
+    return {"schedule": state.schedule.describe(state.slot),
+            "schedule_next_edge": state.schedule.local_iso(state.slot.next_edge)}
+
+
 def health(agent: "Agent") -> dict:
     """/healthz. Healthy: the loop runs, the outbox can be written, and every enabled camera can score
     (it may be offline for a reason outside the box, a camera that is down). The broker may be away:
@@ -77,4 +87,5 @@ def health(agent: "Agent") -> dict:
             "storage_problem": storage_problem,
             "mqtt_connected": agent.mqtt.connected, "outbox_depth": agent.outbox.depth(),
             "cameras": {**{name: s.status for name, s in agent.cameras.items()},
-                        **{name: "offline" for name in agent.unusable}}}
+                        **{name: "offline" for name in agent.unusable}},
+            "schedules": {name: schedule(s) for name, s in agent.cameras.items()}}

@@ -117,9 +117,15 @@ class MotionPlaces:
         surprise = np.einsum("nrcb,rcb->nrc", h, self._surprise) - h.sum(axis=3) * self._normal
         return surprise.reshape(len(h), GRID * GRID)
 
-    def score(self, histograms: np.ndarray) -> np.ndarray:
-        """[N]: clips' evidence, the mean of each one's TOP most surprised cells, at least 0."""
-        return np.maximum(np.sort(self.cell_surprise(histograms), axis=1)[:, -TOP:].mean(axis=1), 0.0)
+    def score(self, histograms: np.ndarray, cell_weights: np.ndarray | None = None) -> np.ndarray:
+        """[N]: clips' evidence, the mean of each one's TOP most surprised cells, at least 0. cell_weights
+        ([N or 1, GRID, GRID], model/zones.py) scale the cells' surprise, not their normality: a sensitive
+        zone's surprise counts more, its usual motion no less usual."""
+        surprise = self.cell_surprise(histograms)
+        if cell_weights is not None:
+            weights = np.asarray(cell_weights, dtype=np.float64).reshape(-1, GRID * GRID)
+            surprise = np.where(surprise > 0, surprise * weights, surprise)
+        return np.maximum(np.sort(surprise, axis=1)[:, -TOP:].mean(axis=1), 0.0)
 
     def to_metadata(self) -> dict:
         return {"prior": self.prior, "grid": GRID, "bins": BINS, "counts": self.counts.reshape(-1).tolist()}

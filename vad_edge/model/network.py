@@ -247,8 +247,9 @@ class STD(nn.Module):
         runtime.scorer.Scorer.shipped_score, which adds it."""
         return self.pixel_score_of(self(clip), clip)
 
-    def pixel_score_of(self, out: Outputs, clip: torch.Tensor) -> Scores:
-        """pixel_score() after the networks: also for outputs another runtime computed (runtime/runners.py)."""
+    def pixel_score_of(self, out: Outputs, clip: torch.Tensor, mask: torch.Tensor | None = None) -> Scores:
+        """pixel_score() after the networks: also for outputs another runtime computed (runtime/runners.py).
+        mask: [1 or N,1,H,W] a weight per pixel (a camera's zones, model/zones.py)."""
         impl = ops if use_kernels(self, out.z) else reference
         cmap, _, _ = impl.cluster_distance(out.z, self.centers.to(out.z.dtype), self.profile.alpha)
         # The score's inputs in one dtype, as the kernels take them: under autocast the network's outputs are
@@ -257,7 +258,8 @@ class STD(nn.Module):
         dtype = torch.promote_types(out.fif_hat.dtype, clip.dtype)
         fif_hat, d_hat, first, last, cmap = (
             t.to(dtype) for t in (out.fif_hat, out.d_hat, clip[:, 0:3], clip[:, 12:15], cmap))
-        raw, emap = impl.anomaly_score(fif_hat, d_hat, first, last, cmap, self.fusion.weights)
+        mask = mask.to(device=last.device, dtype=dtype) if mask is not None else None
+        raw, emap = impl.anomaly_score(fif_hat, d_hat, first, last, cmap, self.fusion.weights, mask)
         return Scores(raw, emap, cmap)
 
     def score_terms(self, clip: torch.Tensor, grid: int | None = None) -> torch.Tensor:
@@ -266,10 +268,14 @@ class STD(nn.Module):
         per-place statistics are computed from)."""
         return self.score_terms_of(self(clip), clip, grid)
 
-    def score_terms_of(self, out: Outputs, clip: torch.Tensor, grid: int | None = None) -> torch.Tensor:
-        """score_terms() after the networks."""
+    def score_terms_of(self, out: Outputs, clip: torch.Tensor, grid: int | None = None,
+                       mask: torch.Tensor | None = None) -> torch.Tensor:
+        """score_terms() after the networks; with `mask` ([1 or N,1,H,W]), each pixel's terms weighted by it, as
+        the shipped score weighs them."""
         cmap, _, _ = reference.cluster_distance(out.z, self.centers.to(out.z.dtype), self.profile.alpha)
         terms = reference.score_terms(out.fif_hat, out.d_hat, clip[:, 0:3], clip[:, 12:15], cmap)
+        if mask is not None:
+            terms = terms * mask.to(device=terms.device, dtype=terms.dtype)
         if grid is not None:
             return F.adaptive_avg_pool2d(terms, grid)
         return terms.flatten(2).mean(dim=2)

@@ -91,12 +91,13 @@ class Perspective:
         cell = np.asarray(self.cells)[_cell_of(objects)]
         return np.where(cell == UNKNOWN, np.asarray(self.bands)[_band_of(objects)], cell)
 
-    def score(self, objects: np.ndarray) -> float:
-        """A clip's evidence: its fastest moving thing against the normal speed at its place; 0 when none
-        moves."""
+    def score(self, objects: np.ndarray, weights: np.ndarray | None = None) -> float:
+        """A clip's evidence: its fastest moving thing against the normal speed at its place, times its
+        zone's weight if given (model/zones.py); 0 when none moves."""
         if len(objects) == 0:
             return 0.0
-        return float(np.max(objects[:, 0] / self.normal_speed(objects)))
+        ratios = objects[:, 0] / self.normal_speed(objects)
+        return float(np.max(ratios if weights is None else ratios * weights))
 
     def to_metadata(self) -> dict:
         return {"bands": list(self.bands), "cells": [None if c == UNKNOWN else c for c in self.cells]}

@@ -11,6 +11,7 @@ from vad_edge.data import ClipDataset, Video
 from vad_edge.model import fusion
 from vad_edge.model.motion_places import MotionPlaces, cell_histogram
 from vad_edge.model.object_speed import Perspective, clip_flow, objects_in
+from vad_edge.model.zones import ZoneMap
 from vad_edge.runtime.scorer import Scorer, motion_evidence
 
 FRAME_CHUNK = 256  # frames frame_difference_scores takes at once
@@ -47,20 +48,24 @@ def score_videos(scorer: Scorer, videos: list[Video], keep_maps: bool = False, p
 
 
 def term_means(scorer: Scorer, videos: list[Video], progress: bool = True,
-               desc: str = "scoring terms", grid: int | None = None) -> list[np.ndarray]:
+               desc: str = "scoring terms", grid: int | None = None, zones: ZoneMap | None = None) -> list[np.ndarray]:
     """Per video, the per-clip means of the score's four terms ([T-4, 4] float64): what a fusion is fitted
-    on, and (fusion.score) the scores themselves, from one pass. With `grid`, per grid cell ([T-4, 4, g, g])."""
+    on, and (fusion.score) the scores themselves, from one pass. With `grid`, per grid cell ([T-4, 4, g, g]);
+    with `zones` (the camera's), weighted as the agent weighs them."""
     batches = _batches(scorer, videos, progress, desc)
-    return _per_video(torch.cat([scorer.score_terms(frames, grid) for frames in batches]), videos)
+    return _per_video(torch.cat([scorer.score_terms(frames, grid, zones) for frames in batches]), videos)
 
 
-def clip_motion(videos: list[Video], progress: bool = True, places: bool = True) -> tuple[list, list]:
-    """Per video, per clip (in score order), from one optical flow each: its moving things
-    (object_speed.objects_in), and with `places` its cell histogram (motion_places.cell_histogram; [T-4,
-    GRID, GRID, BINS] per video, else None)."""
+def clip_motion(videos: list[Video], progress: bool = True, places: bool = True,
+                zones: ZoneMap | None = None) -> tuple[list, list]:
+    """Per video, per clip (in score order), from one optical flow each (nothing moving in the ignore
+    `zones`): its moving things (object_speed.objects_in), and with `places` its cell histogram
+    (motion_places.cell_histogram; [T-4, GRID, GRID, BINS] per video, else None)."""
     things, histograms = [], []
     for video in tqdm(videos, desc="optical flow", unit="video", disable=not progress):
         flows = (clip_flow(video.frames[t:t + 5]) for t in range(len(video.frames) - 4))
+        if zones:
+            flows = (zones.clear_ignored(flow) for flow in flows)
         pairs = [(objects_in(flow), cell_histogram(flow) if places else None) for flow in flows]
         things.append([objects for objects, _ in pairs])
         histograms.append(np.stack([h for _, h in pairs]) if places and pairs else None)
@@ -68,15 +73,16 @@ def clip_motion(videos: list[Video], progress: bool = True, places: bool = True)
 
 
 def fit_fusion(scorer: Scorer, videos: list[Video], name: str, progress: bool = True,
-               desc: str = "scoring normal clips") -> list[np.ndarray]:
+               desc: str = "scoring normal clips", zones: ZoneMap | None = None) -> list[np.ndarray]:
     """Fits the fusion `name` on these normal videos, in the scorer's precision, and sets it on the model;
-    returns their per-clip scores under it (per video), from the same pass."""
-    terms = term_means(scorer, videos, progress=progress, desc=desc)
+    returns their per-clip scores under it (per video), from the same pass. A camera's ignore zones count
+    for nothing in either (`zones`, ignore_only: the multipliers are set against the threshold fitted here)."""
+    terms = term_means(scorer, videos, progress=progress, desc=desc, zones=zones)
     if name not in fusion.WITH_SPEED:
         scorer.model.fusion = fusion.fit(name, np.concatenate(terms))
         return [scorer.model.fusion.score(t) for t in terms]
     with_places = name in fusion.WITH_PLACES
-    things, histograms = clip_motion(videos, progress, places=with_places)
+    things, histograms = clip_motion(videos, progress, places=with_places, zones=zones)
     perspective = Perspective.fit([clip for video in things for clip in video])
     speeds = [np.array([perspective.score(clip) for clip in video]) for video in things]
     places, evidence = None, [None] * len(videos)

@@ -15,10 +15,14 @@ import torch
 from vad_edge import ops
 from vad_edge.model import fusion
 from vad_edge.model.network import STD, Scores
-from vad_edge.model.motion_places import cell_histogram
+from vad_edge.model.motion_places import GRID, cell_histogram
 from vad_edge.model.object_speed import clip_flow, objects_in
+from vad_edge.model.zones import ZoneMap
 from vad_edge.runtime import hardware
 from vad_edge.runtime.runners import autocast, runner_for
+
+
+Zones = ZoneMap | list[ZoneMap | None] | None  # one map for every window, one per window, or none
 
 
 def device_of(model: torch.nn.Module) -> torch.device:
@@ -58,28 +62,30 @@ class Scorer:
         return ops.prepare_clip(frames.to(self.device))[0]
 
     @torch.no_grad()
-    def shipped_score(self, frames: torch.Tensor) -> Scores:
+    def shipped_score(self, frames: torch.Tensor, zones: Zones = None) -> Scores:
         """The score the box ships for uint8 windows [N,5,H,W,3] (OpenCV's BGR), in one pass: the pixel terms
         fused as the model's fusion says (raw, and the localisation map), plus its motion terms, which move
-        the score and not the map."""
+        the score and not the map. zones: each window's camera's zones (or one map for all), or None."""
         clip = self._clip(frames)
         out = self.runner.outputs(clip)
         with self._after_networks():
-            scores = self.model.pixel_score_of(out, clip)
+            scores = self.model.pixel_score_of(out, clip, zone_mask(zones, len(frames), *frames.shape[2:4]))
         if self.model.fusion.speed is None:
             return scores
-        evidence = motion_term(frames, self.model.fusion)  # per clip, from the frames (OpenCV on the CPU)
+        evidence = motion_term(frames, self.model.fusion, zones)  # per clip, from the frames (OpenCV on the CPU)
         return replace(scores, raw=scores.raw + torch.as_tensor(evidence, dtype=scores.raw.dtype,
                                                                  device=scores.raw.device))
 
     @torch.no_grad()
-    def score_terms(self, frames: torch.Tensor, grid: int | None = None) -> torch.Tensor:
+    def score_terms(self, frames: torch.Tensor, grid: int | None = None, zones: Zones = None) -> torch.Tensor:
         """[N,4] float64 per-clip means of the score's four pixel terms (what a fusion is fitted on); with
-        `grid`, per cell of a grid x grid partition of the frame, [N,4,grid,grid] (STD.score_terms)."""
+        `grid`, per cell of a grid x grid partition of the frame, [N,4,grid,grid] (STD.score_terms); weighted
+        by the zones as shipped_score weighs them."""
         clip = self._clip(frames)
         out = self.runner.outputs(clip)
+        mask = zone_mask(zones, len(frames), *frames.shape[2:4])
         with self._after_networks():
-            return self.model.score_terms_of(out, clip, grid).double().cpu()
+            return self.model.score_terms_of(out, clip, grid, mask).double().cpu()
 
     def describe(self) -> dict:
         return {"device": str(self.device), "runtime": self.runtime, "runtime_why": self.runtime_reason,
@@ -87,20 +93,50 @@ class Scorer:
                 "threads": torch.get_num_threads()}
 
 
-def motion_evidence(frames: torch.Tensor, fitted: fusion.Fusion) -> tuple[np.ndarray, np.ndarray | None]:
+def _per_window(zones: Zones, count: int) -> list[ZoneMap | None]:
+    if isinstance(zones, list):
+        if len(zones) != count:
+            raise ValueError(f"zones: expected one map per window ({count}), got {len(zones)}")
+        return zones
+    return [zones] * count
+
+
+def zone_mask(zones: Zones, count: int, height: int, width: int) -> torch.Tensor | None:
+    """The windows' zone weights as the kernel's mask, [1 or count, 1, H, W] float32; None without zones."""
+    maps = _per_window(zones, count)
+    if not any(maps):
+        return None
+    if all(m is maps[0] for m in maps):
+        return torch.from_numpy(maps[0].weights(height, width).copy())[None, None]
+    ones = np.ones((height, width), np.float32)
+    return torch.from_numpy(np.stack([m.weights(height, width) if m else ones for m in maps]))[:, None]
+
+
+def motion_evidence(frames: torch.Tensor, fitted: fusion.Fusion,
+                    zones: Zones = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Each uint8 window's object-speed evidence [N] (model/object_speed.py) and, for a fusion with that term,
-    its motion-places evidence [N] (model/motion_places.py), from one optical flow per window."""
-    speeds, histograms = [], []
-    for window in frames.cpu().numpy():
+    its motion-places evidence [N] (model/motion_places.py), from one optical flow per window, nothing moving
+    in its ignore zones and its sensitive zones' evidence weighed up (model/zones.py)."""
+    speeds, histograms, cells = [], [], []
+    windows = frames.cpu().numpy()
+    for window, zone in zip(windows, _per_window(zones, len(windows))):
         flow = clip_flow(window)
-        speeds.append(fitted.speed.perspective.score(objects_in(flow)))
+        height, width = flow.shape[:2]
+        weights = None
+        if zone:
+            flow = zone.clear_ignored(flow)
+        objects = objects_in(flow)
+        if zone:
+            weights = zone.at(objects[:, 1], objects[:, 2], height, width)
+        speeds.append(fitted.speed.perspective.score(objects, weights))
         if fitted.places is not None:
             histograms.append(cell_histogram(flow))
-    places = fitted.places.places.score(np.stack(histograms)) if histograms else None
+            cells.append(zone.cell_weights(GRID, height, width) if zone else np.ones((GRID, GRID)))
+    places = fitted.places.places.score(np.stack(histograms), np.stack(cells)) if histograms else None
     return np.array(speeds, dtype=np.float64), places
 
 
-def motion_term(frames: torch.Tensor, fitted: fusion.Fusion) -> np.ndarray:
-    """For a fusion with the object-speed term, what its motion terms add to each uint8 window's score [N] (Fusion.motion_score): what
-    Scorer.shipped_score adds to the networks' score."""
-    return fitted.motion_score(*motion_evidence(frames, fitted))
+def motion_term(frames: torch.Tensor, fitted: fusion.Fusion, zones: Zones = None) -> np.ndarray:
+    """For a fusion with the object-speed term, what its motion terms add to each uint8 window's score [N]
+    (Fusion.motion_score): what Scorer.shipped_score adds to the networks' score."""
+    return fitted.motion_score(*motion_evidence(frames, fitted, zones))
