@@ -25,7 +25,7 @@ from vad_edge.agent.runner import Agent
 from vad_edge.data.synthetic import make_frames, write_video
 
 EVENT_FIELDS = {"schema", "event_id", "seq", "type", "device_id", "camera", "start_time", "end_time", "frame_time",
-                "score", "peak_score", "raw_score", "threshold", "region", "model", "calibration", "replayed"}
+                "score", "peak_score", "raw_score", "threshold", "region", "model", "calibration", "replayed", "zones"}
 
 
 def synthetic_video(path: Path, frames: int, anomalies, fps: float = 10.0) -> Path:

@@ -198,13 +198,14 @@ def test_sd_notify_sends_to_the_socket(tmp_path, monkeypatch):
 
 @pytest.fixture
 def gate_agent(tmp_path, tiny_checkpoint):
-    """An agent with one camera, "gate", whose source is never opened (no loop runs): the tests feed it."""
+    """An agent with one camera, "gate", whose source is never opened (no loop runs): the tests feed it, black
+    frames that its tamper check would keep from scoring as a covered camera (so it is off)."""
     from vad_edge.agent.runner import Agent
 
     agent = Agent(config.Config.model_validate({
         "device_id": "box", "state_dir": str(tmp_path / "state"), "health": {"port": 0},
         "model": {"checkpoint": str(tiny_checkpoint), "device": "cpu", "threads": 1},
-        "cameras": [{"name": "gate", "source": "rtsp://127.0.0.1:1/none"}]}))
+        "cameras": [{"name": "gate", "source": "rtsp://127.0.0.1:1/none", "tamper": {"enabled": False}}]}))
     yield agent
     agent.outbox.close()
 

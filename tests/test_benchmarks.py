@@ -86,3 +86,15 @@ def test_clip_ring_prints_a_row_per_stream_from_a_real_camera():
     assert [r[0].strip() for r in rows] == ["h264 360x240 10 fps", "h265 480x320 10 fps"]
     for row in rows:  # a ring holds some of its stream, and a clip has bytes
         assert float(row[3]) > 0 and float(row[4]) > 0
+
+
+def test_tamper_prints_each_kinds_delay_and_the_false_rate():
+    done = subprocess.run([sys.executable, "benchmarks/tamper.py", "--minutes", "1"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=900)
+    assert done.returncode == 0, done.stderr
+    kinds = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| covered")
+             or line.startswith("| moved") or line.startswith("| defocused") or line.startswith("| frozen")]
+    assert len(kinds) == 7 and all(row[0].strip().split()[0] == row[1].strip() for row in kinds)  # told as itself
+    assert all(float(row[2]) <= 10.0 for row in kinds)
+    normal = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| 1 |")]
+    assert len(normal) == 1 and normal[0][1].strip() == "600"

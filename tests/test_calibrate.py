@@ -166,6 +166,11 @@ def test_calibrate_a_synthetic_site_and_the_agent_uses_it(tmp_path, tiny_checkpo
     bundle = load_bundle(out / "door.safetensors", torch.device("cpu"))
     assert bundle.threshold == pytest.approx(report["threshold"])
     assert bundle.calibration == {"id": report["id"], "created": report["created"]}
+    # The camera's normal picture for the agent's tamper checks, beside the bundle; its normal hold-out is
+    # none of it tampered.
+    from vad_edge.model.tamper import load_reference
+
+    assert load_reference(out / "door.tamper.safetensors") is not None and report["holdout_frames_tampered"] == 0
 
     # The adapted model is judged as a checkpoint: `vad-edge eval` takes the bundle.
     from vad_edge.data.synthetic import write_dataset
@@ -331,3 +336,24 @@ def test_a_camera_that_cannot_be_opened_is_refused_by_name(tmp_path):
 
     with pytest.raises(FootageError, match="cannot open rtsp://127.0.0.1:1/none"):
         load_footage("rtsp://127.0.0.1:1/none", 32, minutes=0.1, fps=10, max_frames=100, work=tmp_path / "w")
+
+
+def test_a_tampered_stretch_of_the_hold_out_stays_out_of_the_threshold():
+    """A hand over the lens while the hold-out was recorded: those clips' scores are cut out of the series the
+    threshold is chosen on, and the rest kept in order."""
+    from tamper_footage import covered, sample_frames
+
+    from vad_edge.calibrate import untampered
+    from vad_edge.data.videos import Video
+    from vad_edge.model.tamper import TamperReference
+
+    frames = [f for _ in range(3) for f in sample_frames()][:300]  # 30 s at 10 fps
+    frames[100:200] = [covered(f, 0) for f in frames[100:200]]  # covered from 10 s to 20 s
+    scores = np.arange(len(frames) - 4, dtype=np.float64)  # clip t..t+4's score: t
+    runs, flagged = untampered([scores], [Video("hold-out", np.stack(frames))], TamperReference.learn(frames[:100]),
+                               3.0, 10.0)
+    kept = np.concatenate(runs) + 4  # the frame each kept clip scores
+    # Flagged from the first covered frame to 3 s after the last (the tamper's hold before it ends).
+    assert len(runs) == 2 and 100 <= flagged <= 140
+    assert runs[0].tolist() == list(range(96)) and not ((kept >= 100) & (kept < 200)).any()
+    assert np.all(np.diff(kept) > 0) and kept[-1] == 299

@@ -49,7 +49,7 @@ def test_discovery_configs_point_at_live_state_and_leave_with_their_camera(tmp_p
     sub = Subscriber(broker.port, "#")
     running = RunningAgent(path)
     try:
-        wait_for(lambda: len([c for c in configs(sub).values() if c]) == 12, 60, "12 discovery configs")
+        wait_for(lambda: len([c for c in configs(sub).values() if c]) == 14, 60, "14 discovery configs")
         found = configs(sub)
         device_blocks = set()
         for topic, payload in found.items():
@@ -61,10 +61,13 @@ def test_discovery_configs_point_at_live_state_and_leave_with_their_camera(tmp_p
             device_blocks.add(json.dumps(payload["device"], sort_keys=True))
         assert len(device_blocks) == 1  # one device: the box
 
-        # Each door entity by its key (its object id's end): the platform's name, or "schedule" (a second sensor).
+        # Each door entity by its key (its object id's end): the platform's name, or "schedule" (a second
+        # sensor) and "tamper" (a second binary_sensor, of the problem class).
         door_cfg = {t.split("/")[2].split("_door_", 1)[1]: c for t, c in found.items() if "_door_" in t}
-        assert sorted(door_cfg) == ["binary_sensor", "image", "number", "schedule", "sensor", "switch"]
+        assert sorted(door_cfg) == ["binary_sensor", "image", "number", "schedule", "sensor", "switch", "tamper"]
         assert [t.split("/")[1] for t in found if t.endswith("_door_schedule/config")] == ["sensor"]
+        assert [t.split("/")[1] for t in found if t.endswith("_door_tamper/config")] == ["binary_sensor"]
+        assert door_cfg["tamper"]["device_class"] == "problem" and len(door_cfg["tamper"]["availability"]) == 1
         # Every topic an entity reads is one the agent publishes: wait for each to carry a message.
         for platform, cfg in door_cfg.items():
             for key in ("state_topic", "image_topic"):
@@ -109,14 +112,14 @@ def test_discovery_configs_point_at_live_state_and_leave_with_their_camera(tmp_p
     finally:
         running.stop()
 
-    # The yard camera leaves the config: its six entries are cleared, the door's stay.
+    # The yard camera leaves the config: its seven entries are cleared, the door's stay.
     path = write_config(tmp_path, broker.port, tiny_checkpoint, [camera("door", door, loop=True)])
     running = RunningAgent(path)
     try:
-        wait_for(lambda: sum(1 for t, c in configs(sub).items() if "_yard_" in t and c is None) == 6, 60,
+        wait_for(lambda: sum(1 for t, c in configs(sub).items() if "_yard_" in t and c is None) == 7, 60,
                  "the yard's entries cleared")
         left = retained(broker.port, "homeassistant/#")
-        assert len(left) == 6 and all("_door_" in t for t in left)
+        assert len(left) == 7 and all("_door_" in t for t in left)
     finally:
         running.stop()
         sub.close()
@@ -128,7 +131,7 @@ def test_discovery_can_be_turned_off_and_clears_what_it_announced(tmp_path, brok
                         homeassistant={"prefix": "ha"})
     running = RunningAgent(path)
     try:
-        wait_for(lambda: len(retained(broker.port, "ha/#")) == 6, 60, "6 configs under the chosen prefix")
+        wait_for(lambda: len(retained(broker.port, "ha/#")) == 7, 60, "7 configs under the chosen prefix")
     finally:
         running.stop()
     path = write_config(tmp_path, broker.port, tiny_checkpoint, [camera("door", video, loop=True)],
@@ -136,7 +139,7 @@ def test_discovery_can_be_turned_off_and_clears_what_it_announced(tmp_path, brok
     sub = Subscriber(broker.port, "ha/#")
     running = RunningAgent(path)
     try:
-        wait_for(lambda: sum(1 for _, p, _ in sub.messages if p == b"") == 6, 60, "the 6 configs cleared")
+        wait_for(lambda: sum(1 for _, p, _ in sub.messages if p == b"") == 7, 60, "the 7 configs cleared")
     finally:
         running.stop()
         sub.close()

@@ -39,6 +39,7 @@ from vad_edge.data import sources
 from vad_edge.data.sampling import Offer
 from vad_edge.data.videos import DatasetError, Video, load_videos
 from vad_edge.model import checkpoint
+from vad_edge.model.tamper import REFERENCE_SUFFIX, TamperDetector, TamperReference, save_reference
 from vad_edge.model.zones import ZoneMap
 from vad_edge.runtime import hardware
 from vad_edge.runtime.batch import fit_fusion, frame_difference_scores
@@ -284,7 +285,8 @@ def plot_report(path: Path, holdout_scores: list[np.ndarray], threshold: float, 
 def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camera: str, *,
               budget_minutes: float = 20.0, target_per_hour: float = 1.0, min_event_frames: int = 3,
               cooldown: float = 3.0, device: str = "auto", precision: str = "auto", learn_motion: bool = False,
-              zones: Sequence[Zone] = (), seed: int = 0, progress: bool = True, clock=time.monotonic) -> dict:
+              zones: Sequence[Zone] = (), tamper_after: float = 3.0, seed: int = 0, progress: bool = True,
+              clock=time.monotonic) -> dict:
     """Adapts the base model to the footage (frames at the base model's frame rate) and writes
     <out_dir>/<camera>.safetensors plus its report. The fusion and threshold are fitted in `precision`, the
     one the box scores in, with the camera's ignore `zones` counting for nothing, as the agent scores. The
@@ -318,6 +320,11 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
     # and chooses the threshold; one pass gives both.
     held_scores = fit_fusion(scorer, holdout, trainer.model.fusion.name, progress=progress,
                              desc="scoring hold-out", zones=ZoneMap(zones, ignore_only=True))
+    # The camera's normal picture, for the agent's tamper checks; a stretch of the hold-out it calls tampered
+    # (a hand over the lens while recording) is no normal footage and stays out of the threshold.
+    reference = TamperReference.learn(frame for video in fit for frame in video.frames)
+    save_reference(out_dir / f"{camera}{REFERENCE_SUFFIX}", reference)
+    held_scores, tampered = untampered(held_scores, holdout, reference, tamper_after, fps)
     choice = choose_threshold(held_scores, target_per_hour, min_event_frames, cooldown, fps, seed)
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     total_frames = quality["frames"]
@@ -343,6 +350,7 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
         "holdout_score_stats": score_statistics(np.concatenate(held_scores)),
         "fusion": trainer.model.fusion.summary(),
         "ignore_zones": [z.name for z in zones if z.ignore],
+        "holdout_frames_tampered": tampered,
         "base_checkpoint": {"path": str(base_path), "sha256": checkpoint.file_sha256(base_path)},
         "training_minutes": round(trainer.elapsed / 60, 2),
         "training_iterations": trainer.iterations(),
@@ -355,6 +363,24 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
     plot_report(out_dir / f"{camera}.report.png", held_scores, choice.raw, fps)
     shutil.rmtree(work)  # done: the next calibration starts afresh
     return report
+
+
+def untampered(scores: list[np.ndarray], videos: list[Video], reference: TamperReference, after: float,
+                fps: float) -> tuple[list[np.ndarray], int]:
+    """Each video's clip scores cut into the runs whose last frame no tamper check flags, as the agent keeps
+    them from scoring (TamperDetector.suspect; clip t..t+4 scores frame t+4), and how many frames were flagged."""
+    runs, flagged = [], 0
+    for series, video in zip(scores, videos):
+        detector = TamperDetector(reference, after=after)
+        bad = np.zeros(len(video.frames), bool)
+        for t, frame in enumerate(video.frames):
+            detector.update(frame, t / fps)
+            bad[t] = detector.suspect
+        flagged += int(bad.sum())
+        good = ~bad[4:4 + len(series)]
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], good.astype(np.int8), [0]])))
+        runs += [series[a:b] for a, b in zip(edges[::2], edges[1::2])]
+    return runs or [np.zeros(0)], flagged
 
 
 def load_footage(source: str, size: int, minutes: float, fps: float, max_frames: int, work: Path,

@@ -155,7 +155,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         cam = cams[args.camera]
         source, name, out = cam.source, cam.name, calibration_dir(cfg)
         rule = {"min_event_frames": cam.min_event_frames, "cooldown": cam.cooldown}
-        zones = cam.zones
+        zones, rule["tamper_after"] = cam.zones, cam.tamper.after
     else:
         source, name, out = args.source, args.name, None
     out = Path(args.out) if args.out else (out or Path("calibration"))

@@ -9,7 +9,9 @@ do. Per camera, retained under <prefix>/<platform>/<object id>/config:
 - number "threshold multiplier": 0.05 to 20 times the calibrated threshold (threshold/set -> threshold/state);
 - sensor "schedule": the schedule window in force ("mon-fri 07:00-19:00, detect off", or "no window"), its
   attribute `next_edge` when that changes (from the stats message). Available while the agent is online,
-  whatever the camera: a window that turns detect off must not hide it.
+  whatever the camera: a window that turns detect off must not hide it;
+- binary_sensor "tamper": the camera itself is covered, moved, out of focus or frozen (cameras/<cam>/tamper/state,
+  ON/OFF; the last tamper event's reason and detail as attributes). Available while the agent is online.
 
 Every entity is available while the agent is online and its camera too, and all belong to one device, the
 box. A camera removed from the config has its entries cleared (empty retained payloads): the cameras that
@@ -30,7 +32,7 @@ log = logging.getLogger("vad_edge.discovery")
 PLATFORMS = ("binary_sensor", "sensor", "image", "switch", "number")
 # Each entity by its key (the last part of its object id) and its platform: a platform's first entity has the
 # platform's name for key (the object ids published before the schedule sensor came stay as they were).
-ENTITIES = {**{platform: platform for platform in PLATFORMS}, "schedule": "sensor"}
+ENTITIES = {**{platform: platform for platform in PLATFORMS}, "schedule": "sensor", "tamper": "binary_sensor"}
 ONLINE = "{{ 'online' if value == 'online' else 'offline' }}"  # 'stopped' and 'disabled' read as offline
 
 
@@ -74,15 +76,20 @@ def entities(config: Config, topics: Topics, camera: str, model: str) -> dict[st
                      "json_attributes_template": (f"{{{{ {{'next_edge': value_json.cameras['{camera}']"
                                                   f".schedule_next_edge}} | tojson }}}}"),
                      "icon": "mdi:calendar-clock"},
+        "tamper": {"name": f"{camera} tamper", "state_topic": topics.camera(camera, "tamper/state"),
+                   "payload_on": "ON", "payload_off": "OFF", "device_class": "problem",
+                   "json_attributes_topic": topics.camera(camera, "tamper")},  # the last one's reason, detail
     }
-    for platform in ("binary_sensor", "switch", "number"):  # state and commands the agent sends at QoS 1
+    for platform in ("binary_sensor", "switch", "number", "tamper"):  # state and commands sent at QoS 1
         payloads[platform]["qos"] = 1
     out = {config_topic(config.homeassistant.prefix, config.device_id, camera, key):
            {**payload, **common, "unique_id": object_id(config.device_id, camera, key)}
            for key, payload in payloads.items()}
-    # The schedule says what turns detect off: available whenever the agent is, not only while the camera scores.
-    schedule = out[config_topic(config.homeassistant.prefix, config.device_id, camera, "schedule")]
-    schedule["availability"] = schedule["availability"][:1]
+    # The schedule says what turns detect off, and a tamper may take the camera offline: both are available
+    # whenever the agent is, not only while the camera scores.
+    for key in ("schedule", "tamper"):
+        entity = out[config_topic(config.homeassistant.prefix, config.device_id, camera, key)]
+        entity["availability"] = entity["availability"][:1]
     return out
 
 

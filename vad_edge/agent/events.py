@@ -146,3 +146,14 @@ class EventTracker:
         event = self._event("end", self._last, end_time=iso(self._last_above))
         self.active, self.peak = None, None
         return [event]
+
+
+TAMPER_SCHEMA = "vad-edge.tamper/1"
+
+
+def tamper_event(device_id: str, camera: str, tamper_id: str, change: dict, t: float) -> dict:
+    """A tamper start or end (model/tamper.py's change: state, reason, detail) at the frame time `t`; start
+    and end share `tamper_id`, as an anomaly's messages share theirs."""
+    return {"schema": TAMPER_SCHEMA, "event_id": f"{tamper_id}:{change['state']}", "seq": None, "type": "tamper",
+            "state": change["state"], "reason": change["reason"], "detail": change.get("detail"),
+            "device_id": device_id, "camera": camera, "time": iso(t), "replayed": False}

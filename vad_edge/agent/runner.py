@@ -10,6 +10,7 @@ import queue
 import signal
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -23,7 +24,7 @@ from vad_edge.agent.clips.recorder import ClipRecorder
 from vad_edge.agent.clips.store import ClipStore
 from vad_edge.agent.commands import Dispatcher
 from vad_edge.agent.delivery import Delivery, EventSender
-from vad_edge.agent.events import EventTracker, Observation
+from vad_edge.agent.events import EventTracker, Observation, tamper_event
 from vad_edge.agent.health import HealthServer, Metrics, sd_notify, watchdog_interval
 from vad_edge.agent.inbox import ClipInbox, StatusChange
 from vad_edge.agent.mqtt import MqttClient
@@ -35,8 +36,9 @@ from vad_edge.agent.snapshot import jpeg, overlay
 from vad_edge.config import Camera, Config, ConfigError
 from vad_edge.cpu_share import agent_threads, use_threads
 from vad_edge.data.sources import Frame, is_file_source
+from vad_edge.model.tamper import REFERENCE_SUFFIX, TamperDetector, load_reference
 from vad_edge.model.zones import ZoneMap
-from vad_edge.runtime.bundle import Bundle
+from vad_edge.runtime.bundle import Bundle, calibration_dir
 from vad_edge.runtime.hardware import choose_placement, pick_device
 
 log = logging.getLogger("vad_edge.agent")
@@ -64,6 +66,12 @@ class CameraState:
     # for or None]; they go out as soon as nothing before them waits.
     held: deque = field(default_factory=deque)
     zones: ZoneMap | None = None  # where to look (cameras[].zones), applied before a clip becomes one score
+    # The camera's own health (cameras[].tamper): its detector (fed on the reader's thread), the tamper in
+    # force and the id its start and end share, and the clips kept from scoring as tampered (or suspect).
+    tamper: TamperDetector | None = None
+    tampered: str | None = None
+    tamper_id: str | None = None
+    withheld: int = 0
     # Its weekly windows (cameras[].schedule) and the slot in force, applied when it last changed.
     schedule: Schedule | None = None
     slot: Slot | None = None
@@ -146,6 +154,10 @@ class Agent:
             return False
         self.unusable.pop(cam.name, None)
         zones = ZoneMap(cam.zones)
+        tamper = None
+        if cam.tamper.enabled:
+            reference = load_reference(calibration_dir(self.config) / f"{cam.name}{REFERENCE_SUFFIX}")
+            tamper = TamperDetector(reference, after=cam.tamper.after)
         tracker = EventTracker(self.config.device_id, cam.name, cam.min_event_frames, cam.cooldown,
                                bundle.model_info, bundle.calibration, zones=zones)
         plan = Schedule(cam.schedule, self.timezone)
@@ -153,7 +165,7 @@ class Agent:
         detect, multiplier = self._start_settings(cam, slot)
         live = not is_file_source(cam.source) or cam.realtime
         self.cameras[cam.name] = CameraState(cam, bundle, tracker, detect, multiplier, ClipInbox(live),
-                                             schedule=plan, slot=slot, zones=zones)
+                                             schedule=plan, slot=slot, zones=zones, tamper=tamper)
         self.readers[cam.name] = CameraReader(cam, bundle.fps, bundle.size, self._on_clip, self._on_status)
         return True
 
@@ -185,7 +197,17 @@ class Agent:
 
     def _on_clip(self, camera: str, clip: Clip) -> None:
         self.recorder.push(camera, clip[-1])  # its newest frame, for a clip encoded from frames
-        skipped = self.cameras[camera].inbox.put_clip(clip, self.stop_event)
+        state = self.cameras[camera]
+        if state.tamper is not None:  # every frame, scored or skipped: a freeze is only seen frame to frame
+            try:
+                for change in state.tamper.update(clip[-1].small, clip[-1].time):
+                    self._changes.put((self._tamper_changed, camera, change, clip[-1].time))
+                if state.tamper.suspect:  # a tampered picture is no scene: never scored, never an anomaly
+                    state.withheld += 1
+                    return
+            except Exception:  # the camera's clips go on to be scored whatever the detector's fault
+                log.exception("camera %s: the tamper check failed on a frame", camera)
+        skipped = state.inbox.put_clip(clip, self.stop_event)
         if skipped:
             self.metrics.skipped.labels(camera).inc(skipped)
 
@@ -272,6 +294,27 @@ class Agent:
             if detect != state.detect:
                 self.set_detect(name, detect)
 
+    def _tamper_changed(self, camera: str, change: dict, t: float) -> None:
+        """A tamper starts or ends: an anomaly open now ends (the picture no longer shows the scene). The
+        reader keeps a tampered (or suspect) camera's clips from scoring (_on_clip), so none raises an
+        anomaly or counts toward its statistics."""
+        state = self.cameras.get(camera)
+        if state is None:  # removed by a reload meanwhile
+            return
+        if change["state"] == "start":
+            self._commit(state, state.tracker.close())
+            state.tampered, state.tamper_id = change["reason"], str(uuid.uuid4())
+        elif state.tamper_id is None:
+            return
+        event = tamper_event(self.config.device_id, camera, state.tamper_id, change, t)
+        if change["state"] == "end":
+            state.tampered = state.tamper_id = None
+        log.warning("camera %s: tamper %s: %s (%s)", camera, change["state"], change["reason"], change.get("detail"))
+        self.metrics.events.labels(camera, "tamper").inc()
+        self.retained.set(self.topics.camera(camera, "tamper/state"), "ON" if state.tampered else "OFF")
+        state.held.append([event, None])  # in order with the camera's anomaly events
+        self._release(state)
+
     def _publish_settings(self, state: CameraState) -> None:
         name = state.config.name
         self.retained.set(self.topics.camera(name, "detect/state"), "ON" if state.detect else "OFF")
@@ -306,10 +349,12 @@ class Agent:
         return None
 
     def _release(self, state: CameraState) -> None:
-        """Delivers the camera's held events up to the first that still waits for its clip."""
-        topic = self.topics.camera(state.config.name, "events")
+        """Delivers the camera's held events up to the first that still waits for its clip: anomalies on
+        cameras/<cam>/events, tampers on cameras/<cam>/tamper."""
         while state.held and state.held[0][1] is None:
-            self.delivery.put(topic, state.held.popleft()[0])
+            event = state.held.popleft()[0]
+            leaf = "tamper" if event["type"] == "tamper" else "events"
+            self.delivery.put(self.topics.camera(state.config.name, leaf), event)
         self.delivery.flush()
 
     def _attach_clips(self, clips: dict[str, dict]) -> None:
@@ -422,6 +467,7 @@ class Agent:
             self.retained.set(self.topics.camera(name, "status"), "offline")
         for cam in self.config.cameras:  # the true state: no event runs yet, whatever a killed run left retained
             self.retained.set(self.topics.camera(cam.name, "anomaly"), "OFF")
+            self.retained.set(self.topics.camera(cam.name, "tamper/state"), "OFF")
         self.delivery.flush()  # the ends of events a killed run left open
         models = sorted({s.bundle.model_info["name"] for s in self.cameras.values()}) or ["std"]
         for topic, payload in discovery.messages(self.config, self.topics, ", ".join(models)).items():

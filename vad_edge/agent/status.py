@@ -31,6 +31,7 @@ def stats(agent: "Agent") -> dict:
             "runtime": s.bundle.scorer.runtime, "precision": s.bundle.scorer.precision.name,
             "fitted_precision": s.bundle.fitted_precision,
             "anomaly": s.tracker.active is not None,
+            "tamper": s.tampered, "clips_tampered": s.withheld,
             **schedule(s),
         }
     for name, problem in agent.unusable.items():
@@ -88,4 +89,5 @@ def health(agent: "Agent") -> dict:
             "mqtt_connected": agent.mqtt.connected, "outbox_depth": agent.outbox.depth(),
             "cameras": {**{name: s.status for name, s in agent.cameras.items()},
                         **{name: "offline" for name in agent.unusable}},
-            "schedules": {name: schedule(s) for name, s in agent.cameras.items()}}
+            "schedules": {name: schedule(s) for name, s in agent.cameras.items()},
+            "tamper": {name: s.tampered for name, s in agent.cameras.items() if s.tamper is not None}}
