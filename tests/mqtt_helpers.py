@@ -133,3 +133,18 @@ def dedupe(events: list[dict]) -> list[dict]:
             seen.add(event["event_id"])
             unique.append(event)
     return unique
+
+
+def stopped(process, limit: float = 120.0) -> str:
+    """SIGTERM to a `vad-edge run` process, then its stderr once it has exited; a failure naming what it last
+    said when it does not stop within `limit` seconds (the limit only turns a hang into a failure)."""
+    import signal
+    import subprocess
+
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.communicate(timeout=limit)[1]
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise AssertionError(f"vad-edge run did not stop within {limit:g} s of SIGTERM: "
+                             f"{process.communicate()[1][-2000:]}") from None

@@ -270,6 +270,9 @@ def test_sigkill_mid_event_then_restart_replays(tmp_path, broker, tiny_checkpoin
         sub.close()
     replayed = {e["event_id"]: e for e in sub.events() if e["replayed"]}
     assert {e["event_id"] for e in stored} <= set(replayed)
+    # The end the restart sends for the event the killed run left open is new, not a replay, the first time.
+    restart_ends = [e for e in dedupe(sub.events()) if e.get("reason") == "agent restarted"]
+    assert restart_ends and not any(e["replayed"] for e in restart_ends)
     seqs = [e["seq"] for e in dedupe(sub.events())]
     assert seqs == sorted(seqs)
     assert retained(broker.port, "vad-edge/box-test/availability")["vad-edge/box-test/availability"] == b"stopped"

@@ -107,6 +107,23 @@ def test_a_bundle_fitted_in_another_precision_says_so(tmp_path, tiny_checkpoint)
     assert f"fitted in {fitted}, this box scores in {other}" in warning and "recalibrate" in warning
 
 
+def test_the_agent_says_a_precision_mismatch_once_not_at_every_reload(tmp_path, tiny_checkpoint, caplog):
+    from vad_edge import config
+    from vad_edge.agent.bundle_loader import BundleLoader
+
+    fitted = checkpoint.read_metadata(tiny_checkpoint)["precision"]
+    other = "bfloat16" if fitted != "bfloat16" else "float32"
+    cfg = config.Config.model_validate({
+        "device_id": "box", "state_dir": str(tmp_path / "state"),
+        "model": {"checkpoint": str(tiny_checkpoint), "device": "cpu", "precision": other},
+        "cameras": [{"name": "a", "source": "x.mp4"}, {"name": "b", "source": "y.mp4"}]})
+    loader = BundleLoader(cfg, torch.device("cpu"), lambda loaded: None)
+    with caplog.at_level("WARNING", logger="vad_edge"):
+        for _ in range(3):  # the start, then two reloads (SIGHUP, recalibrate)
+            loaded = loader.load_all()
+    assert loaded["a"].precision_mismatch() and sum("recalibrate" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_a_checkpoint_from_before_precision_was_recorded_was_fitted_in_float32():
     assert hardware.fitted({"format": checkpoint.FORMAT}) == "float32"
     assert hardware.fitted(checkpoint.read_metadata(checkpoint.shipped("lite"))) == "float32"

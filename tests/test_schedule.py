@@ -202,6 +202,7 @@ def windows(*lines: str) -> str:
      "schedule windows 0 and 1 overlap on fri 23:00-24:00"),
     (('{days: [wed], start: "20:00", end: "20:00"}', '{days: [wed], start: "23:00", end: "01:00"}'),
      "schedule windows 0 and 1 overlap on wed 23:00-thu 01:00"),
+    (('{days: [], start: "20:00", end: "22:00"}',), "cameras.0.schedule.0.days: List should have at least 1 item"),
 ])
 def test_overlapping_windows_are_refused_naming_both(lines, message):
     with pytest.raises(config.ConfigError) as err:

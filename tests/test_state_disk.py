@@ -126,3 +126,55 @@ def test_events_neither_stored_nor_sent_at_shutdown_are_counted_and_named(tmp_pa
     lost_line = next(r.getMessage() for r in caplog.records if "LOST" in r.getMessage())
     assert "LOST 3 event(s)" in lost_line and all(f"e{n}:start" in lost_line for n in range(3))
     assert "3 lost" in caplog.text
+
+
+def anomaly(n: int, kind: str) -> dict:
+    """One message of anomaly n, as the tracker makes them (what an open record is read back from)."""
+    at = f"2026-12-07T10:00:{n:02d}.000Z"  # no end_time: no clip is cut, the end goes out at once
+    return {**event_of_the_usual_size(n), "event_id": f"a{n}:{kind}", "type": kind, "frame_time": at, "start_time": at}
+
+
+def test_a_full_disk_with_the_broker_down_at_a_clean_stop_loses_nothing_and_ends_each_event_once(
+        tmp_path, small_disk, broker, tiny_checkpoint, caplog):
+    """Before: with the state disk full and the broker down, a clean stop logged the events as LOST, and the
+    next start sent a second end ("agent restarted") for an event whose end had gone out from memory."""
+    state_dir = small_disk / "state"
+    agent = agent_on(tmp_path, state_dir, broker.port, tiny_checkpoint)
+    agent.start()
+    assert (state_dir / "outbox.sqlite.reserve").exists() and agent.outbox.disk_usage()["reserve_bytes"] == 512 * 1024
+    try:
+        wait_for(lambda: agent.mqtt.connected, 20, "the agent to connect")
+        broker.stop()
+        wait_for(lambda: not agent.mqtt.connected, 20, "the agent to lose the broker")
+        filler = fill_with_another_file(small_disk)
+        with caplog.at_level("WARNING", logger="vad_edge.outbox"):
+            for n in range(40):  # forty anomalies, start to end, while the disk is full
+                agent._commit(agent.cameras["door"], [anomaly(n, "start"), anomaly(n, "end")])
+        assert "gave back its 512 KiB reserve" in caplog.text
+        assert not agent.delivery.waiting and agent.outbox.depth() == 80
+        # Stored in the reserve: healthy still, with a warning that the next outage has no room left.
+        health = status.health(agent)
+        assert health["healthy"] and "KiB free" in health["warnings"][0] and "given back" in health["warnings"][0]
+        status.health(agent)
+        assert sum("KiB free: events go out now" in r.getMessage() for r in caplog.records) == 1  # logged once
+    finally:
+        with caplog.at_level("INFO", logger="vad_edge.agent"):
+            agent.shutdown(flush_timeout=1)
+    assert agent.delivery.lost == 0 and "LOST" not in caplog.text
+
+    os.remove(filler)  # the disk freed, the broker back, the agent started again
+    broker.start()
+    sub = Subscriber(broker.port)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="vad_edge.agent"):
+        agent = agent_on(tmp_path, state_dir, broker.port, tiny_checkpoint)
+    agent.start()
+    try:
+        wait_for(lambda: len(sub.events()) >= 80 and agent.outbox.depth() == 0, 30, "the 80 stored messages")
+    finally:
+        agent.shutdown(flush_timeout=5)
+        sub.close()
+    ids = [e["event_id"] for e in sub.events()]
+    assert sorted(ids) == sorted(f"a{n}:{kind}" for n in range(40) for kind in ("start", "end"))  # each once
+    assert "never ended" not in caplog.text and not any(e.get("reason") for e in sub.events())
+    assert (state_dir / "outbox.sqlite.reserve").exists()  # set aside again

@@ -223,12 +223,11 @@ def test_the_agent_says_a_tamper_on_its_own_topic_and_scores_no_anomaly_meanwhil
     the retained tamper/state follows; while it lasts no clip is scored."""
     import json
     import os
-    import signal
     import subprocess
     import sys
     from datetime import datetime
 
-    from mqtt_helpers import Subscriber, dedupe, wait_for
+    from mqtt_helpers import Subscriber, dedupe, stopped, wait_for
     from test_agent import write_config
     from vad_edge.data.synthetic import write_video
     from vad_edge.model.checkpoint import shipped
@@ -252,8 +251,7 @@ def test_the_agent_says_a_tamper_on_its_own_topic_and_scores_no_anomaly_meanwhil
         wait_for(lambda: (sub.on("/cameras/gate/status") or [b""])[-1] == b"offline", 600, "the footage played")
         wait_for(lambda: len(sub.on("/cameras/gate/tamper")) >= 2, 60, "the tamper's start and end")
     finally:
-        agent.send_signal(signal.SIGTERM)
-        _, err = agent.communicate(timeout=60)
+        err = stopped(agent)
     assert agent.returncode == 0, err[-2000:]
     tampers = [json.loads(p) for p in sub.on("/cameras/gate/tamper")]
     assert [(e["type"], e["state"], e["reason"]) for e in tampers] == [("tamper", "start", reason), ("tamper", "end", reason)]
@@ -266,3 +264,35 @@ def test_the_agent_says_a_tamper_on_its_own_topic_and_scores_no_anomaly_meanwhil
     anomalies = [e for e in dedupe(sub.events()) if e["type"] == "start"]
     assert not [e for e in anomalies if stamp(tampers[0]) <= datetime.fromisoformat(
         e["start_time"].replace("Z", "+00:00")).timestamp() < stamp(tampers[1])]
+
+
+def test_a_recalibration_judges_the_camera_against_its_new_picture(tmp_path, tiny_checkpoint):
+    """A camera turned on purpose is told as moved; the installer recalibrates and reloads: the tamper ends
+    ("recalibrated"), the new picture is the reference, and a change the replaced detector still had queued
+    is ignored. A tamper leaves no open-anomaly record for a restart to end."""
+    from vad_edge import config
+    from vad_edge.agent.runner import Agent
+    from vad_edge.model.tamper import REFERENCE_SUFFIX, save_reference
+
+    agent = Agent(config.Config.model_validate({
+        "device_id": "box", "state_dir": str(tmp_path / "state"), "health": {"port": 0},
+        "mqtt": {"host": "127.0.0.1", "port": 1},
+        "model": {"checkpoint": str(tiny_checkpoint), "device": "cpu"},
+        "cameras": [{"name": "gate", "source": "rtsp://127.0.0.1:1/none"}]}))
+    try:
+        state, old = agent.cameras["gate"], agent.cameras["gate"].tamper
+        assert old is not None and old.reference is None  # no calibration yet: it would learn one
+        agent._tamper_changed("gate", old, {"state": "start", "reason": "moved", "detail": "5 % in place"}, 1.0)
+        assert state.tampered == "moved"
+        (tmp_path / "state" / "calibration").mkdir()
+        save_reference(tmp_path / "state" / "calibration" / f"gate{REFERENCE_SUFFIX}",
+                       TamperReference.learn(sample_frames()[:50]))
+        agent._apply_bundles(agent.bundles.load_all())
+        assert state.tampered is None and state.tamper is not old and state.tamper.reference is not None
+        agent._tamper_changed("gate", old, {"state": "start", "reason": "covered", "detail": "late"}, 2.0)
+        assert state.tampered is None
+        stored = [(p.event["state"], p.event["reason"], p.event["detail"]) for p in agent.outbox.pending()]
+        assert stored == [("start", "moved", "5 % in place"), ("end", "moved", "recalibrated")]
+        assert agent.outbox.open_events() == []
+    finally:
+        agent.outbox.close()

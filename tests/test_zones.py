@@ -2,7 +2,6 @@
 `vad-edge zones`, and the bundled sample end to end through `vad-edge run` and a real mosquitto."""
 
 import os
-import signal
 import subprocess
 import sys
 from datetime import datetime
@@ -11,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mqtt_helpers import Subscriber, dedupe, wait_for
+from mqtt_helpers import Subscriber, dedupe, stopped, wait_for
 from test_agent import write_config
 from vad_edge import config
 from vad_edge.config import Zone
@@ -88,6 +87,9 @@ def test_zones_command_writes_the_cameras_picture_with_a_grid(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "vad_edge.cli", "zones", "--camera", "gone", "--config", str(path)],
                              capture_output=True, text=True)
     assert missing.returncode == 1 and "camera gone:" in missing.stderr and "does not exist" in missing.stderr
+    no_suffix = subprocess.run([sys.executable, "-m", "vad_edge.cli", "zones", "--camera", "gate", "--config",
+                                str(path), "--out", str(tmp_path / "gate")], capture_output=True, text=True)
+    assert no_suffix.returncode == 1 and "end it in .png or .jpg" in no_suffix.stderr
 
 
 def test_the_sample_with_zones_end_to_end(tmp_path, broker):
@@ -112,8 +114,7 @@ def test_the_sample_with_zones_end_to_end(tmp_path, broker):
                              == sum(e["type"] == "end" for e in dedupe(sub.events()) if e["camera"] == c)
                              for c in cams), 60, "every event's end")
     finally:
-        agent.send_signal(signal.SIGTERM)
-        _, err = agent.communicate(timeout=60)
+        err = stopped(agent)
     assert agent.returncode == 0, err[-2000:]
     events = dedupe(sub.events())
     starts = {c: [e for e in events if e["camera"] == c and e["type"] == "start"] for c in cams}
@@ -135,7 +136,6 @@ def test_calibration_reads_the_footage_without_its_ignore_zones(tiny_checkpoint)
     motion terms."""
     import torch
 
-    from vad_edge.data.synthetic import write_dataset  # noqa: F401 (the fixture's footage)
     from vad_edge.data.videos import Video
     from vad_edge.model import checkpoint
     from vad_edge.runtime.batch import clip_motion, term_means

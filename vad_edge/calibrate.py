@@ -285,7 +285,7 @@ def plot_report(path: Path, holdout_scores: list[np.ndarray], threshold: float, 
 def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camera: str, *,
               budget_minutes: float = 20.0, target_per_hour: float = 1.0, min_event_frames: int = 3,
               cooldown: float = 3.0, device: str = "auto", precision: str = "auto", learn_motion: bool = False,
-              zones: Sequence[Zone] = (), tamper_after: float = 3.0, seed: int = 0, progress: bool = True,
+              zones: Sequence[Zone] = (), tamper_after: float | None = 3.0, seed: int = 0, progress: bool = True,
               clock=time.monotonic) -> dict:
     """Adapts the base model to the footage (frames at the base model's frame rate) and writes
     <out_dir>/<camera>.safetensors plus its report. The fusion and threshold are fitted in `precision`, the
@@ -324,7 +324,9 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
     # (a hand over the lens while recording) is no normal footage and stays out of the threshold.
     reference = TamperReference.learn(frame for video in fit for frame in video.frames)
     save_reference(out_dir / f"{camera}{REFERENCE_SUFFIX}", reference)
-    held_scores, tampered = untampered(held_scores, holdout, reference, tamper_after, fps)
+    tampered = 0
+    if tamper_after is not None:  # as the agent scores: with the camera's tamper checks, or without
+        held_scores, tampered = untampered(held_scores, holdout, reference, tamper_after, fps)
     choice = choose_threshold(held_scores, target_per_hour, min_event_frames, cooldown, fps, seed)
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     total_frames = quality["frames"]
@@ -367,8 +369,9 @@ def calibrate(videos: list[Video], base: str | Path | None, out_dir: Path, camer
 
 def untampered(scores: list[np.ndarray], videos: list[Video], reference: TamperReference, after: float,
                 fps: float) -> tuple[list[np.ndarray], int]:
-    """Each video's clip scores cut into the runs whose last frame no tamper check flags, as the agent keeps
-    them from scoring (TamperDetector.suspect; clip t..t+4 scores frame t+4), and how many frames were flagged."""
+    """Each video's clip scores cut into the runs of clips that hold no frame a tamper check flags, as the
+    agent keeps such clips from scoring (TamperDetector.suspect; clip t..t+4 scores frame t+4), and how many
+    frames were flagged. DatasetError when none is left."""
     runs, flagged = [], 0
     for series, video in zip(scores, videos):
         detector = TamperDetector(reference, after=after)
@@ -377,10 +380,15 @@ def untampered(scores: list[np.ndarray], videos: list[Video], reference: TamperR
             detector.update(frame, t / fps)
             bad[t] = detector.suspect
         flagged += int(bad.sum())
-        good = ~bad[4:4 + len(series)]
+        held = np.convolve(bad, np.ones(5), mode="full")[:len(bad)] > 0  # a flagged frame among the clip's 5
+        good = ~held[4:4 + len(series)]
         edges = np.flatnonzero(np.diff(np.concatenate([[0], good.astype(np.int8), [0]])))
         runs += [series[a:b] for a, b in zip(edges[::2], edges[1::2])]
-    return runs or [np.zeros(0)], flagged
+    if not runs:
+        raise DatasetError(f"the hold-out (the footage's last {HOLDOUT_FRACTION:.0%}) is all tampered with: "
+                           f"{flagged} of its frames show a covered, moved or out-of-focus camera; check the "
+                           f"camera and record again")
+    return runs, flagged
 
 
 def load_footage(source: str, size: int, minutes: float, fps: float, max_frames: int, work: Path,

@@ -155,7 +155,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         cam = cams[args.camera]
         source, name, out = cam.source, cam.name, calibration_dir(cfg)
         rule = {"min_event_frames": cam.min_event_frames, "cooldown": cam.cooldown}
-        zones, rule["tamper_after"] = cam.zones, cam.tamper.after
+        zones, rule["tamper_after"] = cam.zones, cam.tamper.after if cam.tamper.enabled else None
     else:
         source, name, out = args.source, args.name, None
     out = Path(args.out) if args.out else (out or Path("calibration"))
@@ -206,7 +206,10 @@ def _zones(args: argparse.Namespace) -> int:
         if not ok:
             raise SourceError(f"{mask_password(cam.source)}: opened, but gave no frame")
         if not cv2.imwrite(str(out), zone_grid(frame, cam.zones)):
-            raise SourceError(f"cannot write {out} (a folder that exists, an image suffix such as .png)")
+            raise SourceError(f"cannot write {out} (a folder that exists?)")
+    except cv2.error:
+        print(f"error: cannot write {out}: not an image name OpenCV knows (end it in .png or .jpg)", file=sys.stderr)
+        return 1
     except SourceError as exc:
         print(f"error: camera {cam.name}: {exc}", file=sys.stderr)
         return 1

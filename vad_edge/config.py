@@ -138,7 +138,7 @@ def _self_intersection(points: list[tuple[float, float]]) -> tuple[int, int] | N
 
 
 class Window(Strict):
-    days: list[Literal[DAYS]] = Field(list(DAYS), description="the days it starts on (mon ... sun); default every day")
+    days: list[Literal[DAYS]] = Field(list(DAYS), min_length=1, description="the days it starts on (mon ... sun); default every day")
     start: str = Field(..., pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM in the box's time zone")
     end: str = Field(..., pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$", description=(
         "HH:MM; at or before start: the next day (22:00 to 06:00 is a night)"))

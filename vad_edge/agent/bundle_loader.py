@@ -25,6 +25,7 @@ class BundleLoader:
         self.config, self.device, self.deliver = config, device, deliver
         self.interval = RELOAD_INTERVAL
         self._wanted = threading.Event()
+        self._warned: set[str] = set()
 
     def load_all(self) -> dict[str, Bundle | ValueError]:
         """Every camera's bundle read from disk, or why it could not be (cameras sharing a file share it)."""
@@ -38,7 +39,8 @@ class BundleLoader:
                     by_path[str(path)] = exc
                 else:
                     by_path[str(path)] = bundle
-                    if mismatch := bundle.precision_mismatch():
+                    if (mismatch := bundle.precision_mismatch()) and mismatch not in self._warned:
+                        self._warned.add(mismatch)  # said once; stats and /metrics keep saying it
                         log.warning("%s", mismatch)
             loaded[cam.name] = by_path[str(path)]
         return loaded

@@ -42,6 +42,9 @@ class EventSender:
         self._acked_early: set[int] = set()  # acks seen during that publish
         self._ack_later: set[int] = set()  # seqs acknowledged by the broker that the outbox could not delete yet
         self.storage_problem: str | None = None
+        # Events stored before the first connect that no run has sent yet (the ends of events a killed run
+        # left open): their first sending is not a replay.
+        self.never_sent: set[str] = set()
         mqtt.on_new_connection.append(self._forget_inflight)
         mqtt.replays.append(self._replay_pending)
         mqtt.on_puback = self._on_puback
@@ -73,7 +76,9 @@ class EventSender:
         if pending:
             log.info("replaying %d pending events", len(pending))
         for item in pending:
-            self._publish_event(item, replayed=True)
+            event_id = item.event.get("event_id")
+            self._publish_event(item, replayed=event_id not in self.never_sent)
+            self.never_sent.discard(event_id)
 
     def _forget_inflight(self) -> None:
         with self._map_lock:

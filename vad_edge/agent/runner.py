@@ -72,6 +72,8 @@ class CameraState:
     tampered: str | None = None
     tamper_id: str | None = None
     withheld: int = 0
+    suspect_frames: int = 0  # the newest clips that still hold a frame the tamper check found suspect
+    tamper_failing: bool = False
     # Its weekly windows (cameras[].schedule) and the slot in force, applied when it last changed.
     schedule: Schedule | None = None
     slot: Slot | None = None
@@ -130,6 +132,7 @@ class Agent:
             log.warning("event %s of camera %s was never ended (the agent was stopped hard): ending it now",
                         end["event_id"].split(":")[0], end["camera"])
             self.delivery.put(stale.topic, end)
+            self.sender.never_sent.add(end["event_id"])
         refused = [f"cameras.{cam.name}.fps: {cam.fps:g}, but {state.bundle.path.name} was trained at "
                    f"{state.bundle.fps:g} fps; clips are always sampled at the model's rate (whatever the "
                    f"camera delivers, and a box too slow for it skips whole clips): remove fps"
@@ -154,10 +157,6 @@ class Agent:
             return False
         self.unusable.pop(cam.name, None)
         zones = ZoneMap(cam.zones)
-        tamper = None
-        if cam.tamper.enabled:
-            reference = load_reference(calibration_dir(self.config) / f"{cam.name}{REFERENCE_SUFFIX}")
-            tamper = TamperDetector(reference, after=cam.tamper.after)
         tracker = EventTracker(self.config.device_id, cam.name, cam.min_event_frames, cam.cooldown,
                                bundle.model_info, bundle.calibration, zones=zones)
         plan = Schedule(cam.schedule, self.timezone)
@@ -165,7 +164,7 @@ class Agent:
         detect, multiplier = self._start_settings(cam, slot)
         live = not is_file_source(cam.source) or cam.realtime
         self.cameras[cam.name] = CameraState(cam, bundle, tracker, detect, multiplier, ClipInbox(live),
-                                             schedule=plan, slot=slot, zones=zones, tamper=tamper)
+                                             schedule=plan, slot=slot, zones=zones, tamper=self._tamper_detector(cam))
         self.readers[cam.name] = CameraReader(cam, bundle.fps, bundle.size, self._on_clip, self._on_status)
         return True
 
@@ -188,25 +187,42 @@ class Agent:
                 log.error("camera %s keeps its bundle: %s", cam.name, bundle)
                 continue
             state = self.cameras[cam.name]
+            if state.tampered:  # a recalibration learnt the camera's picture anew: judge it against that
+                self._tamper_changed(cam.name, state.tamper, {"state": "end", "reason": state.tampered,
+                                                              "detail": "recalibrated"}, time.time())
+            state.tamper = self._tamper_detector(cam)
             state.bundle, state.with_bundle, state.above_normal = bundle, 0, 0
             state.tracker.model, state.tracker.calibration = bundle.model_info, bundle.calibration
             self.readers[cam.name].retune(bundle.fps, bundle.size)
             log.info("camera %s scores with %s (threshold %.6g)", cam.name, bundle.path, bundle.threshold)
+
+    def _tamper_detector(self, cam: Camera) -> TamperDetector | None:
+        """The camera's tamper check, with the normal picture its calibration left (vad-edge calibrate
+        --camera writes it beside the bundles), or none: it then learns one from its first seconds."""
+        if not cam.tamper.enabled:
+            return None
+        reference = load_reference(calibration_dir(self.config) / f"{cam.name}{REFERENCE_SUFFIX}")
+        return TamperDetector(reference, after=cam.tamper.after)
 
     # --- clips in (reader threads) ----------------------------------------------------------------------
 
     def _on_clip(self, camera: str, clip: Clip) -> None:
         self.recorder.push(camera, clip[-1])  # its newest frame, for a clip encoded from frames
         state = self.cameras[camera]
-        if state.tamper is not None:  # every frame, scored or skipped: a freeze is only seen frame to frame
+        if (detector := state.tamper) is not None:  # each new frame: a freeze is only seen frame to frame
             try:
-                for change in state.tamper.update(clip[-1].small, clip[-1].time):
-                    self._changes.put((self._tamper_changed, camera, change, clip[-1].time))
-                if state.tamper.suspect:  # a tampered picture is no scene: never scored, never an anomaly
+                for change in detector.update(clip[-1].small, clip[-1].time):
+                    self._changes.put((self._tamper_changed, camera, detector, change, clip[-1].time))
+                state.tamper_failing = False
+                # A tampered picture is no scene: no clip holding one is scored, so none raises an anomaly.
+                state.suspect_frames = len(clip) if detector.suspect else max(0, state.suspect_frames - 1)
+                if state.suspect_frames > 0:
                     state.withheld += 1
                     return
             except Exception:  # the camera's clips go on to be scored whatever the detector's fault
-                log.exception("camera %s: the tamper check failed on a frame", camera)
+                if not state.tamper_failing:
+                    state.tamper_failing = True
+                    log.exception("camera %s: the tamper check fails (said once until it works again)", camera)
         skipped = state.inbox.put_clip(clip, self.stop_event)
         if skipped:
             self.metrics.skipped.labels(camera).inc(skipped)
@@ -294,12 +310,12 @@ class Agent:
             if detect != state.detect:
                 self.set_detect(name, detect)
 
-    def _tamper_changed(self, camera: str, change: dict, t: float) -> None:
+    def _tamper_changed(self, camera: str, detector: TamperDetector, change: dict, t: float) -> None:
         """A tamper starts or ends: an anomaly open now ends (the picture no longer shows the scene). The
         reader keeps a tampered (or suspect) camera's clips from scoring (_on_clip), so none raises an
         anomaly or counts toward its statistics."""
         state = self.cameras.get(camera)
-        if state is None:  # removed by a reload meanwhile
+        if state is None or state.tamper is not detector:  # removed, or its detector replaced by a reload
             return
         if change["state"] == "start":
             self._commit(state, state.tracker.close())
@@ -517,8 +533,11 @@ class Agent:
         self.stop_event.set()
         for reader in self.readers.values():
             reader.stop()
-        for state in self.cameras.values():
+        for name, state in self.cameras.items():
             self._commit(state, state.tracker.close())
+            if state.tampered:  # its end, as an anomaly's: tamper/state is not left ON for a stopped agent
+                self._tamper_changed(name, state.tamper, {"state": "end", "reason": state.tampered,
+                                                          "detail": "agent stopped"}, time.time())
         deadline = time.monotonic() + flush_timeout
         self._attach_clips(self.recorder.close(deadline))  # the ends wait for their clips no longer
         # No reader may still be inside OpenCV when the interpreter finalises: that aborts the process

@@ -84,7 +84,8 @@ def health(agent: "Agent") -> dict:
     problems += ["the scoring loop has stalled"] if stalled else []
     problems += [f"storage: {storage_problem}"] if storage_problem else []
     problems += ["stopping"] if agent.stop_event.is_set() else []
-    return {"healthy": not problems, "problems": problems, "loop_stalled": stalled,
+    warnings = [warning] if (warning := agent.outbox.disk_warning()) else []
+    return {"healthy": not problems, "problems": problems, "warnings": warnings, "loop_stalled": stalled,
             "storage_problem": storage_problem,
             "mqtt_connected": agent.mqtt.connected, "outbox_depth": agent.outbox.depth(),
             "cameras": {**{name: s.status for name, s in agent.cameras.items()},

@@ -245,9 +245,9 @@ class TamperDetector:
     def suspect(self) -> bool:
         """A tamper is in force, or the latest frame shows a condition that may become one: what the agent
         keeps from its scoring, so that a lens being covered never raises an anomaly while the tamper is held.
-        Not a frame merely like the one before: a still scene from a clean encoder is often that, and a
-        repeated picture moves nothing, so it cannot raise an anomaly while a freeze is held anyway."""
-        return self._active is not None or bool(self._showing - {"frozen"})
+        Never for a freeze: a still scene from a clean encoder often looks like one, and a repeated picture
+        moves nothing, so it cannot raise an anomaly anyway; what moves again is scored at once."""
+        return self._active not in (None, "frozen") or bool(self._showing - {"frozen"})
 
     def update(self, frame: np.ndarray, t: float) -> list[dict]:
         """Feed one BGR frame with its time (seconds, any epoch, increasing). Returns the changes:
