@@ -128,6 +128,11 @@ class EventSender:
             return
         self.storage_problem = None
 
+    def acked_undeleted(self) -> int:
+        """Events the broker acknowledged that the outbox could not delete yet (a full disk)."""
+        with self._map_lock:
+            return len(self._ack_later)
+
     def retry_acks(self) -> None:
         """Called from the agent's loop: the deletions that failed, again."""
         with self._map_lock:
