@@ -558,9 +558,10 @@ class Agent:
         self.sender.retry_acks()  # the deletions a full disk refused, a last time
         left, delivered = self.outbox.depth(), self.sender.acked_undeleted()
         self.outbox.close()
-        log.info("stopped; %d events left in the outbox for the next start (%d never delivered; %d delivered "
-                 "already, which the full state disk would not let it delete: sent once more, subscribers "
-                 "deduplicate on event_id), %d lost", left, left - delivered, delivered, self.delivery.lost)
+        which = (f" ({left - delivered} never delivered; {delivered} delivered already, which the full state disk "
+                 f"would not let it delete: sent once more, subscribers deduplicate on event_id)") if delivered else ""
+        log.info("stopped; %d events left in the outbox for the next start%s, %d lost", left, which,
+                 self.delivery.lost)
 
 
 def install_signal_handlers(agent: Agent) -> None:
