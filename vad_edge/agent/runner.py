@@ -187,9 +187,7 @@ class Agent:
                 log.error("camera %s keeps its bundle: %s", cam.name, bundle)
                 continue
             state = self.cameras[cam.name]
-            if state.tampered:  # a recalibration learnt the camera's picture anew: judge it against that
-                self._tamper_changed(cam.name, state.tamper, {"state": "end", "reason": state.tampered,
-                                                              "detail": "recalibrated"}, time.time())
+            self._end_tamper(cam.name, state, "recalibrated")  # the picture learnt anew: judge it against that
             state.tamper = self._tamper_detector(cam)
             state.bundle, state.with_bundle, state.above_normal = bundle, 0, 0
             state.tracker.model, state.tracker.calibration = bundle.model_info, bundle.calibration
@@ -330,6 +328,12 @@ class Agent:
         self.retained.set(self.topics.camera(camera, "tamper/state"), "ON" if state.tampered else "OFF")
         state.held.append([event, None])  # in order with the camera's anomaly events
         self._release(state)
+
+    def _end_tamper(self, camera: str, state: CameraState, why: str) -> None:
+        """Ends the camera's tamper in force, if any, for a reason of the agent's own (not the detector's)."""
+        if state.tampered:
+            self._tamper_changed(camera, state.tamper, {"state": "end", "reason": state.tampered, "detail": why},
+                                 time.time())
 
     def _publish_settings(self, state: CameraState) -> None:
         name = state.config.name
@@ -535,9 +539,7 @@ class Agent:
             reader.stop()
         for name, state in self.cameras.items():
             self._commit(state, state.tracker.close())
-            if state.tampered:  # its end, as an anomaly's: tamper/state is not left ON for a stopped agent
-                self._tamper_changed(name, state.tamper, {"state": "end", "reason": state.tampered,
-                                                          "detail": "agent stopped"}, time.time())
+            self._end_tamper(name, state, "agent stopped")  # as an anomaly's: tamper/state not left ON
         deadline = time.monotonic() + flush_timeout
         self._attach_clips(self.recorder.close(deadline))  # the ends wait for their clips no longer
         # No reader may still be inside OpenCV when the interpreter finalises: that aborts the process
