@@ -23,14 +23,18 @@ class ZoneMap:
         self.zones = [z for z in zones if z.ignore or not ignore_only]
         self._weights: dict[tuple[int, int], np.ndarray] = {}
         self._cells: dict[tuple[int, int, int], np.ndarray] = {}
+        self._masks: dict[tuple[str, int, int], np.ndarray] = {}
 
     def __bool__(self) -> bool:
         return bool(self.zones)
 
-    @staticmethod
-    def _polygon(zone: Zone, height: int, width: int) -> np.ndarray:
-        """The zone's mask at this size: the pixels whose centre is inside (even-odd rule), so that zones
-        sharing an edge never share a pixel and a zone means the same area at every size."""
+    def _polygon(self, zone: Zone, height: int, width: int) -> np.ndarray:
+        """The zone's mask at this size, made once (each event asks which zones it touches): the pixels whose
+        centre is inside (even-odd rule), so that zones sharing an edge never share a pixel and a zone means
+        the same area at every size."""
+        key = (zone.name, height, width)
+        if key in self._masks:
+            return self._masks[key]
         ys, xs = (np.arange(height) + 0.5) / height, (np.arange(width) + 0.5) / width
         inside = np.zeros((height, width), bool)
         points = zone.points
@@ -40,6 +44,8 @@ class ZoneMap:
                 continue
             at = x0 + (ys[crosses] - y0) * (x1 - x0) / (y1 - y0)  # where it crosses them
             inside[crosses] ^= xs[None, :] < at[:, None]
+        inside.setflags(write=False)
+        self._masks[key] = inside
         return inside
 
     def weights(self, height: int, width: int) -> np.ndarray:
