@@ -36,6 +36,15 @@ def cuda_device(request):
     yield from _tensors_on(request.param)
 
 
+@pytest.fixture(autouse=True)
+def runtime_directory(tmp_path_factory, monkeypatch):
+    """Each test's own runtime directory, where an agent keeps what a stop could not store (spill.py): no
+    test writes into /run, and none finds another's."""
+    directory = tmp_path_factory.mktemp("run")
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(directory))
+    return directory
+
+
 @pytest.fixture
 def broker(tmp_path):
     """A real mosquitto on a free loopback port, stopped after the test (mqtt_helpers.Broker)."""

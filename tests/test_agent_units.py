@@ -77,7 +77,8 @@ def event(kind, i, camera="door"):
 def test_outbox_seq_survives_restart_and_order(tmp_path):
     box = Outbox(tmp_path / "o.sqlite")
     first = [box.add("t", event("start", i)).seq for i in range(3)]
-    box.ack(first[1])
+    box.ack(first[1], "e1:start")
+    box.ack(first[2], "e0:start")  # another event's id: not this seq's, nothing deleted
     box.close()
     box = Outbox(tmp_path / "o.sqlite")
     assert [p.seq for p in box.pending()] == [1, 3]

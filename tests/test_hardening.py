@@ -150,7 +150,8 @@ def test_events_wait_in_memory_while_the_disk_is_full_and_go_out_in_order(tmp_pa
         problem = agent.delivery.problem
         assert len(agent.delivery.waiting) == 5 and problem and "database or disk is full" in problem
         assert status.health(agent)["healthy"] is False and "disk is full" in status.health(agent)["storage_problem"]
-        assert status.stats(agent)["storage"] == {"ok": False, "problem": problem, "events_in_memory": 5, "events_lost": 0}
+        assert status.stats(agent)["storage"] == {"ok": False, "problem": problem, "events_in_memory": 5, "events_lost": 0,
+                                                  "spill": str(agent.delivery.spill.path)}
         agent.step()  # still full: nothing lost, nothing reordered
         assert len(agent.delivery.waiting) == 5
         free_the_disk(agent.outbox)
@@ -173,11 +174,11 @@ def test_an_ack_that_cannot_be_stored_never_kills_the_network_thread(tmp_path, b
     link.start()
     real_ack, failures = outbox.ack, []
 
-    def failing_ack(seq):
+    def failing_ack(seq, event_id):
         if len(failures) < 3:
             failures.append(seq)
             raise StorageError("outbox.sqlite: cannot delete an acknowledged event (database or disk is full)")
-        real_ack(seq)
+        real_ack(seq, event_id)
 
     outbox.ack = failing_ack
     try:
@@ -266,8 +267,8 @@ def test_an_event_left_open_by_a_killed_agent_is_ended_on_start(tmp_path, broker
     start = killed.add(topic, {"event_id": "abc:start", "type": "start", "camera": "door", "start_time": "t0",
                                "end_time": None, "frame_time": "t0", "score": 2.0, "peak_score": 2.0})
     update = killed.add(topic, {**start.event, "event_id": "abc:update:1", "type": "update", "frame_time": "t1"})
-    killed.ack(start.seq)
-    killed.ack(update.seq)
+    killed.ack(start.seq, "abc:start")
+    killed.ack(update.seq, "abc:update:1")
     killed.close()
     single.single("vad-edge/box/cameras/door/anomaly", "ON", qos=1, retain=True, hostname="127.0.0.1",
                   port=broker.port)

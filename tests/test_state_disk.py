@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from mqtt_helpers import Subscriber, wait_for
+from mqtt_helpers import Broker, Subscriber, wait_for
 from test_hardening import fill_the_disk, publisher_config, start_event
 from vad_edge.agent import status
 from vad_edge import config
@@ -109,8 +109,11 @@ def test_events_storage_refused_at_shutdown_are_sent_from_memory(tmp_path, broke
     assert agent.delivery.lost == 0 and "sent from memory" in caplog.text and "0 lost" in caplog.text
 
 
-def test_events_neither_stored_nor_sent_at_shutdown_are_counted_and_named(tmp_path, broker, tiny_checkpoint, caplog):
-    """Before: shutdown said "stopped; 0 events left" and these events vanished with events_lost 0."""
+def test_events_neither_stored_sent_nor_kept_at_shutdown_are_counted_and_named(
+        tmp_path, broker, tiny_checkpoint, runtime_directory, caplog):
+    """Before: shutdown said "stopped; 0 events left" and these events vanished with events_lost 0. Kept
+    nowhere either here: the runtime directory is writable by others, so no spill is trusted to it."""
+    runtime_directory.chmod(0o777)
     agent = agent_on(tmp_path, tmp_path / "state", broker.port, tiny_checkpoint)
     agent.start()
     try:
@@ -125,12 +128,13 @@ def test_events_neither_stored_nor_sent_at_shutdown_are_counted_and_named(tmp_pa
     assert agent.delivery.lost == 3 and agent.delivery.stats()["events_lost"] == 3
     lost_line = next(r.getMessage() for r in caplog.records if "LOST" in r.getMessage())
     assert "LOST 3 event(s)" in lost_line and all(f"e{n}:start" in lost_line for n in range(3))
-    assert "3 lost" in caplog.text
+    assert f"{runtime_directory} is not a directory of this user's that only it can write to" in lost_line
+    assert "3 lost" in caplog.text and not list(runtime_directory.iterdir())
 
 
 def anomaly(n: int, kind: str) -> dict:
     """One message of anomaly n, as the tracker makes them (what an open record is read back from)."""
-    at = f"2026-12-07T10:00:{n:02d}.000Z"  # no end_time: no clip is cut, the end goes out at once
+    at = f"2026-12-07T10:{n // 60:02d}:{n % 60:02d}.000Z"  # no end_time: no clip is cut, the end goes out at once
     return {**event_of_the_usual_size(n), "event_id": f"a{n}:{kind}", "type": kind, "frame_time": at, "start_time": at}
 
 
@@ -178,3 +182,118 @@ def test_a_full_disk_with_the_broker_down_at_a_clean_stop_loses_nothing_and_ends
     assert sorted(ids) == sorted(f"a{n}:{kind}" for n in range(40) for kind in ("start", "end"))  # each once
     assert "never ended" not in caplog.text and not any(e.get("reason") for e in sub.events())
     assert (state_dir / "outbox.sqlite.reserve").exists()  # set aside again
+
+
+def anomalies_until_events_wait_in_memory(agent, first: int = 0) -> int:
+    """Whole anomalies, start and end, until the outbox refuses one (its reserve spent); returns the next n."""
+    n = first
+    while not agent.delivery.waiting:
+        agent._commit(agent.cameras["door"], [anomaly(n, "start"), anomaly(n, "end")])
+        n += 1
+    return n
+
+
+def sentinel_seen(agent, sub, name: str) -> None:
+    """Publishes a marker on the agent's own connection and waits for it: whatever the agent published before
+    on that connection (its replays at the connect) has reached the subscriber by then."""
+    agent.mqtt.publish(f"vad-edge/test/{name}", b"1", qos=1)
+    wait_for(lambda: sub.on(f"test/{name}"), 30, f"the marker {name}")
+
+
+def test_with_the_reserve_spent_a_clean_stop_keeps_the_rest_and_the_next_start_sends_each_event_once(
+        tmp_path, small_disk, tiny_checkpoint, runtime_directory, caplog):
+    """Before: once the reserve was spent, a clean stop with the broker down logged the waiting events LOST,
+    and the events the broker had acknowledged but the full disk could not delete were sent again at the
+    next start. The broker keeps its subscriber's session across its restarts, as a production one does."""
+    broker = Broker(tmp_path / "broker", persistent=True).start()
+    sub = Subscriber(broker.port, session="spill-watcher")
+    state_dir = small_disk / "state"
+    agent = agent_on(tmp_path, state_dir, broker.port, tiny_checkpoint)
+    agent.start()
+    try:
+        wait_for(lambda: agent.mqtt.connected and sub.client.is_connected(), 20, "the agent and the subscriber")
+        broker.stop()
+        wait_for(lambda: not agent.mqtt.connected, 20, "the agent to lose the broker")
+        filler = fill_with_another_file(small_disk)
+        n = anomalies_until_events_wait_in_memory(agent)
+        broker.start()  # what the outbox holds goes out and is acknowledged; the full disk lets none be deleted
+        wait_for(lambda: agent.outbox.depth() == len(agent.sender.acked_undeleted()), 60,
+                 "every stored event acknowledged")  # the WAL's room lets a few be deleted, no more
+        stored = agent.outbox.depth()
+        broker.stop()  # and down again at the stop
+        wait_for(lambda: not agent.mqtt.connected, 20, "the agent to lose the broker")
+        for extra in range(n, n + 3):
+            agent._commit(agent.cameras["door"], [anomaly(extra, "start"), anomaly(extra, "end")])
+        total, waiting = n + 3, len(agent.delivery.waiting)
+    finally:
+        with caplog.at_level("INFO", logger="vad_edge.agent"):
+            agent.shutdown(flush_timeout=1)
+    assert agent.delivery.lost == 0 and "LOST" not in caplog.text
+    stop_line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("stopped;"))
+    assert (f"stopped; {stored} events left in the outbox for the next start (0 never delivered; {stored} delivered "
+            f"already, which the full state disk would not let it delete: recorded for the next start, not sent "
+            f"again), {waiting} kept beside it in {runtime_directory}") in stop_line, stop_line
+    assert len(list(runtime_directory.glob("spill-*.json"))) == 1
+
+    os.remove(filler)  # the disk freed, the broker back, the agent started again
+    broker.start()
+    caplog.clear()
+    with caplog.at_level("INFO", logger="vad_edge.agent"):
+        agent = agent_on(tmp_path, state_dir, broker.port, tiny_checkpoint)
+        agent.start()
+        try:
+            wait_for(lambda: agent.mqtt.connected and agent.outbox.depth() == 0, 30, "the kept events sent")
+            sentinel_seen(agent, sub, "after-restart")
+        finally:
+            agent.shutdown(flush_timeout=5)
+            sub.close()
+            broker.stop()
+    assert f"the last stop kept {waiting} event(s) not yet stored, {stored} acknowledgement(s)" in caplog.text
+    ids = sorted(e["event_id"] for e in sub.events())
+    assert ids == sorted(f"a{n}:{kind}" for n in range(total) for kind in ("start", "end"))  # each exactly once
+    assert "never ended" not in caplog.text and not any(e.get("reason") for e in sub.events())
+    assert not list(runtime_directory.glob("spill-*.json"))  # applied, and removed
+
+
+def test_ends_sent_from_memory_are_not_ended_again_even_when_the_disk_is_still_full_at_the_next_start(
+        tmp_path, small_disk, broker, tiny_checkpoint, runtime_directory, caplog):
+    """Before: an end that went out from memory at the stop left its camera's open record in the outbox, and
+    the next start sent a second end, "agent restarted", with another time. The broker is up throughout."""
+    sub = Subscriber(broker.port)
+    state_dir = small_disk / "state"
+    agent = agent_on(tmp_path, state_dir, broker.port, tiny_checkpoint)
+    agent.start()
+    try:
+        wait_for(lambda: agent.mqtt.connected and sub.client.is_connected(), 20, "the agent and the subscriber")
+        filler = fill_with_another_file(small_disk)
+        agent._commit(agent.cameras["door"], [anomaly(0, "start")])  # stored in the reserve: the record is open
+        n = 0
+        while not agent.delivery.waiting:
+            n += 1
+            agent._commit(agent.cameras["door"], [{**anomaly(0, "update"), "event_id": f"a0:update:{n}"}])
+        agent._commit(agent.cameras["door"], [anomaly(0, "end")])
+        wait_for(lambda: len(agent.sender.acked_undeleted()) == agent.outbox.depth(), 30, "the stored ones acked")
+    finally:
+        agent.shutdown(flush_timeout=5)  # the waiting updates and the end go out from memory
+    assert agent.delivery.lost == 0
+    sent = sorted(e["event_id"] for e in sub.events())
+    assert sent.count("a0:end") == 1 and len(sent) == n + 2
+
+    caplog.clear()  # the disk still full at the next start
+    with caplog.at_level("INFO", logger="vad_edge.agent"):
+        agent = agent_on(tmp_path, state_dir, broker.port, tiny_checkpoint)
+    agent.start()
+    try:
+        wait_for(lambda: agent.mqtt.connected, 20, "the agent to connect")
+        sentinel_seen(agent, sub, "disk-still-full")
+        assert sorted(e["event_id"] for e in sub.events()) == sent  # nothing again, and no second end
+        assert [stale.event["event_id"] for stale in agent.outbox.open_events()] == [f"a0:update:{n - 1}"]
+        assert agent.delivery.restoring is not None and "never ended" not in caplog.text
+        os.remove(filler)
+        agent.delivery.flush()  # the loop's next pass, now that the disk has room
+        assert agent.delivery.restoring is None and agent.outbox.depth() == 0 and not agent.outbox.open_events()
+        assert not list(runtime_directory.glob("spill-*.json"))
+    finally:
+        agent.shutdown(flush_timeout=5)
+        sub.close()
+    assert sorted(e["event_id"] for e in sub.events()) == sent

@@ -32,6 +32,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from vad_edge.agent.spill import Spill, anomaly_of
+
 log = logging.getLogger("vad_edge.outbox")
 
 WAL_CHECKPOINT_PAGES = 64  # 256 KiB of 4 KiB pages: a dozen events between checkpoints
@@ -63,6 +65,14 @@ def _open_event(record: str) -> Pending:
         if not isinstance(event.get(key), kind):
             raise ValueError(f"its event has no {key}")
     return Pending(event["seq"], parsed["topic"], event)
+
+
+def _records(open_record: str, end_id: str) -> bool:
+    """The open record is of the anomaly this end ended (an unreadable one is not: open_events() names it)."""
+    try:
+        return anomaly_of(_open_event(open_record).event["event_id"]) == anomaly_of(end_id)
+    except ValueError:
+        return False
 
 
 def default_max_bytes(state_dir: Path) -> int:
@@ -184,20 +194,50 @@ class Outbox:
     def _add(self, topic: str, event: dict) -> Pending:
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            seq = int(self._db.execute("SELECT value FROM meta WHERE key='seq'").fetchone()[0]) + 1
-            event = {**event, "seq": seq}
-            self._db.execute("UPDATE meta SET value=? WHERE key='seq'", (str(seq),))
-            self._db.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
-                             (seq, event["event_id"], event["type"], topic, json.dumps(event)))
-            # The camera's running event, in the same transaction: a start after a crash can end it.
-            key = f"open/{event['camera']}"
-            if event["type"] == "end":
-                self._db.execute("DELETE FROM meta WHERE key=?", (key,))
-            elif event["type"] in ("start", "update"):  # a tamper is no anomaly: it never leaves one open
-                self._db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                                 (key, json.dumps({"topic": topic, "event": event})))
+            stored = self._insert(topic, event)
             self._trim()
+        return stored
+
+    def _insert(self, topic: str, event: dict) -> Pending:
+        """Inside a transaction: the event with the next seq, and its camera's open record."""
+        seq = int(self._db.execute("SELECT value FROM meta WHERE key='seq'").fetchone()[0]) + 1
+        event = {**event, "seq": seq}
+        self._db.execute("UPDATE meta SET value=? WHERE key='seq'", (str(seq),))
+        self._db.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                         (seq, event["event_id"], event["type"], topic, json.dumps(event)))
+        # The camera's running event, in the same transaction: a start after a crash can end it.
+        key = f"open/{event['camera']}"
+        if event["type"] == "end":
+            self._db.execute("DELETE FROM meta WHERE key=?", (key,))
+        elif event["type"] in ("start", "update"):  # a tamper is no anomaly: it never leaves one open
+            self._db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                             (key, json.dumps({"topic": topic, "event": event})))
         return Pending(seq, topic, event)
+
+    def restore(self, spill: Spill) -> list[Pending]:
+        """Applies what the last stop kept outside (spill.py) in one transaction: deletes the events the broker
+        had acknowledged, closes the open records of the events whose end went out from memory, stores the
+        events kept unsent (returned, to be sent) and records the spill's id. StorageError when it cannot."""
+        return self._write("store what the last stop kept", lambda: self._restore(spill))
+
+    def _restore(self, spill: Spill) -> list[Pending]:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("DELETE FROM events WHERE seq=? AND event_id=?", spill.delivered)
+            for camera, end_id in spill.ended:  # only while the record is still of that event
+                record = self._db.execute("SELECT value FROM meta WHERE key=?", (f"open/{camera}",)).fetchone()
+                if record and _records(record[0], end_id):
+                    self._db.execute("DELETE FROM meta WHERE key=?", (f"open/{camera}",))
+            stored = [self._insert(topic, event) for topic, event in spill.unsent
+                      if not self._db.execute("SELECT 1 FROM events WHERE event_id=?", (event["event_id"],)).fetchone()]
+            self._db.execute("INSERT INTO meta VALUES ('restored', ?) ON CONFLICT(key) DO UPDATE SET "
+                             "value=excluded.value", (spill.id,))
+            self._trim()
+        return stored
+
+    def restored(self, spill: Spill) -> bool:
+        """This spill was applied already (a start that died before it could remove the file)."""
+        return self.get("restored") == spill.id
 
     def _trim(self) -> None:
         """Drops the oldest events, updates first, while more than max_events are stored or the database's
@@ -226,8 +266,10 @@ class Outbox:
                                   for name in ("page_size", "page_count", "freelist_count"))
         return (pages - free) * page_size
 
-    def ack(self, seq: int) -> None:
-        self._write("delete an acknowledged event", lambda: self._db.execute("DELETE FROM events WHERE seq=?", (seq,)))
+    def ack(self, seq: int, event_id: str) -> None:
+        """Deletes an acknowledged event; the id guards against a seq of another outbox (one set aside as corrupt)."""
+        self._write("delete an acknowledged event", lambda: self._db.execute(
+            "DELETE FROM events WHERE seq=? AND event_id=?", (seq, event_id)))
 
     def pending(self) -> list[Pending]:
         with self._lock:

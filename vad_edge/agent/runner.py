@@ -32,6 +32,7 @@ from vad_edge.agent.outbox import Outbox, default_max_bytes
 from vad_edge.agent.retained import RetainedState
 from vad_edge.agent.schedule import Schedule, Slot, box_zone
 from vad_edge.agent.settings import Settings
+from vad_edge.agent.spill import SpillFile, anomaly_of
 from vad_edge.agent.snapshot import jpeg, overlay
 from vad_edge.config import Camera, Config, ConfigError
 from vad_edge.cpu_share import agent_threads, use_threads
@@ -113,7 +114,7 @@ class Agent:
         # At each connect the retained state is replayed first, then the pending events (constructed in order).
         self.retained = RetainedState(self.mqtt)
         self.sender = EventSender(self.outbox, self.mqtt)
-        self.delivery = Delivery(self.outbox, self.sender, on_event)
+        self.delivery = Delivery(self.outbox, self.sender, SpillFile(config.state_dir), on_event)
         self.topics = self.mqtt.topics
         self.stop_event = threading.Event()
         self._readers_running = False  # start() ran
@@ -127,7 +128,10 @@ class Agent:
         loaded = self.bundles.load_all()
         for cam in config.cameras:
             self._add_camera(cam, loaded[cam.name])
+        ended = self.delivery.restore()  # what the last stop could not store, first
         for stale in self.outbox.open_events():  # the agent was killed mid-anomaly: end it, and say why
+            if anomaly_of(stale.event["event_id"]) in ended:
+                continue  # its end went out at the stop, or waits in the spill: not the open record's
             end = EventTracker.interrupted(stale.event, "agent restarted")
             log.warning("event %s of camera %s was never ended (the agent was stopped hard): ending it now",
                         end["event_id"].split(":")[0], end["camera"])
@@ -558,11 +562,18 @@ class Agent:
         if self.health:
             self.health.stop()
         self.sender.retry_acks()  # the deletions a full disk refused, a last time
-        left, delivered = self.outbox.depth(), self.sender.acked_undeleted()
+        left, delivered = self.outbox.depth(), len(self.sender.acked_undeleted())
+        kept = self.delivery.keep()
         self.outbox.close()
-        which = (f" ({left - delivered} never delivered; {delivered} delivered already, which the full state disk "
-                 f"would not let it delete: sent once more, subscribers deduplicate on event_id)") if delivered else ""
-        log.info("stopped; %d events left in the outbox for the next start%s, %d lost", left, which,
+        which = beside = ""
+        if delivered:
+            fate = ("recorded for the next start, not sent again" if kept and kept.delivered
+                    else "sent once more, subscribers deduplicate on event_id")
+            which = (f" ({left - delivered} never delivered; {delivered} delivered already, which the full state "
+                     f"disk would not let it delete: {fate})")
+        if kept and kept.unsent:
+            beside = f", {len(kept.unsent)} kept beside it in {self.delivery.spill.path}"
+        log.info("stopped; %d events left in the outbox for the next start%s%s, %d lost", left, which, beside,
                  self.delivery.lost)
 
 
