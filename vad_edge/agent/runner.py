@@ -553,8 +553,10 @@ class Agent:
                 reader.join(max(0.0, deadline - time.monotonic()))
                 if reader.is_alive():
                     log.warning("camera %s: its reader did not stop in time", reader.camera.name)
-        self.delivery.close(deadline)  # what storage refused goes out straight, or is counted lost
-        while self.mqtt.connected and self.outbox.depth() and time.monotonic() < deadline:
+        self.delivery.close(deadline)  # what storage refused goes out straight, or waits for keep() below
+        # Until every stored event is acknowledged (those the full disk would not let it delete are already).
+        while (self.mqtt.connected and self.outbox.depth() > len(self.sender.acked_undeleted())
+               and time.monotonic() < deadline):
             self.sender.retry_acks()
             time.sleep(0.05)
         self.mqtt.publish_stats(status.stats(self))  # the final tally
