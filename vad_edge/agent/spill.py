@@ -70,9 +70,9 @@ def runtime_dir() -> Path | None:
 class SpillFile:
     """The spill of one state directory: `spill-<hash of the state dir>.json` in the runtime directory."""
 
-    def __init__(self, state_dir: Path, directory: Path | None = None):
+    def __init__(self, state_dir: Path):
         self.state_dir = str(state_dir.resolve())
-        directory = directory or runtime_dir()
+        directory = runtime_dir()
         digest = hashlib.sha256(self.state_dir.encode()).hexdigest()[:16]
         self.path = directory / f"spill-{digest}.json" if directory else None
 
