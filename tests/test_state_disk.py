@@ -297,3 +297,38 @@ def test_ends_sent_from_memory_are_not_ended_again_even_when_the_disk_is_still_f
         agent.shutdown(flush_timeout=5)
         sub.close()
     assert sorted(e["event_id"] for e in sub.events()) == sent
+
+
+def test_what_the_last_stop_kept_goes_out_from_memory_at_the_next_stop_when_the_disk_never_took_it(
+        tmp_path, small_disk, broker, tiny_checkpoint, runtime_directory):
+    """A spill the start could not store (the disk still full), sent and acknowledged from memory at that
+    start's own stop, must not be applied again at the start after."""
+    from vad_edge.agent.spill import Spill, SpillFile
+
+    state_dir = small_disk / "state"
+    agent_on(tmp_path, state_dir, broker.port, tiny_checkpoint).shutdown(flush_timeout=1)  # an outbox exists
+    topic = "vad-edge/box/cameras/door/events"  # more than the reserve takes: 600 events of 1 KB
+    kept = [(topic, anomaly(n, kind)) for n in range(300) for kind in ("start", "end")]
+    SpillFile(state_dir).write(Spill(str(state_dir.resolve()), kept))
+    filler = fill_with_another_file(small_disk)
+    sub = Subscriber(broker.port)
+    agent = agent_on(tmp_path, state_dir, broker.port, tiny_checkpoint)
+    agent.start()
+    try:
+        assert agent.delivery.restoring is not None  # the disk took none of it
+        wait_for(lambda: agent.mqtt.connected and sub.client.is_connected(), 20, "the agent and the subscriber")
+    finally:
+        agent.shutdown(flush_timeout=60)
+    wait_for(lambda: len(sub.events()) == len(kept), 30, "the kept anomalies, sent from memory")
+    assert not list(runtime_directory.glob("spill-*.json"))  # nothing left to keep
+
+    os.remove(filler)
+    agent = agent_on(tmp_path, state_dir, broker.port, tiny_checkpoint)
+    agent.start()
+    try:
+        wait_for(lambda: agent.mqtt.connected, 20, "the agent to connect")
+        sentinel_seen(agent, sub, "third-start")
+    finally:
+        agent.shutdown(flush_timeout=5)
+        sub.close()
+    assert sorted(e["event_id"] for e in sub.events()) == sorted(event["event_id"] for _, event in kept)  # once each

@@ -22,7 +22,7 @@ import paho.mqtt.client as paho
 
 from vad_edge.agent.mqtt import MqttClient
 from vad_edge.agent.outbox import Outbox, Pending, StorageError
-from vad_edge.agent.spill import Spill, SpillFile
+from vad_edge.agent.spill import Spill, SpillFile, anomaly_of
 
 log = logging.getLogger("vad_edge.agent")
 
@@ -253,7 +253,7 @@ class Delivery:
         acked = self.sender.send_unstored(held, deadline)
         self._at_stop.unsent = [item for item, ok in zip(held, acked) if not ok]
         self._at_stop.ended = [(event["camera"], event["event_id"]) for (_, event), ok in zip(held, acked)
-                               if ok and event["type"] == "end"]  # their open records stay in the outbox
+                               if ok and event["type"] == "end"]
         if any(acked):
             log.warning("the outbox could not store the last events (%s); %d were sent from memory and acknowledged "
                         "by the broker, without a seq", self.problem, sum(acked))
@@ -266,8 +266,12 @@ class Delivery:
         what cannot be kept there is lost, and said so by id. Returns what was kept, if anything."""
         spill = self._at_stop
         spill.delivered = self.sender.acked_undeleted()
-        spill.ended += self.restoring.ended if self.restoring else []
+        # The ends that went out while their camera's open record stayed in the outbox (it reads on a full disk)
+        still_open = {anomaly_of(stale.event["event_id"]) for stale in self.outbox.open_events()}
+        spill.ended = [(camera, end) for camera, end in spill.ended + (self.restoring.ended if self.restoring else [])
+                       if anomaly_of(end) in still_open]
         if not spill:
+            self.spill.remove()  # a spill this start could not store yet went out from memory in full
             return None
         try:
             self.spill.write(spill)

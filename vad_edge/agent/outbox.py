@@ -92,10 +92,11 @@ class Outbox:
         self._disk_warned = False
         self._lock = threading.Lock()
         try:
-            self._open()
+            self._open_in_room()
         except sqlite3.OperationalError as exc:  # locked by another process, unreadable, ...
-            raise StorageError(f"{path}: cannot open the outbox ({exc}); is another vad-edge running with this "
-                               f"state_dir?") from exc
+            why = ("the state disk is full: free space there" if shutil.disk_usage(path.parent).free < self.reserve_bytes
+                   else "is another vad-edge running with this state_dir?")
+            raise StorageError(f"{path}: cannot open the outbox ({exc}); {why}") from exc
         except sqlite3.DatabaseError as exc:  # not a database, or a malformed one: keep it, start afresh
             aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
             self._db.close()
@@ -106,6 +107,17 @@ class Outbox:
                       path, exc, aside)
             self._open()
         self._keep_reserve()
+
+    def _open_in_room(self) -> None:
+        """Opens the database; on a full disk (SQLite creates its WAL and shared-memory files at the open,
+        which a clean stop removed) with the reserve given back."""
+        try:
+            self._open()
+        except sqlite3.OperationalError:
+            self._db.close()
+            if shutil.disk_usage(self.path.parent).free >= self.reserve_bytes or not self._give_back_reserve():
+                raise  # not for want of room (locked, unreadable), or no reserve left to give
+            self._open()
 
     def _keep_reserve(self) -> None:
         """Sets the reserve aside (again) when the disk has room for it twice over; quietly not otherwise."""
