@@ -332,3 +332,19 @@ def test_what_the_last_stop_kept_goes_out_from_memory_at_the_next_stop_when_the_
         agent.shutdown(flush_timeout=5)
         sub.close()
     assert sorted(e["event_id"] for e in sub.events()) == sorted(event["event_id"] for _, event in kept)  # once each
+
+
+def test_an_outbox_opens_on_a_full_disk_with_its_reserve_and_says_why_not_without_one(small_disk):
+    from vad_edge.agent.outbox import Outbox, StorageError
+
+    path = small_disk / "state" / "outbox.sqlite"
+    Outbox(path).close()  # a clean stop removes SQLite's log files: the next open creates them again
+    filler = fill_with_another_file(small_disk)
+    Outbox(path).close()  # the reserve given back for it
+    assert not path.with_name("outbox.sqlite.reserve").exists()
+    os.remove(filler)
+    Outbox(path).close()  # set aside again
+    path.with_name("outbox.sqlite.reserve").unlink()  # and spent elsewhere
+    fill_with_another_file(small_disk)
+    with pytest.raises(StorageError, match="cannot open the outbox .*; the state disk is full: free space there"):
+        Outbox(path)
