@@ -129,6 +129,19 @@ def test_a_checkpoint_from_before_precision_was_recorded_was_fitted_in_float32()
     assert hardware.fitted(checkpoint.read_metadata(checkpoint.shipped("lite"))) == "float32"
 
 
+def test_the_shipped_lite_has_a_fit_for_every_precision_a_box_scores_in():
+    """No box warns that the shipped model was fitted in another precision: each fit was made in its own."""
+    from vad_edge.runtime.bundle import load_bundle
+
+    fits = checkpoint.read_metadata(checkpoint.shipped("lite"))["fits"]
+    assert set(fits) == {"float32", "bfloat16", "float16"}
+    for precision in fits:
+        bundle = load_bundle(checkpoint.shipped("lite"), torch.device("cpu"), precision, "torch")
+        assert bundle.precision_mismatch() is None and bundle.fitted_precision == precision
+    thresholds = {p: fit["score_stats"]["quantiles"]["0.999"] for p, fit in fits.items()}
+    assert len(set(thresholds.values())) == 3, thresholds
+
+
 def test_the_config_takes_only_the_documented_precisions(tmp_path):
     import yaml
 
