@@ -22,7 +22,8 @@ import paho.mqtt.client as paho
 
 from vad_edge.agent.mqtt import MqttClient
 from vad_edge.agent.outbox import Outbox, Pending, StorageError
-from vad_edge.agent.spill import Spill, SpillFile, anomaly_of
+from vad_edge.agent.events import anomaly_of
+from vad_edge.agent.spill import Spill, SpillFile
 
 log = logging.getLogger("vad_edge.agent")
 
@@ -76,8 +77,9 @@ class EventSender:
 
     def _replay_pending(self) -> None:
         """At a connect, with the client's lock held: every event still in the outbox, in seq order."""
+        pending = self.outbox.pending()  # read outside the map lock: the network thread's PUBACKs need it
         with self._map_lock:
-            pending = [item for item in self.outbox.pending() if item.seq not in self._ack_later]
+            pending = [item for item in pending if item.seq not in self._ack_later]
         if pending:
             log.info("replaying %d pending events", len(pending))
         for item in pending:

@@ -17,6 +17,11 @@ import numpy as np
 
 from vad_edge.model.zones import ZoneMap
 
+
+def anomaly_of(event_id: str) -> str:
+    """An anomaly's id from one of its messages' ids ("<uuid>:start", "<uuid>:update:3", "<uuid>:end")."""
+    return event_id.split(":")[0]
+
 SCHEMA = "vad-edge.event/1"
 
 
@@ -133,8 +138,7 @@ class EventTracker:
     @staticmethod
     def interrupted(last: dict, reason: str) -> dict:
         """The end of an event the agent could not end itself (it was killed): at its last known frame."""
-        event_id = last["event_id"].split(":")[0]
-        return {**last, "event_id": f"{event_id}:end", "seq": None, "type": "end", "end_time": last["frame_time"],
+        return {**last, "event_id": f"{anomaly_of(last['event_id'])}:end", "seq": None, "type": "end", "end_time": last["frame_time"],
                 "replayed": False, "reason": reason}
 
     def close(self) -> list[dict]:

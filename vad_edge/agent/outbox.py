@@ -32,7 +32,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from vad_edge.agent.spill import Spill, anomaly_of
+from vad_edge.agent.events import anomaly_of
+from vad_edge.agent.spill import Spill
 
 log = logging.getLogger("vad_edge.outbox")
 

@@ -24,7 +24,7 @@ from vad_edge.agent.clips.recorder import ClipRecorder
 from vad_edge.agent.clips.store import ClipStore
 from vad_edge.agent.commands import Dispatcher
 from vad_edge.agent.delivery import Delivery, EventSender
-from vad_edge.agent.events import EventTracker, Observation, tamper_event
+from vad_edge.agent.events import EventTracker, Observation, anomaly_of, tamper_event
 from vad_edge.agent.health import HealthServer, Metrics, sd_notify, watchdog_interval
 from vad_edge.agent.inbox import ClipInbox, StatusChange
 from vad_edge.agent.mqtt import MqttClient
@@ -32,7 +32,7 @@ from vad_edge.agent.outbox import Outbox, default_max_bytes
 from vad_edge.agent.retained import RetainedState
 from vad_edge.agent.schedule import Schedule, Slot, box_zone
 from vad_edge.agent.settings import Settings
-from vad_edge.agent.spill import SpillFile, anomaly_of
+from vad_edge.agent.spill import SpillFile
 from vad_edge.agent.snapshot import jpeg, overlay
 from vad_edge.config import Camera, Config, ConfigError
 from vad_edge.cpu_share import agent_threads, use_threads
@@ -134,7 +134,7 @@ class Agent:
                 continue  # its end went out at the stop, or waits in the spill: not the open record's
             end = EventTracker.interrupted(stale.event, "agent restarted")
             log.warning("event %s of camera %s was never ended (the agent was stopped hard): ending it now",
-                        end["event_id"].split(":")[0], end["camera"])
+                        anomaly_of(end["event_id"]), end["camera"])
             self.delivery.put(stale.topic, end)
             self.sender.never_sent.add(end["event_id"])
         refused = [f"cameras.{cam.name}.fps: {cam.fps:g}, but {state.bundle.path.name} was trained at "
@@ -365,7 +365,7 @@ class Agent:
             if event["type"] == "start":
                 self.recorder.started(event)
             elif event["type"] == "end" and self.recorder.ended(event):
-                return event["event_id"].split(":")[0]
+                return anomaly_of(event["event_id"])
         except Exception as exc:  # the event goes out whatever the clip's fault
             log.exception("camera %s: no clip for event %s", event.get("camera"), event.get("event_id"))
             if event["type"] == "end":
@@ -399,7 +399,7 @@ class Agent:
         clip = end["clip"]
         if "url" not in clip or not self.config.health.port:
             return
-        link = {"event": end["event_id"].split(":")[0], "start_time": end.get("start_time"), "end_time": end.get("end_time"),
+        link = {"event": anomaly_of(end["event_id"]), "start_time": end.get("start_time"), "end_time": end.get("end_time"),
                 **clip, "link": self.config.health.base_url() + clip["url"]}
         self.retained.set(self.topics.camera(state.config.name, "clip"), json.dumps(link))
 

@@ -25,6 +25,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vad_edge.agent.events import anomaly_of
+
 log = logging.getLogger("vad_edge.agent")
 
 VERSION = 1
@@ -50,11 +52,6 @@ class Spill:
     def summary(self) -> str:
         return (f"{len(self.unsent)} event(s) not yet stored, {len(self.delivered)} acknowledgement(s) and "
                 f"{len(self.ended)} end(s) sent from memory")
-
-
-def anomaly_of(event_id: str) -> str:
-    """An anomaly's id from one of its messages' ids ("<uuid>:start", "<uuid>:update:3", "<uuid>:end")."""
-    return event_id.split(":")[0]
 
 
 def runtime_dir() -> Path | None:
