@@ -59,7 +59,7 @@ def play(source: Path, seconds: float | None, checkpoint: str | None, runtime: s
     starts = [datetime.fromisoformat(e["start_time"]).timestamp() - t0 for e in events if e["type"] == "start"]
     return {"times": np.array([t - t0 for t, _ in scored]), "scores": np.array([s for _, s in scored]),
             "starts": starts, "skipped": state.inbox.skipped, "restarts": reader.window_restarts,
-            "threads": agent.threads}
+            "threads": f"{state.bundle.scorer.runtime} {state.bundle.scorer.threads()}, torch {agent.threads}"}
 
 
 def with_load(processes: int, run):

@@ -15,7 +15,7 @@ on a second connection, agent/clips/packets.py). --busy N runs N shell busy loop
 
     python benchmarks/pipeline.py [--seconds 20] [--checkpoint model.safetensors] [--device cpu]
                                   [--runtime auto|torch|onnxruntime|openvino] [--precision auto] [--rtsp]
-                                  [--busy N] [--where]
+                                  [--threads N] [--busy N] [--where]
 """
 
 import argparse
@@ -43,7 +43,7 @@ ZONES = [{"name": "wall", "points": [[0.8, 0.0], [1.0, 0.0], [1.0, 0.3], [0.8, 0
 
 def measure(cameras: int, paced: bool, seconds: float, checkpoint: str | None, device: str,
             runtime: str = "torch", precision: str = "auto", rtsp: list[RtspCamera] | None = None,
-            clips: bool = True, where: bool | None = None) -> dict:
+            clips: bool = True, where: bool | None = None, threads: int = 0) -> dict:
     """where: None, the config's defaults; False, no zones and no tamper checks; True, both."""
     workdir = Path(tempfile.mkdtemp(prefix="vad-edge-bench-"))
     broker = LocalBroker(workdir)
@@ -51,7 +51,8 @@ def measure(cameras: int, paced: bool, seconds: float, checkpoint: str | None, d
     cfg = Config.model_validate({
         "device_id": "bench", "state_dir": str(workdir / "state"),
         "mqtt": {"host": "127.0.0.1", "port": broker.port}, "health": {"port": 0},
-        "model": {"checkpoint": checkpoint, "device": device, "runtime": runtime, "precision": precision},
+        "model": {"checkpoint": checkpoint, "device": device, "runtime": runtime, "precision": precision,
+                  "threads": threads},
         "cameras": [{"name": f"cam{i}", "source": source, "loop": True, "realtime": paced,
                      "clip": {"enabled": clips}, **({} if where is None else {
                          "zones": ZONES if where else [], "tamper": {"enabled": where}})}
@@ -107,7 +108,7 @@ def measure(cameras: int, paced: bool, seconds: float, checkpoint: str | None, d
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "device": str(agent.device), "model": agent.cameras["cam0"].bundle.model_info["name"],
         "scoring": f"{agent.cameras['cam0'].bundle.scorer.runtime}, {agent.precision.name}, "
-                   f"{agent.threads} thread(s)",
+                   f"{agent.cameras['cam0'].bundle.scorer.threads()} thread(s), torch {agent.threads}",
     }
 
 
@@ -119,6 +120,7 @@ def main() -> None:
     parser.add_argument("--runtime", default="auto", help="model.runtime: auto (the agent's default), torch, "
                                                           "onnxruntime or openvino")
     parser.add_argument("--precision", default="auto", help="model.precision")
+    parser.add_argument("--threads", type=int, default=0, help="model.threads (0: the agent's default)")
     parser.add_argument("--rtsp", action="store_true", help="RTSP cameras (a real server each) instead of files")
     parser.add_argument("--busy", type=int, default=0, help="shell busy loops running beside the agent")
     parser.add_argument("--where", action="store_true", help="four paced cameras without, then with zones and "
@@ -128,12 +130,12 @@ def main() -> None:
     try:
         if args.where:
             rows = [measure(4, True, args.seconds, args.checkpoint, args.device, args.runtime, args.precision,
-                            where=where) for where in (False, True)]
+                            where=where, threads=args.threads) for where in (False, True)]
         elif args.rtsp:
             rows = [measure_rtsp(n, args, clips) for n in (1, 4) for clips in (False, True)]
         else:
-            rows = [measure(n, paced, args.seconds, args.checkpoint, args.device, args.runtime, args.precision)
-                    for n in (1, 4) for paced in (False, True)]
+            rows = [measure(n, paced, args.seconds, args.checkpoint, args.device, args.runtime, args.precision,
+                            threads=args.threads) for n in (1, 4) for paced in (False, True)]
     finally:
         for loop in loops:
             loop.kill()
@@ -160,7 +162,7 @@ def measure_rtsp(cameras: int, args, clips: bool) -> dict:
                for i in range(cameras)]
     try:
         return measure(cameras, True, args.seconds, args.checkpoint, args.device, args.runtime, args.precision,
-                       rtsp=servers, clips=clips)
+                       rtsp=servers, clips=clips, threads=args.threads)
     finally:
         for server in servers:
             server.stop()

@@ -14,6 +14,7 @@ def test_thread_budgets_leave_room_for_the_other_job(monkeypatch):
     monkeypatch.setattr(cpu_share, "cores", lambda: 8)
     assert cpu_share.agent_threads() == 7 and cpu_share.calibration_threads() == 4
     assert cpu_share.agent_threads(3) == 3  # configured
+    assert cpu_share.graph_threads() == 8 and cpu_share.graph_threads(3) == 3  # OpenVINO's: every core
     assert cpu_share.calibration_threads(beside_agent=False) == 8  # alone on the box: every core
     before = torch.get_num_threads()
     try:

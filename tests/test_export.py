@@ -139,6 +139,30 @@ def test_the_scorer_runs_an_exported_graph_after_a_parity_check(tiny_checkpoint,
                                atol=0)
 
 
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_a_graph_runtime_scores_on_the_threads_it_is_given_and_sleeps_between_runs(tiny_checkpoint, runtime):
+    """The agent gives a graph runtime every core (cpu_share.graph_threads) while torch keeps one less: the
+    runtime's own count is the one given, not torch's, and ONNX Runtime's workers do not spin between runs."""
+    pytest.importorskip(runtime, reason=f"{runtime} is not installed (pip install -e '.[export]')")
+    from vad_edge.runtime.scorer import Scorer
+
+    model, _ = checkpoint.load(tiny_checkpoint)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        scorer = Scorer(model, "float32", runtime=runtime, threads=2)
+        default = Scorer(model, "float32", runtime=runtime)
+    finally:
+        torch.set_num_threads(before)
+    assert scorer.describe()["threads"] == 2 and default.describe()["threads"] == 1
+    if runtime == "openvino":
+        assert scorer.runner.session.get_property("INFERENCE_NUM_THREADS") == 2
+    else:
+        options = scorer.runner.session.get_session_options()
+        assert options.intra_op_num_threads == 2
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_a_runtime_that_scores_otherwise_is_refused(tiny_checkpoint, tmp_path):
     """The gate the agent runs at load. What it caught first, OpenVINO reading opset 17's ReduceL1 without its
     axes, moved this tiny model's scores past the gate's tolerance on this project's AVX2 machines and not on

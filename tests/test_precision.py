@@ -117,7 +117,7 @@ def test_the_agent_says_a_precision_mismatch_once_not_at_every_reload(tmp_path, 
         "device_id": "box", "state_dir": str(tmp_path / "state"),
         "model": {"checkpoint": str(tiny_checkpoint), "device": "cpu", "precision": other},
         "cameras": [{"name": "a", "source": "x.mp4"}, {"name": "b", "source": "y.mp4"}]})
-    loader = BundleLoader(cfg, torch.device("cpu"), lambda loaded: None)
+    loader = BundleLoader(cfg, torch.device("cpu"), lambda loaded: None, threads=1)
     with caplog.at_level("WARNING", logger="vad_edge"):
         for _ in range(3):  # the start, then two reloads (SIGHUP, recalibrate)
             loaded = loader.load_all()

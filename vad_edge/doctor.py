@@ -32,13 +32,14 @@ def check_kernels(config: Config | None) -> list[Row]:
     import torch
 
     from vad_edge import ops
-    from vad_edge.cpu_share import agent_threads, cores
+    from vad_edge.cpu_share import agent_threads, cores, graph_threads
     from vad_edge.runtime.hardware import choose_placement, pick_device
 
     info = ops.backend()
-    threads = agent_threads(config.model.threads if config else 0)
+    requested = config.model.threads if config else 0
     model = config.model if config else Config.model_fields["model"].default
-    rows = [("threads", OK, f"the agent scores with {threads} of {cores()} cores (model.threads); "
+    rows = [("threads", OK, f"the agent scores with {agent_threads(requested)} of {cores()} cores in torch, "
+                            f"{graph_threads(requested)} in OpenVINO or ONNX Runtime (model.threads); "
                             f"vad-edge calibrate takes its own share at lower priority")]
     try:
         runtime, scoring = choose_placement(model.precision, model.runtime, pick_device(model.device).type)

@@ -21,8 +21,9 @@ class BundleLoader:
     Requests are merged and served at most every `interval` seconds by a thread of its own (`serve`), never
     by the scoring loop: each pass's bundles go to `deliver`, for the loop to swap in."""
 
-    def __init__(self, config: Config, device: torch.device, deliver: Callable[[dict], None]):
-        self.config, self.device, self.deliver = config, device, deliver
+    def __init__(self, config: Config, device: torch.device, deliver: Callable[[dict], None], threads: int):
+        """threads: what a graph runtime scores on (cpu_share.graph_threads)."""
+        self.config, self.device, self.deliver, self.threads = config, device, deliver, threads
         self.interval = RELOAD_INTERVAL
         self._wanted = threading.Event()
         self._warned: set[str] = set()
@@ -34,7 +35,8 @@ class BundleLoader:
             path = camera_bundle_path(self.config, cam)
             if str(path) not in by_path:
                 try:
-                    bundle = load_bundle(path, self.device, self.config.model.precision, self.config.model.runtime)
+                    bundle = load_bundle(path, self.device, self.config.model.precision, self.config.model.runtime,
+                                         self.threads)
                 except ValueError as exc:
                     by_path[str(path)] = exc
                 else:

@@ -35,7 +35,7 @@ from vad_edge.agent.settings import Settings
 from vad_edge.agent.spill import SpillFile
 from vad_edge.agent.snapshot import jpeg, overlay
 from vad_edge.config import Camera, Config, ConfigError
-from vad_edge.cpu_share import agent_threads, use_threads
+from vad_edge.cpu_share import agent_threads, graph_threads, use_threads
 from vad_edge.data.sources import Frame, is_file_source
 from vad_edge.model.tamper import REFERENCE_SUFFIX, TamperDetector, load_reference
 from vad_edge.model.zones import ZoneMap
@@ -98,7 +98,8 @@ class Agent:
         self.on_scored = on_scored
         preflight.check(config)
         self.device = pick_device(config.model.device)
-        self.threads = use_threads(agent_threads(config.model.threads))
+        self.threads = use_threads(agent_threads(config.model.threads))  # torch's, and so the kernels'
+        self.graph_threads = graph_threads(config.model.threads)  # OpenVINO's or ONNX Runtime's
         self.runtime, self.precision = choose_placement(config.model.precision, config.model.runtime,
                                                         self.device.type)
         config.state_dir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +122,8 @@ class Agent:
         self.started = time.monotonic()
         self.last_loop = time.monotonic()
         self._changes: queue.SimpleQueue = queue.SimpleQueue()  # commands and reloads from other threads
-        self.bundles = BundleLoader(config, self.device, lambda loaded: self._changes.put((self._apply_bundles, loaded)))
+        self.bundles = BundleLoader(config, self.device,
+                                    lambda loaded: self._changes.put((self._apply_bundles, loaded)), self.graph_threads)
         self.cameras: dict[str, CameraState] = {}
         self.readers: dict[str, CameraReader] = {}
         self.unusable: dict[str, str] = {}  # camera -> why it cannot score (its bundle): offline, retried on reload

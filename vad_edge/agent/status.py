@@ -54,6 +54,7 @@ def stats(agent: "Agent") -> dict:
         "device_id": agent.config.device_id, "uptime_s": round(time.monotonic() - agent.started, 1),
         "versions": {"vad_edge": vad_edge.__version__, "torch": torch.__version__},
         "kernels": {"cuda": ops.backend()["cuda"], "device": str(agent.device), "threads": agent.threads,
+                    "graph_threads": agent.graph_threads,
                     "precision": agent.precision.name, "precision_why": agent.precision.reason,
                     "runtime": agent.runtime.name, "runtime_why": agent.runtime.reason},
         "outbox": {"depth": depth, "dropped": outbox.dropped(), **disk},

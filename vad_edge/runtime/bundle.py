@@ -146,10 +146,11 @@ def save_calibration(model: STD, path: Path, base_meta: dict, calibration: dict,
 
 
 def load_bundle(path: str | Path | None, device: torch.device, precision_name: str = "auto",
-                runtime: str = "torch") -> Bundle:
+                runtime: str = "torch", threads: int | None = None) -> Bundle:
+    """threads: a graph runtime's (Scorer)."""
     path = Path(path) if path else checkpoint.shipped("lite")
     model, meta = checkpoint.load(path, device)
-    scorer = Scorer(model, precision_name, runtime=runtime)
+    scorer = Scorer(model, precision_name, runtime=runtime, threads=threads)
     fit = apply_fit(scorer, meta, path)
     calibration = meta.get("calibration")
     if calibration:

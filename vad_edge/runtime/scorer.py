@@ -34,20 +34,23 @@ class Scorer:
     the CPU (runners.py), or "auto" (hardware.choose_runtime); the project's kernels after the networks either
     way."""
 
-    def __init__(self, model: STD, precision_name: str = "auto", batch: int = 16, runtime: str = "torch"):
+    def __init__(self, model: STD, precision_name: str = "auto", batch: int = 16, runtime: str = "torch",
+                 threads: int | None = None):
+        """threads: a graph runtime's threads (the agent's cpu_share.graph_threads); default: torch's."""
         self.model = model.eval()
         self.device = device_of(model)
         self.batch = batch
+        self.graph_threads = threads or torch.get_num_threads()
         chosen, self.precision = hardware.choose_placement(precision_name, runtime, self.device.type)
         try:
-            self.runner = runner_for(model, chosen.name, self.precision, torch.get_num_threads())
+            self.runner = runner_for(model, chosen.name, self.precision, self.graph_threads)
         except ValueError as exc:
             if runtime != "auto" or chosen.name == "torch":
                 raise
             # What auto chose was refused (its parity gate): a camera scores with torch rather than not at all.
             chosen = hardware.Runtime("torch", f"auto: {exc}")
             self.precision = hardware.for_runtime(precision_name, "torch", self.device.type)
-            self.runner = runner_for(model, "torch", self.precision, torch.get_num_threads())
+            self.runner = runner_for(model, "torch", self.precision, self.graph_threads)
         self.runtime, self.runtime_reason = chosen.name, chosen.reason
 
     def _after_networks(self):
@@ -90,7 +93,11 @@ class Scorer:
     def describe(self) -> dict:
         return {"device": str(self.device), "runtime": self.runtime, "runtime_why": self.runtime_reason,
                 "precision": self.precision.name, "why": self.precision.reason, "batch": self.batch,
-                "threads": torch.get_num_threads()}
+                "threads": self.threads()}
+
+    def threads(self) -> int:
+        """The threads the networks run on: torch's own, or the graph runtime's."""
+        return torch.get_num_threads() if self.runtime == "torch" else self.graph_threads
 
 
 def _per_window(zones: Zones, count: int) -> list[ZoneMap | None]:
