@@ -1,6 +1,7 @@
 """The command line as a person meets it: fast to answer, quiet when piped, every option explained."""
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -35,6 +36,10 @@ def test_info_prints_the_build():
     info = json.loads(done.stdout)
     assert info["cpu"] is True and "cuda_archs" in info and info["torch"]
     assert info["cpu_arch"] == platform.machine() and info["cpu_simd"] in ("sse2", "avx2", "avx512", "neon", "scalar")
+    # The agent's default threads: a graph runtime every core, torch one less.
+    cores, scoring = len(os.sched_getaffinity(0)), info["scoring_cpu"]
+    assert scoring["torch_threads"] == max(1, cores - 1)
+    assert scoring["threads"] == (scoring["torch_threads"] if scoring["runtime"] == "torch" else cores)
 
 
 def test_a_closed_pipe_is_not_an_error():

@@ -10,12 +10,15 @@ from pathlib import Path
 
 def _info(_args: argparse.Namespace) -> int:
     import vad_edge
+    from vad_edge.cpu_share import agent_threads, graph_threads
     from vad_edge.runtime import hardware
 
     runtime, cpu = hardware.choose_placement("auto", "auto", "cpu")
+    # The agent's default budget: a graph runtime on every core, torch (and the kernels) on one less.
+    threads = agent_threads() if runtime.name == "torch" else graph_threads()
     info = {**vad_edge.build_info(), "cpu_bfloat16": hardware.native_bf16(),
             "scoring_cpu": {"runtime": runtime.name, "runtime_why": runtime.reason, "precision": cpu.name,
-                            "precision_why": cpu.reason}}
+                            "precision_why": cpu.reason, "threads": threads, "torch_threads": agent_threads()}}
     print(json.dumps(info, indent=2))
     return 0
 

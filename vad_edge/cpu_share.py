@@ -9,8 +9,6 @@ runtime's threads sleep when they wait, so the agent gives OpenVINO every core (
 
 import os
 
-import torch
-
 
 def cores() -> int:
     """CPUs this process may run on (a cgroup or taskset limit counts, not the machine's total)."""
@@ -56,6 +54,8 @@ def agent_running(proc: str = "/proc") -> bool:
 
 def use_threads(count: int) -> int:
     """Sets torch's (and so the kernels') compute threads; returns the count in force."""
+    import torch  # here: `vad-edge info` reads the budgets without paying for torch's import
+
     torch.set_num_threads(count)
     return torch.get_num_threads()
 
