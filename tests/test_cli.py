@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from vad_edge import cli
+from vad_edge import cli, cpu_share
 from vad_edge.model import PROFILES
 from vad_edge.model.fusion import FUSIONS
 
@@ -36,10 +36,11 @@ def test_info_prints_the_build():
     info = json.loads(done.stdout)
     assert info["cpu"] is True and "cuda_archs" in info and info["torch"]
     assert info["cpu_arch"] == platform.machine() and info["cpu_simd"] in ("sse2", "avx2", "avx512", "neon", "scalar")
-    # The agent's default threads: a graph runtime every core, torch one less.
-    cores, scoring = len(os.sched_getaffinity(0)), info["scoring_cpu"]
-    assert scoring["torch_threads"] == max(1, cores - 1)
-    assert scoring["threads"] == (scoring["torch_threads"] if scoring["runtime"] == "torch" else cores)
+    # The agent's default threads: a graph runtime every physical core, torch one less than the CPUs.
+    scoring = info["scoring_cpu"]
+    assert scoring["torch_threads"] == max(1, len(os.sched_getaffinity(0)) - 1)
+    assert scoring["threads"] == (scoring["torch_threads"] if scoring["runtime"] == "torch"
+                                  else cpu_share.physical_cores())
 
 
 def test_a_closed_pipe_is_not_an_error():

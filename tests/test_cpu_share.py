@@ -14,13 +14,29 @@ def test_thread_budgets_leave_room_for_the_other_job(monkeypatch):
     monkeypatch.setattr(cpu_share, "cores", lambda: 8)
     assert cpu_share.agent_threads() == 7 and cpu_share.calibration_threads() == 4
     assert cpu_share.agent_threads(3) == 3  # configured
-    assert cpu_share.graph_threads() == 8 and cpu_share.graph_threads(3) == 3  # OpenVINO's: every core
+    monkeypatch.setattr(cpu_share, "physical_cores", lambda: 4)
+    assert cpu_share.graph_threads() == 4 and cpu_share.graph_threads(3) == 3  # OpenVINO's: every physical core
     assert cpu_share.calibration_threads(beside_agent=False) == 8  # alone on the box: every core
     before = torch.get_num_threads()
     try:
         assert cpu_share.use_threads(1) == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_physical_cores_count_a_cores_hyper_threads_once(tmp_path, monkeypatch):
+    """Four CPUs, two cores of two hyper-threads each; the process may run on three of them."""
+    for cpu, (package, core) in enumerate([(0, 0), (0, 1), (0, 0), (0, 1)]):
+        topology = tmp_path / f"cpu{cpu}" / "topology"
+        topology.mkdir(parents=True)
+        (topology / "physical_package_id").write_text(f"{package}\n")
+        (topology / "core_id").write_text(f"{core}\n")
+    monkeypatch.setattr(cpu_share.os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    assert cpu_share.physical_cores(str(tmp_path)) == 2
+    monkeypatch.setattr(cpu_share.os, "sched_getaffinity", lambda pid: {0, 2})  # both threads of core 0
+    assert cpu_share.physical_cores(str(tmp_path)) == 1
+    monkeypatch.setattr(cpu_share.os, "sched_getaffinity", lambda pid: {0, 1, 5})  # cpu5's topology unreadable
+    assert cpu_share.physical_cores(str(tmp_path)) == 3
 
 
 def test_agent_running_finds_the_agent_however_it_was_started(tmp_path):

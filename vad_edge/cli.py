@@ -14,7 +14,7 @@ def _info(_args: argparse.Namespace) -> int:
     from vad_edge.runtime import hardware
 
     runtime, cpu = hardware.choose_placement("auto", "auto", "cpu")
-    # The agent's default budget: a graph runtime on every core, torch (and the kernels) on one less.
+    # The agent's default budget: a graph runtime on every physical core, torch (and the kernels) on one less.
     threads = agent_threads() if runtime.name == "torch" else graph_threads()
     info = {**vad_edge.build_info(), "cpu_bfloat16": hardware.native_bf16(),
             "scoring_cpu": {"runtime": runtime.name, "runtime_why": runtime.reason, "precision": cpu.name,

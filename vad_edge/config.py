@@ -239,7 +239,7 @@ class Model(Strict):
     device: str = Field("auto", description="auto, cpu or cuda[:N]")
     threads: int = Field(0, ge=0, le=256, description=(
         "CPU threads for scoring; 0: for torch one less than the cores (at least 1), leaving room for camera "
-        "decoding and a calibration beside the agent; for OpenVINO and ONNX Runtime every core (their threads "
+        "decoding and a calibration beside the agent; for OpenVINO and ONNX Runtime every physical core (their threads "
         "sleep while they wait, so they leave room without a core kept back)"))
     precision: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description=(
         "the format clips are scored in; auto: bfloat16 on CPUs that run it natively (AMX, AVX-512 BF16, ARM "

@@ -4,7 +4,7 @@ Torch's default of one compute thread per core collapses when anything else runs
 spin at every barrier while one of them waits for a core (on 2 busy cores, scoring fell from 27 to 0.5
 clips/s; docs/research/precision-and-threads.md). Each command therefore takes a budget of threads that leaves room for the
 other, and calibration lowers its priority on every thread it has, not only the one that asked. A graph
-runtime's threads sleep when they wait, so the agent gives OpenVINO every core (graph_threads).
+runtime's threads sleep when they wait, so the agent gives OpenVINO every physical core (graph_threads).
 """
 
 import os
@@ -15,6 +15,20 @@ def cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def physical_cores(sysfs: str = "/sys/devices/system/cpu") -> int:
+    """The physical cores among the CPUs this process may run on: hyper-threads of one core count once (read
+    from sysfs; every CPU counts as a core where the topology cannot be read)."""
+    seen = set()
+    for cpu in os.sched_getaffinity(0):
+        try:
+            with open(f"{sysfs}/cpu{cpu}/topology/physical_package_id") as package, \
+                    open(f"{sysfs}/cpu{cpu}/topology/core_id") as core:
+                seen.add((package.read().strip(), core.read().strip()))
+        except OSError:
+            seen.add(("cpu", str(cpu)))
+    return max(1, len(seen))
+
+
 def agent_threads(requested: int = 0) -> int:
     """The agent's budget: as requested, or one less than the cores (at least 1)."""
     return requested or max(1, cores() - 1)
@@ -22,12 +36,13 @@ def agent_threads(requested: int = 0) -> int:
 
 def graph_threads(requested: int = 0) -> int:
     """The agent's budget for a graph runtime's threads (OpenVINO, ONNX Runtime): as requested, or every
-    core. Their threads sleep while they wait instead of spinning at a barrier, so beside another job they
+    physical core (a hyper-thread adds little to convolutions, and both runtimes' own defaults take one thread
+    per physical core). Their threads sleep while they wait instead of spinning at a barrier, so beside another job they
     slow down rather than collapse (two busy loops on 2 cores: OpenVINO 23 clips/s on 2 threads against 27 on
     1, ONNX Runtime 21 against 14), and torch's own threads stay at agent_threads: the kernels before and
     after the graph are short, and a torch thread spinning after them would hold up the graph's second
     thread (docs/research/graph-threads.md)."""
-    return requested or cores()
+    return requested or physical_cores()
 
 
 def calibration_threads(requested: int = 0, beside_agent: bool = True) -> int:
