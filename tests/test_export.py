@@ -141,7 +141,7 @@ def test_the_scorer_runs_an_exported_graph_after_a_parity_check(tiny_checkpoint,
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_a_graph_runtime_scores_on_the_threads_it_is_given_and_sleeps_between_runs(tiny_checkpoint, runtime):
-    """The agent gives a graph runtime every core (cpu_share.graph_threads) while torch keeps one less: the
+    """The agent gives a graph runtime every physical core (cpu_share.graph_threads), torch one less: the
     runtime's own count is the one given, not torch's, and ONNX Runtime's workers do not spin between runs."""
     pytest.importorskip(runtime, reason=f"{runtime} is not installed (pip install -e '.[export]')")
     from vad_edge.runtime.scorer import Scorer

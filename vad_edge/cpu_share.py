@@ -39,7 +39,7 @@ def graph_threads(requested: int = 0) -> int:
     physical core (a hyper-thread adds little to convolutions, and both runtimes' own defaults take one thread
     per physical core). Their threads sleep while they wait instead of spinning at a barrier, so beside another job they
     slow down rather than collapse (two busy loops on 2 cores: OpenVINO 23 clips/s on 2 threads against 27 on
-    1, ONNX Runtime 21 against 14), and torch's own threads stay at agent_threads: the kernels before and
+    1, ONNX Runtime 21 on 2 asleep against 14 on 1), and torch's own threads stay at agent_threads: the kernels before and
     after the graph are short, and a torch thread spinning after them would hold up the graph's second
     thread (docs/research/graph-threads.md)."""
     return requested or physical_cores()
