@@ -5,6 +5,7 @@ camera's budget.
     python benchmarks/precision.py [--seconds 3] [--precisions float32,bfloat16] [--batches 1,2,4,8]
     python benchmarks/precision.py --live          # lite 128 / lite 160 / wide lite / paper 256 in `auto`
     python benchmarks/precision.py --auc data/ped2 [--precisions float32,bfloat16,openvino:bfloat16]
+    python benchmarks/precision.py --auc data/ped1-dev --checkpoint BUNDLE   # a site's calibration bundle
     python benchmarks/precision.py --device cuda --precisions float32,float16,bfloat16 --threads 1
     python benchmarks/precision.py --cast bfloat16 [--batches 1,8] [--threads 1]   # weights cast once or per call
 
@@ -112,11 +113,12 @@ def cast_once(name: str, batches: list[int], threads: int, seconds: float, devic
         print(f"| {batch} | {once:.1f} | {every:.1f} | {once / every:.2f}x | {'yes' if same else 'NO'} |", flush=True)
 
 
-def auc(data: str, precisions: list[str], device: str) -> None:
-    """Frame AUC of the shipped lite per precision, each entry `precision` (torch) or `runtime:precision`, each
-    with the checkpoint's fit for its precision (as a box scores), and each one's per-clip difference from the
-    first entry's scores."""
-    path = checkpoint.shipped("lite")
+def auc(data: str, precisions: list[str], device: str, path: str | None = None) -> None:
+    """Frame AUC of a checkpoint (default: the shipped lite) per precision, each entry `precision` (torch) or
+    `runtime:precision`, each with the checkpoint's fit for its precision (as a box scores; a calibration bundle
+    has one fit, which every precision then uses), and each one's per-clip difference from the first entry's
+    scores."""
+    path = path or checkpoint.shipped("lite")
     model, meta = checkpoint.load(path, pick_device(device))
     videos = load_split(data, "testing", model.profile.size, checkpoint.frame_rate(meta))
     labels = [v.labels for v in videos]
@@ -147,6 +149,7 @@ def main() -> None:
     parser.add_argument("--live", action="store_true", help="model sizes against one 10 fps camera, in auto")
     parser.add_argument("--auc", metavar="DATA", help="Ped2-style dataset: AUC and score agreement per precision "
                                                       "(--precisions entries may be runtime:precision)")
+    parser.add_argument("--checkpoint", help="with --auc: the model or calibration bundle (default: shipped lite)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (the GPU session passes cuda)")
     parser.add_argument("--runtime", default="torch", help="torch, onnxruntime or openvino (float32 only)")
     args = parser.parse_args()
@@ -158,7 +161,7 @@ def main() -> None:
         cast_once(args.cast, [int(b) for b in args.batches.split(",")], int(args.threads.split(",")[0]),
                   args.seconds, args.device)
     elif args.auc:
-        auc(args.auc, precisions, args.device)
+        auc(args.auc, precisions, args.device, args.checkpoint)
     elif args.live:
         live(args.seconds, int(args.threads.split(",")[-1]), args.runtime)
     else:
