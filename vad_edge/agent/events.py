@@ -17,12 +17,12 @@ import numpy as np
 
 from vad_edge.model.zones import ZoneMap
 
+SCHEMA = "vad-edge.event/1"
+
 
 def anomaly_of(event_id: str) -> str:
     """An anomaly's id from one of its messages' ids ("<uuid>:start", "<uuid>:update:3", "<uuid>:end")."""
     return event_id.split(":")[0]
-
-SCHEMA = "vad-edge.event/1"
 
 
 def iso(t: float) -> str:
@@ -138,8 +138,8 @@ class EventTracker:
     @staticmethod
     def interrupted(last: dict, reason: str) -> dict:
         """The end of an event the agent could not end itself (it was killed): at its last known frame."""
-        return {**last, "event_id": f"{anomaly_of(last['event_id'])}:end", "seq": None, "type": "end", "end_time": last["frame_time"],
-                "replayed": False, "reason": reason}
+        return {**last, "event_id": f"{anomaly_of(last['event_id'])}:end", "seq": None, "type": "end",
+                "end_time": last["frame_time"], "replayed": False, "reason": reason}
 
     def close(self) -> list[dict]:
         """Ends a running event at the last frame seen (the camera went offline, detection was switched off,
